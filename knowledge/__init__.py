@@ -1,0 +1,1 @@
+"""The knowledge base: Chroma store, ingestion, hybrid retrieval, bundled corpus."""

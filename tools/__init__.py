@@ -1,0 +1,1 @@
+"""What the agent can do; every tool is usable without an LLM."""

@@ -1,0 +1,80 @@
+"""Typed errors shared by every layer. The CLI and UI show ``str(error)``, never a traceback."""
+
+from __future__ import annotations
+
+
+class RadconsultError(Exception):
+    """Base class: a failure the user can understand and act on."""
+
+
+class SettingsError(RadconsultError):
+    """A setting has an invalid value."""
+
+
+# --- input -------------------------------------------------------------------------------------
+class InputError(RadconsultError):
+    """The input itself is unusable (missing, empty, wrong kind, corrupt)."""
+
+
+class FileMissingError(InputError):
+    pass
+
+
+class FileTooLargeError(InputError):
+    pass
+
+
+class UnsupportedFormatError(InputError):
+    pass
+
+
+class CorruptFileError(InputError):
+    pass
+
+
+class NoPixelDataError(InputError):
+    pass
+
+
+class UnsupportedTransferSyntaxError(InputError):
+    """Compressed pixel data that no installed decoder handles; the message names the package to add."""
+
+
+class InvalidImageError(InputError):
+    """Pixel content that cannot be used: 1x1, NaN/Inf, constant, wrong dimensionality."""
+
+
+class NoApplicableModelError(InputError):
+    """No classifier is intended for this kind of image (or its metadata cannot tell); name one explicitly."""
+
+
+# --- models and services -----------------------------------------------------------------------
+class ModelUnavailableError(RadconsultError):
+    """A model (classifier bundle, embedding model, LLM) is missing, corrupt or cannot load."""
+
+
+class BundleError(ModelUnavailableError):
+    """A classifier bundle whose files disagree with each other or with its network."""
+
+
+class UnknownNameError(RadconsultError, KeyError):
+    """A registry lookup failed; the message suggests the near names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(RadconsultError):
+    """The knowledge base cannot be opened or written."""
+
+
+class LLMError(RadconsultError):
+    """The LLM backend failed: not loaded, server down, timed out, context overflow."""
+
+
+class ToolArgumentError(RadconsultError):
+    """A tool was called with arguments that do not match its schema."""
+
+
+class ToolExecutionError(RadconsultError):
+    """A tool was called correctly but failed while running."""
