@@ -1,0 +1,205 @@
+"""``classify(study) -> Finding``: the image finding the agent cites, with its model card.
+
+The model is named or chosen from the study's safe metadata (see :mod:`intended_use`). The image is
+validated and preprocessed exactly as in training, run through the bundle (TTA, temperature scaling),
+thresholded at the bundle's validation-fitted threshold, and scored for out-of-distribution features.
+A study outside the model's intended use gets ``abstain=True`` with the reason and no probabilities;
+one the model can run on but was not trained for gets ``caution``. Decision support, not a diagnosis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tools.classifiers import intended_use, registry
+from tools.classifiers.bundle import Bundle
+from tools.classifiers.calibration import softmax
+from tools.classifiers.preprocess import CropBox, prepare
+from tools.classifiers.runtime import load_model
+from tools.errors import InvalidImageError
+from tools.imaging import ImageStudy, SafeMetadata
+
+log = logging.getLogger(__name__)
+
+DISCLAIMER = "Decision support from a research model, not a diagnosis; a clinician must review the image."
+
+
+@dataclass(frozen=True, eq=False)
+class Finding:
+    """One classifier result. Probabilities are calibrated (temperature scaling), in [0, 1]."""
+
+    model: str
+    model_version: str
+    labels: tuple[str, ...]
+    positive_label: str
+    threshold: float                      # on P(positive_label), fitted on the validation split
+    probabilities: dict[str, float]       # per label; empty when abstaining
+    probability: float | None             # P(positive_label); None when abstaining
+    label: str | None                     # label implied by the threshold; None when abstaining
+    abstain: bool
+    abstain_reason: str | None
+    cautions: tuple[str, ...]
+    ood_score: float | None               # Mahalanobis distance of features to the training classes
+    ood_threshold: float | None           # 99th percentile of the validation scores
+    ood_flag: bool
+    model_selection: str                  # how the model was chosen
+    model_card: dict[str, Any]
+    device: str | None = None
+    saliency: np.ndarray | None = field(default=None, repr=False)  # (H, W) in [0, 1], original size
+    saliency_png: str | None = None
+    disclaimer: str = DISCLAIMER
+
+    @property
+    def caution(self) -> str | None:
+        """All cautions in one sentence, or None."""
+        return "; ".join(self.cautions) if self.cautions else None
+
+    def text(self) -> str:
+        """One line for a transcript or the evidence ledger."""
+        head = f"{self.model} {self.model_version}"
+        if self.abstain:
+            return f"{head}: abstained ({self.abstain_reason})"
+        line = (f"{head}: P({self.positive_label}) = {self.probability:.2f} (threshold {self.threshold:.2f})"
+                f" -> {self.label}")
+        if self.ood_flag:
+            line += " [out-of-distribution]"
+        if self.cautions:
+            line += f"; caution: {self.caution}"
+        return line
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able (the saliency array is left out; its PNG path is kept)."""
+        return {
+            "model": self.model, "model_version": self.model_version, "labels": list(self.labels),
+            "positive_label": self.positive_label, "threshold": self.threshold,
+            "probabilities": dict(self.probabilities), "probability": self.probability, "label": self.label,
+            "abstain": self.abstain, "abstain_reason": self.abstain_reason, "caution": self.caution,
+            "cautions": list(self.cautions), "ood_score": self.ood_score, "ood_threshold": self.ood_threshold,
+            "ood_flag": self.ood_flag, "model_selection": self.model_selection, "device": self.device,
+            "saliency_png": self.saliency_png, "model_card": self.model_card, "disclaimer": self.disclaimer,
+        }
+
+
+def _default_settings() -> Any:
+    from agent.settings import Settings
+
+    return Settings()
+
+
+def _display(study: ImageStudy) -> np.ndarray:
+    display = getattr(study, "display", None)
+    if display is None:
+        raise InvalidImageError("the study carries no display image")
+    return np.asarray(display)
+
+
+def _resolve(study: ImageStudy, model: str | None, settings: Any) -> tuple[Bundle, str]:
+    md = getattr(study, "metadata", None) or SafeMetadata()
+    if model:
+        return registry.get_bundle(model, settings), f"named by the caller ({model})"
+    return intended_use.select(registry.list_models(settings), md)
+
+
+def classify(study: ImageStudy, model: str | None = None, settings: Any | None = None,
+             saliency: bool = False, saliency_png: str | Path | None = None) -> Finding:
+    """Classify one 2-D image. ``saliency_png`` writes the Grad-CAM overlay there (implies saliency)."""
+    return classify_many([study], model=model, settings=settings, saliency=saliency,
+                         saliency_pngs=[saliency_png] if saliency_png else None)[0]
+
+
+def classify_many(studies: Sequence[ImageStudy], model: str | None = None, settings: Any | None = None,
+                  saliency: bool = False, saliency_pngs: Sequence[str | Path | None] | None = None,
+                  ) -> list[Finding]:
+    """Classify several images, one batched forward pass per bundle (fast on a GPU). Same order out."""
+    settings = settings if settings is not None else _default_settings()
+    plans: list[tuple[Bundle, str, intended_use.UseCheck, np.ndarray, CropBox]] = []
+    for study in studies:
+        bundle, why = _resolve(study, model, settings)
+        x, box = prepare(_display(study), bundle.input_size, bundle.mean, bundle.std)
+        if x.shape[0] != bundle.input_channels:
+            x = np.repeat(x, bundle.input_channels, axis=0)
+        use = intended_use.check(bundle, getattr(study, "metadata", None) or SafeMetadata())
+        plans.append((bundle, why, use, x, box))
+
+    results: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    by_bundle: dict[str, list[int]] = {}
+    for i, (bundle, _, use, _, _) in enumerate(plans):
+        if use.abstain_reason is None:
+            by_bundle.setdefault(str(bundle.path), []).append(i)
+    loaded_by_path = {}
+    for path, idx in by_bundle.items():
+        loaded = load_model(plans[idx[0]][0], settings.device)
+        loaded_by_path[path] = loaded
+        logits, feats = loaded.predict(np.stack([plans[i][3] for i in idx]))
+        for j, i in enumerate(idx):
+            results[i] = (logits[j], feats[j] if feats is not None else None)
+
+    findings = []
+    for i, (bundle, why, use, x, box) in enumerate(plans):
+        out_png = saliency_pngs[i] if saliency_pngs and i < len(saliency_pngs) else None
+        if i not in results:
+            findings.append(_abstained(bundle, why, use))
+            continue
+        logits, feats = results[i]
+        loaded = loaded_by_path[str(bundle.path)]
+        findings.append(_finding(bundle, why, use, logits, feats, x, box, _display(studies[i]), loaded,
+                                 saliency or out_png is not None, out_png))
+    return findings
+
+
+def _abstained(bundle: Bundle, why: str, use: intended_use.UseCheck) -> Finding:
+    return Finding(model=bundle.name, model_version=bundle.version, labels=tuple(bundle.labels),
+                   positive_label=bundle.positive_label, threshold=bundle.threshold, probabilities={},
+                   probability=None, label=None, abstain=True, abstain_reason=use.abstain_reason,
+                   cautions=use.cautions, ood_score=None,
+                   ood_threshold=bundle.ood.threshold if bundle.ood else None, ood_flag=False,
+                   model_selection=why, model_card=bundle.card())
+
+
+def _finding(bundle: Bundle, why: str, use: intended_use.UseCheck, logits: np.ndarray,
+             feats: np.ndarray | None, x: np.ndarray, box: CropBox, display: np.ndarray, loaded: Any,
+             want_saliency: bool, out_png: str | Path | None) -> Finding:
+    probs = softmax(logits[None], bundle.temperature)[0]
+    pos = bundle.labels.index(bundle.positive_label)
+    p_pos = float(probs[pos])
+    if len(bundle.labels) == 2:
+        label = bundle.positive_label if p_pos >= bundle.threshold else bundle.labels[1 - pos]
+    else:
+        label = bundle.labels[int(np.argmax(probs))]
+    cautions = list(use.cautions)
+    ood_score, ood_thr, ood_flag = None, None, False
+    if bundle.ood is not None and feats is not None:
+        ood_score = float(bundle.ood.score(feats[None])[0])
+        ood_thr = float(bundle.ood.threshold)
+        ood_flag = ood_score > ood_thr
+        if ood_flag:
+            cautions.append(f"the image is unlike the training data (OOD score {ood_score:.1f} > "
+                            f"{ood_thr:.1f}, the 99th percentile on validation): treat the probability "
+                            "as unreliable")
+    heat, png = None, None
+    if want_saliency:
+        from tools.classifiers.saliency import grad_cam, save_overlay, to_original
+
+        layer = bundle.saliency_layer
+        if layer is None:
+            cautions.append("this bundle names no saliency layer; no saliency map")
+        else:
+            with loaded.lock:
+                small = grad_cam(loaded.network, x, layer, pos, loaded.device)
+            heat = to_original(small, box)
+            if out_png is not None:
+                png = str(save_overlay(Path(out_png), display, heat))
+    return Finding(model=bundle.name, model_version=bundle.version, labels=tuple(bundle.labels),
+                   positive_label=bundle.positive_label, threshold=round(bundle.threshold, 4),
+                   probabilities={lab: round(float(p), 4) for lab, p in zip(bundle.labels, probs, strict=True)},
+                   probability=round(p_pos, 4), label=label, abstain=False, abstain_reason=None,
+                   cautions=tuple(cautions), ood_score=None if ood_score is None else round(ood_score, 3),
+                   ood_threshold=None if ood_thr is None else round(ood_thr, 3), ood_flag=ood_flag,
+                   model_selection=why, model_card=bundle.card(), device=loaded.device, saliency=heat,
+                   saliency_png=png)
