@@ -85,7 +85,7 @@ def throughput(repeats: int) -> None:
 def end_to_end(repeats: int) -> None:
     from pydicom.data import get_testdata_file
 
-    from tools.classifiers.classify import classify
+    from tools.classifiers.inference import classify
     from tools.imaging import load
 
     path = get_testdata_file("RG1_UNCI.dcm", download=False)

@@ -57,7 +57,7 @@ def _bundle(name: str, settings: Any):
 
 def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
     from agent.cli import print_json
-    from tools.classifiers.classify import classify
+    from tools.classifiers.inference import classify
     from tools.imaging import load
 
     study = load(args.path, settings)

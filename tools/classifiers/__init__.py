@@ -14,9 +14,9 @@ __all__ = ["Finding", "classify", "get_bundle", "list_models"]
 
 def __getattr__(name: str) -> Any:
     if name in ("Finding", "classify"):
-        from tools.classifiers import classify as _classify
+        from tools.classifiers import inference
 
-        return getattr(_classify, name)
+        return getattr(inference, name)
     if name in ("get_bundle", "list_models"):
         from tools.classifiers import registry
 

@@ -26,14 +26,17 @@ def grad_cam(network: nn.Module, model_input: np.ndarray, target_layer: str, cla
 
     if target_layer not in dict(network.named_modules()):
         raise BundleError(f"saliency target layer {target_layer!r} is not a layer of the network")
-    cam = GradCAM(nn_module=network, target_layers=target_layer)
+    # Keep the raw ReLU'd map and scale by its maximum: MONAI's default min-max rescale turns a nearly
+    # flat map into a wash over the whole image; max-scaling keeps unimportant regions at zero.
+    cam = GradCAM(nn_module=network, target_layers=target_layer, postprocessing=lambda m: m)
     x = torch.from_numpy(np.ascontiguousarray(model_input))[None].to(device)
     with torch.enable_grad():
         result = cam(x, class_idx=class_index)
     heat = result[0, 0].detach().float().cpu().numpy()
     heat = np.nan_to_num(heat, nan=0.0)
-    lo, hi = float(heat.min()), float(heat.max())
-    return ((heat - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(heat, np.float32)
+    heat = np.maximum(heat, 0.0)
+    hi = float(heat.max())
+    return (heat / hi).astype(np.float32) if hi > 0 else np.zeros_like(heat, np.float32)
 
 
 def to_original(heat: np.ndarray, box: CropBox) -> np.ndarray:
@@ -64,7 +67,7 @@ def overlay(display: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.nd
     base = np.clip(base[..., :3], 0.0, 1.0)
     if base.shape[:2] != heat.shape:
         raise InputError(f"saliency map {heat.shape} does not match the image {base.shape[:2]}")
-    weight = (alpha * heat)[..., None]  # only salient regions are tinted
+    weight = (alpha * heat ** 2)[..., None]  # only salient regions are tinted; weak ones stay clear
     out = (1 - weight) * base + weight * _jet(heat)
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 

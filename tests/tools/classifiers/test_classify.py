@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import pydicom_file
-from tools.classifiers.classify import Finding, classify, classify_many
+from tools.classifiers.inference import Finding, classify, classify_many
 from tools.errors import InvalidImageError, NoApplicableModelError, UnknownNameError
 
 from .helpers import cxr_meta, medmnist, study_from

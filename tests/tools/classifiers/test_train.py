@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import shared_file
 from tools.classifiers.bundle import Bundle
-from tools.classifiers.classify import classify
+from tools.classifiers.inference import classify
 from tools.classifiers.train import train
 from tools.errors import InputError, UnknownNameError
 
