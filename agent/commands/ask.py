@@ -1,9 +1,125 @@
-"""Subcommands for this area; filled in by its issue."""
+"""`radconsult ask` (one consultation turn, optional summary) and `radconsult eval agent`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser("ask", help="ask the consultation agent a question (optionally about images)")
+    p.add_argument("question", help="the clinical question")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="attach a study (DICOM, PNG, JPEG, NIfTI); repeatable")
+    p.add_argument("--patient", metavar="KEY", help="pseudonymous patient key whose prior reports may be searched")
+    p.add_argument("--case", metavar="ID", default=None,
+                   help="case id: questions with the same id share memory (default: a new case)")
+    p.add_argument("--summary", action="store_true", help="also draft the cited diagnostic summary")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ask)
+
+    ev = sub.add_parser("eval", help="evaluations")
+    evs = ev.add_subparsers(dest="eval_target", metavar="TARGET")
+    ea = evs.add_parser("agent", help="agent vs the same LLM without tools on a question set")
+    ea.add_argument("--set", dest="set_path", required=True, metavar="FILE", help="JSONL question set")
+    ea.add_argument("--limit", type=int, default=None, help="first N items only")
+    ea.add_argument("--stride", type=int, default=1, help="every K-th item only (a spread subset on slow CPUs)")
+    ea.add_argument("--categories", default=None, help="comma-separated categories to keep")
+    ea.add_argument("--no-baseline", action="store_true", help="skip the LLM-alone baseline")
+    ea.add_argument("--json", action="store_true", help="machine-readable output")
+    ea.set_defaults(func=cmd_eval_agent)
+    ev.set_defaults(func=lambda args, settings: (ev.print_help(), 1)[1])
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    import uuid
+
+    from agent.cli import print_json
+    from agent.consultation import DISCLAIMER, Consultation
+
+    case_id = args.case or f"cli-{uuid.uuid4().hex[:10]}"
+    consult = Consultation(settings)
+    streamed = {"any": False}
+
+    def on_token(piece: str) -> None:
+        streamed["any"] = True
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    try:
+        result = consult.ask(case_id, args.question, images=args.image, patient=args.patient,
+                             on_token=None if args.json else on_token)
+        summary = consult.summary(case_id) if args.summary and result.error is None else None
+    finally:
+        consult.close()
+    _audit(settings, case_id, result, summary)
+    if args.json:
+        out: dict[str, Any] = {
+            "case_id": case_id, "answer": result.answer, "marked_answer": result.marked_answer,
+            "citations": result.citations, "tool_calls": result.tool_calls,
+            "unsupported_sentences": result.unsupported_sentences, "citation_validity": result.citation_validity,
+            "model": result.model, "timings": result.timings, "error": result.error, "disclaimer": DISCLAIMER}
+        if args.summary:
+            out["summary"] = summary.as_dict() if summary else None
+            out["summary_markdown"] = summary.to_markdown() if summary else None
+        print_json(out)
+    else:
+        if streamed["any"]:
+            sys.stdout.write("\n")
+        if not streamed["any"] or result.unsupported_sentences or result.error:
+            print(("\n" if streamed["any"] else "") + result.marked_answer)
+        if result.citations:
+            print("\nReferences:")
+            for c in result.citations:
+                where = ", ".join(str(x) for x in (c.get("title"), c.get("section"),
+                                                   f"p. {c['page']}" if c.get("page") else None,
+                                                   c.get("date"), c.get("url")) if x)
+                print(f"  [{c['id']}] {c['source']}" + (f": {where}" if where else ""))
+        if result.tool_calls:
+            print("\nTools: " + ", ".join(f"{t['name']} ({t['ms']:.0f} ms{'' if t['ok'] else ', failed'})"
+                                          for t in result.tool_calls))
+        print(f"\n{DISCLAIMER}  (case {case_id}, model {result.model}, {result.timings['total_ms'] / 1000:.1f} s)")
+        if summary is not None:
+            print("\n" + summary.to_markdown())
+    return 1 if result.error else 0
+
+
+def _audit(settings: Settings, case_id: str, result: Any, summary: Any) -> None:
+    """Audit records without PHI: hashes of the texts, evidence ids, model name."""
+    from agent.audit import AuditLog, text_hash
+
+    log = AuditLog(settings.audit_log_path)
+    versions = {"llm": str(result.model)[:128]}
+    log.append("answer", user=None, case_id=case_id, model_versions=versions,
+               evidence_ids=[c["id"] for c in result.citations],
+               details={"question_sha256": text_hash(result.question), "answer_sha256": text_hash(result.answer),
+                        "tools": len(result.tool_calls), "unsupported": len(result.unsupported_sentences),
+                        "error": bool(result.error)})
+    if summary is not None:
+        log.append("summary", user=None, case_id=case_id, model_versions=versions,
+                   evidence_ids=[r["id"] for r in summary.references],
+                   details={"impression_source": summary.impression_source})
+
+
+def cmd_eval_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.cli import print_json
+    from agent.eval import format_report, load_set, run_eval
+
+    items = load_set(args.set_path)
+    if args.categories:
+        keep = {c.strip() for c in args.categories.split(",")}
+        items = [i for i in items if i.category in keep]
+    if args.stride > 1:
+        items = items[:: args.stride]
+    if args.limit:
+        items = items[: args.limit]
+    report = run_eval(items, settings, baseline=not args.no_baseline)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
+    return 0

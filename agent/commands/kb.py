@@ -1,9 +1,141 @@
-"""Subcommands for this area; filled in by its issue."""
+"""`radconsult kb ...`: ingest, search, stats, delete and (re)build the knowledge base."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    kb = sub.add_parser("kb", help="the knowledge base of guidelines and prior reports")
+    kb_sub = kb.add_subparsers(dest="kb_command", metavar="ACTION")
+    kb.set_defaults(func=lambda args, settings: _help(kb))
+
+    p = kb_sub.add_parser("ingest", help="add documents (Markdown, text, HTML, PDF, DICOM SR, FHIR JSON)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    p.add_argument("--kind", choices=("guideline", "report"),
+                   help="collection (default: the front matter's kind; DICOM SR and FHIR are reports)")
+    p.add_argument("--patient", metavar="KEY",
+                   help="pseudonymous patient key for these reports (never a raw patient ID)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = kb_sub.add_parser("search", help="hybrid search with citations")
+    p.add_argument("query")
+    p.add_argument("--kind", choices=("guideline", "report", "all"), default="guideline")
+    p.add_argument("--patient", metavar="KEY", help="only this patient's reports")
+    p.add_argument("--modality", help="only this modality (CT, CR, MG, US, ...)")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="studies on or after")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="studies on or before")
+    p.add_argument("--k", type=int, default=5, help="number of passages (1-100)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = kb_sub.add_parser("stats", help="what the knowledge base holds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = kb_sub.add_parser("delete", help="remove one source")
+    p.add_argument("--source", required=True, help="the stored source name, or the path it came from")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_delete)
+
+    p = kb_sub.add_parser("build", help="(re)build the bundled guideline corpus and demo reports")
+    p.add_argument("--force", action="store_true", help="rebuild even when it is up to date")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 1
+
+
+def _kb(settings: Settings):  # noqa: ANN202 - KnowledgeBase, imported lazily
+    from knowledge.base import KnowledgeBase
+
+    return KnowledgeBase(settings).open()
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.cli import print_json
+
+    kb = _kb(settings)
+    report = kb.ingest(args.paths, kind=args.kind, patient=args.patient,
+                       progress=False if args.no_progress or args.json else None)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        for warning in report.warnings:
+            print(f"radconsult: warning: {warning}", file=sys.stderr)
+        for path, reason in report.failed.items():
+            print(f"radconsult: skipped {path}: {reason}", file=sys.stderr)
+        print(report.summary())
+    return 2 if report.failed else 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.cli import print_json
+
+    kb = _kb(settings)
+    kb.ensure_bundled()
+    results = kb.search(args.query, kind=args.kind, patient=args.patient, k=args.k, modality=args.modality,
+                        date_from=args.date_from, date_to=args.date_to)
+    if args.json:
+        print_json([c.as_dict() for c in results])
+        return 0
+    if not results:
+        print("no matching passages")
+        return 0
+    for n, c in enumerate(results, start=1):
+        page = f", p. {c.page}" if c.page and "p. " not in c.section else ""
+        print(f"[{n}] {c.label()}{page}  (score {c.score:.4f})")
+        print(textwrap.indent(textwrap.fill(" ".join(c.quote.split()), 100), "    "))
+        print(f"    {c.url or c.source}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.cli import print_json
+
+    stats = _kb(settings).stats()
+    if args.json:
+        print_json(stats)
+        return 0
+    print(f"knowledge base: {stats['location']} ({stats['mode']}), embeddings: {stats['embedding_model']}")
+    for kind, entry in stats["collections"].items():
+        extra = f", {entry['patients']} patients" if "patients" in entry else ""
+        print(f"  {kind}s: {entry['chunks']} chunks from {entry['sources']} sources{extra}")
+    print(f"  bundled corpus: {'built' if stats['bundled'] else 'not built (radconsult kb build)'}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.cli import print_json
+
+    removed = _kb(settings).delete(args.source)
+    if args.json:
+        print_json({"source": args.source, "removed": removed})
+    elif removed:
+        print(f"removed {removed} chunks of {args.source}")
+    else:
+        print(f"nothing stored under {args.source}", file=sys.stderr)
+    return 0 if removed else 1
+
+
+def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.cli import print_json
+
+    report = _kb(settings).ensure_bundled(force=args.force)
+    if args.json:
+        print_json(report.as_dict() if report else {"up_to_date": True})
+    else:
+        print(report.summary() if report else "the bundled knowledge base is up to date")
+    return 0

@@ -1,0 +1,208 @@
+"""`radconsult eval agent`: the agent against the same LLM without tools, on a JSONL question set.
+
+Each line: ``id, category, question, images (relative to the shared data folder), patient, history
+(earlier questions of the same case, asked first and not scored), expected_tools (names; "a|b"
+means either, a trailing "|" means "or none"), facts (each a list of accepted alternatives, matched
+case-insensitively after normalising dashes and "6 to 12" -> "6-12"), forbidden (strings that
+must not appear)``.
+
+Metrics: tool-selection accuracy (every expected tool called; no tool when none is expected),
+fact accuracy (share of facts present, forbidden strings count as a missed fact), citation validity
+(share of citations that exist and support their sentence), unsupported-sentence rate (unsupported
+sentences / sentences), p50 and p95 turn latency. The baseline answers the same questions with the
+same model, no tools and no retrieval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tools.errors import InputError
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalItem:
+    id: str
+    category: str
+    question: str
+    images: list[str] = field(default_factory=list)
+    patient: str | None = None
+    history: list[str] = field(default_factory=list)
+    expected_tools: list[str] = field(default_factory=list)
+    facts: list[list[str]] = field(default_factory=list)
+    forbidden: list[str] = field(default_factory=list)
+
+
+def load_set(path: str | Path) -> list[EvalItem]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"eval set not found: {path}")
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            items.append(EvalItem(**data))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise InputError(f"{path.name} line {n}: not a valid eval item ({exc})") from None
+    if not items:
+        raise InputError(f"eval set {path.name} is empty")
+    return items
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder: $RADCONSULT_SHARED/data, else ../shared/data beside the project."""
+    base = os.environ.get("RADCONSULT_SHARED") or str(Path(__file__).resolve().parents[2] / "shared")
+    return Path(base) / "data"
+
+
+def normalise(text: str) -> str:
+    text = text.lower().replace("\u2013", "-").replace("\u2014", "-").replace("\u2264", "<=")
+    text = re.sub(r"(\d)\s*(?:-|to)\s*(\d)", r"\1-\2", text)
+    return re.sub(r"\s+", " ", text)
+
+
+def fact_score(answer: str, facts: list[list[str]], forbidden: list[str]) -> float:
+    ans = normalise(answer)
+    hits = [any(normalise(alt) in ans for alt in alts) for alts in facts]
+    bad = [normalise(f) in ans for f in forbidden]
+    total = len(hits) + len(bad)
+    if not total:
+        return 1.0
+    return (sum(hits) + sum(1 for b in bad if not b)) / total
+
+
+def tools_ok(expected: list[str], called: list[str]) -> bool:
+    if not expected:
+        return not called
+    for alt in expected:
+        options = alt.split("|")
+        if not any(o in called for o in options if o) and "" not in options:
+            return False
+    return True
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(q * (len(values) - 1))))
+    return round(values[k], 1)
+
+
+def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
+             consult: Any = None) -> dict[str, Any]:
+    from agent.consultation import Consultation
+    from agent.prompts import render
+
+    tmp_cases = settings.data_dir / "eval-cases.sqlite"
+    consult = consult or Consultation(settings, checkpoint_path=tmp_cases)
+    data_dir = shared_data_dir()
+    rows, skipped = [], []
+    try:
+        for item in items:
+            images = [data_dir / p for p in item.images]
+            if any(not p.is_file() for p in images):
+                skipped.append({"id": item.id, "reason": "image not found under the shared data folder"})
+                continue
+            case = f"eval-{item.id}-{uuid.uuid4().hex[:6]}"
+            for i, earlier in enumerate(item.history):
+                consult.ask(case, earlier, images=images if i == 0 else None, patient=item.patient)
+            t0 = time.perf_counter()
+            res = consult.ask(case, item.question, images=None if item.history else images, patient=item.patient)
+            agent_ms = (time.perf_counter() - t0) * 1000
+            called = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)"]
+            sentences = max(1, len(re.findall(r"[.!?](\s|$)", res.answer)))
+            row = {"id": item.id, "category": item.category, "tools": called,
+                   "tools_ok": tools_ok(item.expected_tools, called),
+                   "facts": fact_score(res.answer, item.facts, item.forbidden),
+                   "citation_validity": res.citation_validity,
+                   "unsupported": len(res.unsupported_sentences), "sentences": sentences,
+                   "ms": round(agent_ms, 1), "error": res.error, "answer": res.answer}
+            if baseline:
+                question = " ".join(item.history + [item.question])
+                t1 = time.perf_counter()
+                try:
+                    base = consult.backend.chat([{"role": "system", "content": render("no_tools")},
+                                                 {"role": "user", "content": question}], None, tool_choice="none")
+                    base_text = base.text
+                except Exception as exc:  # report, never stop the run
+                    base_text = ""
+                    row["baseline_error"] = str(exc)
+                row["baseline_facts"] = fact_score(base_text, item.facts, item.forbidden)
+                row["baseline_ms"] = round((time.perf_counter() - t1) * 1000, 1)
+                row["baseline_answer"] = base_text
+            rows.append(row)
+            log.info("%s tools=%s ok=%s facts=%.2f %.1fs", item.id, called, row["tools_ok"], row["facts"],
+                     agent_ms / 1000)
+    finally:
+        consult.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(tmp_cases) + suffix).unlink(missing_ok=True)
+    return summarise(rows, skipped, consult.model_name, baseline)
+
+
+def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], model: str,
+              baseline: bool) -> dict[str, Any]:
+    def mean(xs: list[float]) -> float | None:
+        return round(statistics.fmean(xs), 3) if xs else None
+
+    cv = [r["citation_validity"] for r in rows if r["citation_validity"] is not None]
+    agent = {"tool_selection_accuracy": mean([1.0 if r["tools_ok"] else 0.0 for r in rows]),
+             "fact_accuracy": mean([r["facts"] for r in rows]),
+             "citation_validity": mean(cv),
+             "unsupported_sentence_rate": round(sum(r["unsupported"] for r in rows)
+                                                / max(1, sum(r["sentences"] for r in rows)), 3),
+             "p50_ms": _pct([r["ms"] for r in rows], 0.5), "p95_ms": _pct([r["ms"] for r in rows], 0.95),
+             "errors": sum(1 for r in rows if r["error"])}
+    out: dict[str, Any] = {"model": model, "n": len(rows), "skipped": skipped, "agent": agent}
+    if baseline:
+        out["llm_alone"] = {"fact_accuracy": mean([r["baseline_facts"] for r in rows]),
+                            "p50_ms": _pct([r["baseline_ms"] for r in rows], 0.5),
+                            "p95_ms": _pct([r["baseline_ms"] for r in rows], 0.95)}
+    cats: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        c = cats.setdefault(r["category"], {"n": 0, "tools_ok": 0, "facts": [], "baseline_facts": []})
+        c["n"] += 1
+        c["tools_ok"] += int(r["tools_ok"])
+        c["facts"].append(r["facts"])
+        if "baseline_facts" in r:
+            c["baseline_facts"].append(r["baseline_facts"])
+    out["by_category"] = {k: {"n": v["n"], "tool_selection_accuracy": round(v["tools_ok"] / v["n"], 3),
+                              "fact_accuracy": mean(v["facts"]), "llm_alone_fact_accuracy": mean(v["baseline_facts"])}
+                          for k, v in cats.items()}
+    out["items"] = rows
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    a = report["agent"]
+    lines = [f"model {report['model']}: {report['n']} questions ({len(report['skipped'])} skipped)", "",
+             "| | tool selection | fact accuracy | citation validity | unsupported rate | p50 s | p95 s |",
+             "|---|---|---|---|---|---|---|",
+             f"| agent | {a['tool_selection_accuracy']} | {a['fact_accuracy']} | {a['citation_validity']} | "
+             f"{a['unsupported_sentence_rate']} | {(a['p50_ms'] or 0) / 1000:.1f} | {(a['p95_ms'] or 0) / 1000:.1f} |"]
+    if "llm_alone" in report:
+        b = report["llm_alone"]
+        lines.append(f"| LLM alone | - | {b['fact_accuracy']} | - | - | {(b['p50_ms'] or 0) / 1000:.1f} | "
+                     f"{(b['p95_ms'] or 0) / 1000:.1f} |")
+    lines += ["", "| category | n | tool selection | facts (agent) | facts (LLM alone) |", "|---|---|---|---|---|"]
+    for k, v in report["by_category"].items():
+        lines.append(f"| {k} | {v['n']} | {v['tool_selection_accuracy']} | {v['fact_accuracy']} | "
+                     f"{v['llm_alone_fact_accuracy']} |")
+    return "\n".join(lines)

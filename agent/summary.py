@@ -1,0 +1,177 @@
+"""The cited diagnostic summary: a second-opinion draft assembled from the case's evidence ledger.
+
+Sections (deterministic order and content): Clinical question; Technique (DICOM facts); Findings
+(classifier outputs with calibrated probabilities, caution or abstention); Comparison (prior reports,
+dated, cited); Impression (the only LLM prose; each sentence must cite, uncited sentences are
+dropped, and a deterministic fallback is used when nothing remains); Recommendations (guideline
+calculators and passages, cited); Limitations; References (numbered: source, section, year, URL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agent.evidence import Evidence, Ledger
+from agent.llm.base import ChatBackend
+from agent.prompts import render
+from agent.verify import verify
+from tools.errors import LLMError
+
+log = logging.getLogger(__name__)
+
+LIMITATIONS = [
+    "Decision support, not a diagnosis: a clinician must review and sign this draft.",
+    "Image classifiers are research models with a stated intended use; outputs outside it carry a caution "
+    "or an abstention, and calibrated probabilities are estimates, not certainties.",
+    "Guideline statements are summaries of the cited sources; check the original for the full conditions.",
+]
+
+
+@dataclass
+class SummaryLine:
+    text: str
+    cites: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return self.text + ("" if not self.cites else " " + "".join(f"[{c}]" for c in self.cites))
+
+
+@dataclass
+class Summary:
+    """Structured summary; ``to_markdown()`` and ``as_dict()`` render it. References keep ledger ids."""
+
+    clinical_question: list[str]
+    technique: list[SummaryLine]
+    findings: list[SummaryLine]
+    comparison: list[SummaryLine]
+    impression: list[SummaryLine]
+    recommendations: list[SummaryLine]
+    limitations: list[str]
+    references: list[dict[str, Any]]
+    model: str = ""
+    created: str = ""
+    impression_source: str = "llm"   # llm | deterministic
+    unsupported_sentences: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        def block(title: str, lines: list[SummaryLine], empty: str) -> list[str]:
+            out = [f"## {title}", ""]
+            out += [f"- {ln.markdown()}" for ln in lines] or [f"- {empty}"]
+            return out + [""]
+
+        md = ["# Second-opinion summary (draft)", "",
+              f"*Generated {self.created} by radconsult ({self.model}). Decision support, not a diagnosis.*", "",
+              "## Clinical question", ""]
+        md += [f"- {q}" for q in self.clinical_question] + [""]
+        md += block("Technique", self.technique, "No image attached.")
+        md += block("Findings", self.findings, "No model findings.")
+        md += block("Comparison", self.comparison, "No prior reports cited.")
+        md += block("Impression", self.impression, "No impression.")
+        md += block("Recommendations", self.recommendations, "No guideline-based recommendation was derived.")
+        md += ["## Limitations", ""] + [f"- {x}" for x in self.limitations] + [""]
+        md += ["## References", ""]
+        for ref in self.references:
+            bits = [ref["source"]]
+            for key in ("title", "section"):
+                if ref.get(key):
+                    bits.append(str(ref[key]))
+            if ref.get("page"):
+                bits.append(f"p. {ref['page']}")
+            if ref.get("year"):
+                bits.append(str(ref["year"]))
+            if ref.get("date"):
+                bits.append(f"dated {ref['date']}")
+            line = f"{ref['n']}. [{ref['id']}] " + ", ".join(bits)
+            if ref.get("url"):
+                line += f". {ref['url']}"
+            md.append(line)
+        if not self.references:
+            md.append("None.")
+        return "\n".join(md) + "\n"
+
+
+def _finding_line(e: Evidence) -> SummaryLine:
+    f = e.facts
+    probs = f.get("probabilities") or {}
+    ptxt = ", ".join(f"{k} {float(v):.2f}" for k, v in probs.items()) if isinstance(probs, dict) else ""
+    name = f.get("model") or e.source
+    ver = f" v{f['version']}" if f.get("version") else ""
+    if f.get("abstained"):
+        text = f"{name}{ver} on study {f.get('study', '?')}: abstained ({f.get('abstain_reason') or 'outside intended use'})."
+    else:
+        text = f"{name}{ver} on study {f.get('study', '?')}: {f.get('label') or 'result'}" + \
+            (f" (calibrated probabilities: {ptxt})" if ptxt else "") + "."
+    if f.get("caution"):
+        c = f["caution"]
+        text += f" Caution: {c if isinstance(c, str) else '; '.join(map(str, c))}."
+    return SummaryLine(text, [e.id])
+
+
+def _deterministic_impression(ledger: Ledger) -> list[SummaryLine]:
+    lines = []
+    for e in ledger.of_kind("classifier"):
+        lines.append(_finding_line(e))
+    for e in ledger.of_kind("calculator")[:2]:
+        lines.append(SummaryLine(f"{e.title}: {e.quote}.", [e.id]))
+    return lines
+
+
+def _llm_impression(question: str, ledger: Ledger, backend: ChatBackend) -> tuple[list[SummaryLine], list[str]]:
+    evidence = "\n\n".join(e.prompt_block() for e in ledger.items)
+    prompt = render("impression", question=question, evidence=evidence)
+    res = backend.chat([{"role": "system", "content": render("system")}, {"role": "user", "content": prompt}],
+                       None, tool_choice="none", max_tokens=200)
+    check = verify(res.text, ledger)
+    kept = [SummaryLine(s.text, []) for s in check.sentences if s.status == "supported" and s.cited]
+    return kept, check.unsupported
+
+
+def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, model_name: str = "") -> Summary:
+    ledger = Ledger.from_dicts(state.get("evidence", []))
+    turns = state.get("turns", [])
+    questions = [t["question"] for t in turns if t.get("question")]
+    technique = [SummaryLine(f"Study {e.facts.get('study', '?')}: {e.quote}.", [e.id]) for e in ledger.of_kind("dicom")]
+    if not technique:
+        technique = [SummaryLine(f"Study {s['ref']}: {s['label']}.") for s in state.get("studies", [])]
+    findings = [_finding_line(e) for e in ledger.of_kind("classifier")]
+    comparison = [SummaryLine(f"Prior report{' dated ' + e.date if e.date else ' (undated)'}"
+                              f"{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
+                  for e in sorted(ledger.of_kind("prior_report"), key=lambda x: x.date or "")]
+    recs = [SummaryLine(f"{e.title or e.source}: {e.quote}", [e.id]) for e in ledger.of_kind("calculator")]
+    recs += [SummaryLine(f"{e.source}{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
+             for e in ledger.of_kind("guideline")]
+    impression, source, unsupported = [], "deterministic", []
+    if backend is not None and ledger.items:
+        try:
+            impression, unsupported = _llm_impression(" / ".join(questions) or "second opinion", ledger, backend)
+            source = "llm" if impression else "deterministic"
+        except LLMError as exc:
+            log.warning("impression by the LLM failed: %s", exc)
+    if not impression:
+        impression = _deterministic_impression(ledger)
+    used: list[str] = []
+    for line in technique + findings + comparison + impression + recs:
+        for c in line.cites:
+            if c not in used:
+                used.append(c)
+        for tok in re.findall(r"E\d+", line.text):
+            if tok in ledger and tok not in used:
+                used.append(tok)
+    refs = []
+    for n, eid in enumerate(sorted(used, key=lambda x: int(x[1:])), start=1):
+        e = ledger.get(eid)
+        if e is None:
+            continue
+        refs.append({"n": n, "id": e.id, "kind": e.kind, "source": e.source, "title": e.title, "section": e.section,
+                     "page": e.page, "year": e.year, "url": e.url, "date": e.date})
+    return Summary(clinical_question=questions, technique=technique, findings=findings, comparison=comparison,
+                   impression=impression, recommendations=recs, limitations=list(LIMITATIONS), references=refs,
+                   model=model_name, created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                   impression_source=source, unsupported_sentences=unsupported)

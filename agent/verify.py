@@ -1,0 +1,147 @@
+"""Citation verifier: every cited id exists and supports its sentence; uncited clinical claims are marked.
+
+Support is lexical: the sentence's content words (lower-cased, cut to a 5-letter stem) must overlap
+the cited evidence's text (quote, title, section, facts), and every number in the sentence must occur
+in the cited evidence. Cheap, deterministic and explainable: the verifier says *why* a sentence is
+unsupported. A sentence is a clinical claim when it names a clinical or imaging concept or a
+measurement; greetings, offers of help and the decision-support disclaimer are not claims.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agent.evidence import Evidence, Ledger
+
+CITE = re.compile(r"\[(E\d+(?:\s*[,;]\s*E?\d+)*)\]")
+_WORD = re.compile(r"[a-z][a-z\-]+|\d+(?:\.\d+)?")
+_STOP = set(["a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "without", "by", "from", "at", "as", "is", "are", "was", "were", "be", "been", "being", "this", "that", "these", "those", "it", "its", "their", "there", "here", "which", "who", "whom", "whose", "what", "when", "where", "why", "how", "not", "no", "yes", "can", "could", "may", "might", "should", "would", "will", "shall", "do", "does", "did", "done", "has", "have", "had", "than", "then", "also", "only", "such", "into", "over", "under", "about", "between", "per", "very", "more", "most", "less", "least", "other", "any", "all", "some", "each", "both", "either", "neither", "your", "you", "we", "our", "i", "me", "my", "they", "them", "he", "she", "his", "her", "e", "g", "ie", "eg", "based", "according", "using", "use", "used", "shows", "show", "showed", "suggests", "suggest", "see", "seen"])
+_CLINICAL = re.compile(
+    r"\b(nodul\w*|mass\w*|lesion\w*|pneumon\w*|cardiomegal\w*|effusion|pneumothorax|opacit\w*|consolidat\w*|"
+    r"atelecta\w*|edema|fracture\w*|tumou?r\w*|cancer\w*|malignan\w*|benign\w*|metasta\w*|biops\w*|"
+    r"follow[- ]?up|surveillance|screen\w*|ct|ldct|mri|pet|mammogra\w*|ultrasound|tomosynthesis|radiograph\w*|"
+    r"x-?ray\w*|bi-?rads|lung-?rads|fleischner|uspstf|category|probabilit\w*|likelihood|risk|"
+    r"finding\w*|abnormal\w*|normal|suspicious|diagnos\w*|recommend\w*|guideline\w*|months?|years?|mm|cm|"
+    r"pack-?years?|smok\w*|calcifi\w*|solid|ground-?glass|part-?solid|heart|lungs?|breasts?|chest|pleura\w*|"
+    r"classifier|model|prior|report\w*|study|image|modality|view|abstain\w*|caution)\b", re.I)
+_NOT_CLAIM = re.compile(
+    r"^(hello|hi|thanks|thank you|you're welcome|i can help|i'm|i am|how can i|feel free|let me know|"
+    r"please (attach|provide|ask|consult)|i could not|i cannot|i can't|sorry)\b|"
+    r"decision support|not a diagnosis|clinician (decides|must)|consult (a|your) (radiologist|clinician|physician)",
+    re.I)
+
+
+@dataclass
+class SentenceCheck:
+    text: str
+    cited: list[str]
+    status: str          # supported | unsupported | no_claim
+    reason: str = ""
+
+
+@dataclass
+class Verification:
+    sentences: list[SentenceCheck] = field(default_factory=list)
+    invalid_ids: list[str] = field(default_factory=list)
+
+    @property
+    def unsupported(self) -> list[str]:
+        return [s.text for s in self.sentences if s.status == "unsupported"]
+
+    @property
+    def cited_ids(self) -> list[str]:
+        seen: list[str] = []
+        for s in self.sentences:
+            for c in s.cited:
+                if c not in seen:
+                    seen.append(c)
+        return seen
+
+    @property
+    def citation_validity(self) -> float | None:
+        """Share of (sentence, cited id) pairs whose id exists and supports the sentence; None if no citations."""
+        pairs = sum(len(s.cited) for s in self.sentences)
+        if not pairs:
+            return None
+        bad = sum(1 for s in self.sentences for c in s.cited
+                  if c in self.invalid_ids or (s.status == "unsupported" and "does not support" in s.reason))
+        return 1 - bad / pairs
+
+    @property
+    def claim_count(self) -> int:
+        return sum(1 for s in self.sentences if s.status != "no_claim")
+
+    def marked_answer(self) -> str:
+        """The answer with each unsupported sentence visibly marked."""
+        out = []
+        for s in self.sentences:
+            out.append(f"{s.text} [unsupported: {s.reason}]" if s.status == "unsupported" else s.text)
+        return " ".join(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sentences": [asdict(s) for s in self.sentences], "invalid_ids": self.invalid_ids,
+                "unsupported_sentences": self.unsupported, "citation_validity": self.citation_validity}
+
+
+def split_sentences(text: str) -> list[str]:
+    text = re.sub(r"\s+", " ", text.replace("\n- ", "\n").replace("\n* ", "\n")).strip()
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z(\"'\[*])|(?<=\])\s+(?=[A-Z])", text)
+    return [p.strip() for p in parts if p.strip() and re.search(r"\w", p)]
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:5] for w in _WORD.findall(text.lower()) if w not in _STOP and not w.isdigit() and len(w) > 2}
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.lstrip("0") or "0" for n in re.findall(r"(?<![E\w])\d+(?:\.\d+)?", text)}
+
+
+def parse_ids(token: str) -> list[str]:
+    return [("E" + x.lstrip("Ee")) for x in re.split(r"\s*[,;]\s*", token.strip())]
+
+
+def is_claim(sentence: str) -> bool:
+    plain = CITE.sub("", sentence).strip()
+    if plain.endswith("?") or _NOT_CLAIM.search(plain):
+        return False
+    return bool(_CLINICAL.search(plain) or re.search(r"\d+(\.\d+)?\s*(%|mm|cm|months?|years?)", plain))
+
+
+def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> SentenceCheck:
+    """Numbers the user gave in ``question`` (a nodule's size) may be repeated without evidence."""
+    ids: list[str] = []
+    for token in CITE.findall(sentence):
+        ids += parse_ids(token)
+    plain = CITE.sub("", sentence)
+    if not ids:
+        if is_claim(sentence):
+            return SentenceCheck(sentence, [], "unsupported", "clinical statement without a citation")
+        return SentenceCheck(sentence, [], "no_claim")
+    missing = [i for i in ids if i not in ledger]
+    if missing:
+        return SentenceCheck(sentence, ids, "unsupported", f"cites {', '.join(missing)}, which does not exist")
+    evidence: list[Evidence] = [e for i in ids if (e := ledger.get(i)) is not None]
+    support = " ".join(e.support_text() for e in evidence)
+    words = _stems(plain)
+    overlap = words & _stems(support)
+    nums = _numbers(plain) - _numbers(support) - _numbers(question)
+    if words and not overlap:
+        return SentenceCheck(sentence, ids, "unsupported", f"cited {', '.join(ids)} does not support this sentence")
+    if nums:
+        return SentenceCheck(sentence, ids, "unsupported",
+                             f"number(s) {', '.join(sorted(nums))} not found in {', '.join(ids)} (does not support)")
+    return SentenceCheck(sentence, ids, "supported")
+
+
+def verify(answer: str, ledger: Ledger, question: str = "") -> Verification:
+    result = Verification()
+    for sentence in split_sentences(answer):
+        check = check_sentence(sentence, ledger, question)
+        result.sentences.append(check)
+        for c in check.cited:
+            if c not in ledger and c not in result.invalid_ids:
+                result.invalid_ids.append(c)
+    return result

@@ -1,0 +1,93 @@
+"""Agent latency on this machine: p50 turn for a guideline question, time to first streamed token, and a
+turn with an image (classify + retrieval); baseline = the same LLM answering alone (no tools) in the same
+process.
+
+    python bench/agent.py [--runs 3] [--llm gguf:qwen2.5-coder-0.5b]
+
+Targets (2-core CPU, embedded default): guideline turn p50 <= 10 s, TTFT <= 3 s.
+Each run is a new case; the model and the prompt-prefix KV cache are warmed by one untimed turn first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GUIDELINE_Q = "Fleischner follow-up for a single 7 mm solid nodule in a low-risk 60-year-old?"
+IMAGE_Q = "Does this chest X-ray show pneumonia? Use the pneumonia-cxr classifier."
+IMAGE = "cxr/nih_00000001_000_cardiomegaly.png"
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--llm", default=None, help="RADCONSULT_LLM value (default: the settings' default)")
+    args = ap.parse_args()
+
+    from agent.consultation import Consultation
+    from agent.eval import shared_data_dir
+    from agent.prompts import render
+    from agent.settings import Settings
+
+    settings = Settings(**({"llm": args.llm} if args.llm else {}))
+    consult = Consultation(settings, checkpoint_path=settings.data_dir / f"bench-{uuid.uuid4().hex[:6]}.sqlite")
+    consult.ask(f"warm-{uuid.uuid4().hex[:6]}", "Hello")  # load the model, restore or compute the prefix
+
+    seen: dict[str, list[str]] = {}
+    rows: dict[str, list[float]] = {"guideline turn": [], "guideline TTFT": [], "image turn": [],
+                                    "image TTFT": [], "LLM alone turn": [], "LLM alone TTFT": []}
+    image = shared_data_dir() / IMAGE
+    for _ in range(args.runs):
+        r = consult.ask(f"bench-{uuid.uuid4().hex[:8]}", GUIDELINE_Q, on_token=lambda s: None)
+        seen["guideline"] = [c["name"] for c in r.tool_calls]
+        rows["guideline turn"].append(r.timings["total_ms"] / 1000)
+        rows["guideline TTFT"].append((r.timings["ttft_ms"] or r.timings["total_ms"]) / 1000)
+        if image.is_file():
+            r = consult.ask(f"bench-{uuid.uuid4().hex[:8]}", IMAGE_Q, images=[image], on_token=lambda s: None)
+            seen["image"] = [c["name"] for c in r.tool_calls]
+            rows["image turn"].append(r.timings["total_ms"] / 1000)
+            rows["image TTFT"].append((r.timings["ttft_ms"] or r.timings["total_ms"]) / 1000)
+        first: list[float] = []
+
+        def mark(_: str, first: list[float] = first) -> None:
+            if not first:
+                first.append(time.perf_counter())
+
+        t0 = time.perf_counter()
+        consult.backend.chat([{"role": "system", "content": render("no_tools")},
+                              {"role": "user", "content": GUIDELINE_Q}], None, tool_choice="none", on_token=mark)
+        rows["LLM alone turn"].append(time.perf_counter() - t0)
+        rows["LLM alone TTFT"].append((first[0] - t0) if first else float("nan"))
+    consult.close()
+
+    base_turn, base_ttft = p50(rows["LLM alone turn"]), p50(rows["LLM alone TTFT"])
+    targets = {"guideline turn": 10.0, "guideline TTFT": 3.0}
+    print(f"model {consult.model_name}, {args.runs} runs, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print("| metric | p50 s | target s | LLM alone p50 s | ratio |")
+    print("|---|---|---|---|---|")
+    for name, xs in rows.items():
+        if not xs or name.startswith("LLM alone"):
+            continue
+        base = base_ttft if "TTFT" in name else base_turn
+        print(f"| {name} | {p50(xs):.1f} | {targets.get(name, '-')} | {base:.1f} | {p50(xs) / base:.1f}x |")
+    print(f"| LLM alone turn | {base_turn:.1f} | - | {base_turn:.1f} | 1.0x |")
+    print(f"| LLM alone TTFT | {base_ttft:.1f} | - | {base_ttft:.1f} | 1.0x |")
+    print("tools called in the last run: " + "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in seen.items()))
+    if not image.is_file():
+        print(f"(image turn skipped: {IMAGE} not under {shared_data_dir()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

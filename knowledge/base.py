@@ -1,0 +1,80 @@
+"""``KnowledgeBase``: the one object the agent, the UI and the CLI use for the knowledge base."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from knowledge.bootstrap import ensure_bundled
+from knowledge.ingest import IngestReport, delete_source, ingest_paths
+from knowledge.retrieve import Citation, hybrid_search
+from knowledge.store import KINDS, KnowledgeStore
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
+
+class KnowledgeBase:
+    """Guidelines and prior reports. Cheap to construct: the store connects and the embedding model
+    loads on first use. Thread-safe for searches; writes take the single-writer lock."""
+
+    def __init__(self, settings: Settings, store: KnowledgeStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or KnowledgeStore(settings)
+
+    def open(self) -> KnowledgeBase:
+        """Connect now (a bad directory or an unreachable server fails here, at start-up)."""
+        self.store.open()
+        return self
+
+    def ensure_bundled(self, force: bool = False) -> IngestReport | None:
+        """Build the bundled corpus if the store lacks it (first run) or it changed."""
+        return ensure_bundled(self.settings, self.store, force=force)
+
+    def search(self, query: str, kind: str = "guideline", patient: str | None = None, k: int = 5,
+               modality: str | None = None, date_from: str | _dt.date | None = None,
+               date_to: str | _dt.date | None = None) -> list[Citation]:
+        """Hybrid search; ``kind`` is "guideline", "report" or "all"; ``patient`` a pseudonymous key."""
+        return hybrid_search(self.store, query, kind, patient, k, modality, date_from, date_to)
+
+    def ingest(self, paths: Sequence[Path | str], kind: str | None = None, patient: str | None = None,
+               progress: bool | None = False) -> IngestReport:
+        return ingest_paths([Path(p) for p in paths], self.settings, kind, patient, self.store, progress)
+
+    def delete(self, source: str) -> int:
+        return delete_source(source, self.settings, self.store)
+
+    def prior_reports(self, patient: str) -> list[dict[str, Any]]:
+        """One entry per stored report of ``patient`` (source, title, study_date, modality, body_part),
+        newest first."""
+        reports: dict[str, dict[str, Any]] = {}
+        for row in self.store.iter_all("report", include=("metadatas",), where={"patient": patient}):
+            meta = row["metadatas"] or {}
+            source = str(meta.get("source", ""))
+            reports.setdefault(source, {k: meta.get(k, "") for k in
+                                        ("source", "title", "study_date", "modality", "body_part")})
+        return sorted(reports.values(), key=lambda r: str(r["study_date"]), reverse=True)
+
+    def stats(self) -> dict[str, Any]:
+        """Chunks, sources and patients per collection, and where the store lives."""
+        out: dict[str, Any] = {"location": self.store.location,
+                               "mode": "server" if self.settings.chroma_url else "embedded",
+                               "embedding_model": self.settings.embedding_model, "collections": {}}
+        for kind in KINDS:
+            sources: set[str] = set()
+            patients: set[str] = set()
+            chunks = 0
+            for row in self.store.iter_all(kind, include=("metadatas",)):
+                meta = row["metadatas"] or {}
+                chunks += 1
+                sources.add(str(meta.get("source", "")))
+                if meta.get("patient"):
+                    patients.add(str(meta["patient"]))
+            entry: dict[str, Any] = {"chunks": chunks, "sources": len(sources)}
+            if kind == "report":
+                entry["patients"] = len(patients)
+            out["collections"][kind] = entry
+        out["bundled"] = bool(self.store.meta("guideline").get("bundled"))
+        return out

@@ -1,0 +1,69 @@
+"""`radconsult ask` and `radconsult eval agent`: bad input gives a clear message and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.cli import main
+
+
+@pytest.fixture
+def env(settings, monkeypatch):
+    monkeypatch.setenv("RADCONSULT_DATA_DIR", str(settings.data_dir))
+    return settings
+
+
+def test_empty_question(env, capsys):
+    assert main(["ask", "  "]) == 2
+    assert "question is empty" in capsys.readouterr().err
+
+
+def test_missing_image(env, capsys, tmp_path):
+    assert main(["ask", "Pneumonia?", "--image", str(tmp_path / "nope.dcm")]) == 2
+    err = capsys.readouterr().err
+    assert "image not found: nope.dcm" in err and "Traceback" not in err
+
+
+def test_bad_llm_setting(env, capsys, monkeypatch):
+    monkeypatch.setenv("RADCONSULT_LLM", "ollama:llama3")
+    assert main(["ask", "hello"]) == 2
+    assert "RADCONSULT_LLM" in capsys.readouterr().err
+
+
+def test_server_down_answers_with_a_message(env, capsys, monkeypatch):
+    monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
+    monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
+    assert main(["ask", "hello", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert "not reachable" in out["error"] and "not reachable" in out["answer"]
+    assert set(out) >= {"answer", "citations", "tool_calls", "unsupported_sentences", "model", "timings"}
+
+
+def test_eval_set_missing_and_malformed(env, capsys, tmp_path):
+    assert main(["eval", "agent", "--set", str(tmp_path / "none.jsonl")]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    assert main(["eval", "agent", "--set", str(bad)]) == 2
+    assert "line 1" in capsys.readouterr().err
+
+
+def test_shipped_eval_set_is_well_formed():
+    from pathlib import Path
+
+    from agent.eval import load_set
+
+    items = load_set(Path(__file__).resolve().parents[2] / "bench" / "data" / "agent_eval.jsonl")
+    cats = {i.category for i in items}
+    assert len(items) >= 60
+    assert cats >= {"image", "guideline", "prior", "followup", "smalltalk", "out_of_scope", "injection"}
+    assert len({i.id for i in items}) == len(items)
+
+
+def test_text_mode_shows_the_failure_and_disclaimer(env, capsys, monkeypatch):
+    monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
+    monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
+    assert main(["ask", "hello", "--case", "c-text"]) == 1
+    out = capsys.readouterr().out
+    assert "not reachable" in out and "not a diagnosis" in out and "case c-text" in out

@@ -1,0 +1,181 @@
+"""Orchestration of the agent loop with a scripted chat model (the model is faked; the loop is real)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.consultation import Consultation
+from agent.llm.base import ChatResult
+from tests.agent.fakes import GUIDELINE, ScriptedBackend, call, fake_tools, text
+from tools.errors import InputError, LLMError
+
+
+def make(settings, steps, **kw):
+    backend = ScriptedBackend(steps)
+    return Consultation(settings, backend=backend, tools=fake_tools(**kw)), backend
+
+
+def test_tool_then_cited_answer(settings):
+    consult, backend = make(settings, [
+        call("search_guidelines", query="7 mm solid nodule follow-up"),
+        text("For a 7 mm solid nodule in a low-risk patient, CT at 6-12 months is recommended [E1]."),
+    ])
+    pieces: list[str] = []
+    res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?", on_token=pieces.append)
+    assert [c["name"] for c in res.tool_calls] == ["search_guidelines"] and res.tool_calls[0]["ok"]
+    assert res.citations[0]["id"] == "E1" and res.citations[0]["quote"] == GUIDELINE
+    assert res.unsupported_sentences == []
+    assert "".join(pieces).strip().startswith("For a 7 mm")
+    assert res.timings["ttft_ms"] is not None and res.timings["total_ms"] >= res.timings["tools_ms"]
+    # the tool result reached the model as fenced, quoted data under its evidence id
+    tool_msg = backend.requests[1]["messages"][-1]
+    assert tool_msg["role"] == "tool" and "[E1]" in tool_msg["content"] and "<<< quoted data" in tool_msg["content"]
+
+
+def test_uncited_and_wrongly_cited_claims_are_marked(settings):
+    consult, _ = make(settings, [
+        call("search_guidelines", query="nodule"),
+        text("CT at 6-12 months is advised [E1]. The nodule is certainly malignant. Biopsy now [E7]."),
+    ])
+    res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
+    assert "The nodule is certainly malignant." in res.unsupported_sentences
+    assert "Biopsy now [E7]." in res.unsupported_sentences
+    assert "[unsupported:" in res.marked_answer
+    assert res.citation_validity == 0.5
+
+
+def test_invalid_tool_call_gets_one_retry_with_the_schema_error(settings):
+    consult, backend = make(settings, [
+        call("fleischner_followup", size_mm="big"),
+        call("fleischner_followup", size_mm=7),
+        text("CT at 6-12 months, then consider CT at 18-24 months [E1]."),
+    ])
+    res = consult.ask("c1", "7 mm nodule?")
+    retry_prompt = backend.requests[1]["messages"][-1]["content"]
+    assert "invalid" in retry_prompt and "size_mm" in retry_prompt
+    assert [c["name"] for c in res.tool_calls] == ["fleischner_followup"]
+    assert res.unsupported_sentences == []
+
+
+def test_second_invalid_call_ends_in_a_graceful_answer(settings):
+    consult, backend = make(settings, [
+        ChatResult(parse_error="tool call is not valid JSON"),
+        ChatResult(parse_error="tool call is not valid JSON"),
+        text("I could not run the guideline calculator for this question."),
+    ])
+    res = consult.ask("c1", "7 mm nodule?")
+    assert backend.requests[-1]["tool_choice"] == "none"
+    assert "could not" in res.answer and res.error is None
+    assert any(not c["ok"] for c in res.tool_calls)
+
+
+def test_tool_rounds_are_bounded(settings):
+    settings = settings.model_copy(update={"max_tool_rounds": 2})
+    consult, backend = make(settings, [call("search_guidelines", query="aa"), call("search_guidelines", query="bb"),
+                                       text("Done [E1].")])
+    res = consult.ask("c1", "loop forever?")
+    assert len(res.tool_calls) == 2
+    assert backend.requests[-1]["tool_choice"] == "none"
+
+
+def test_tool_timeout_is_reported_not_raised(settings):
+    settings = settings.model_copy(update={"tool_timeout_s": 0.2})
+    consult, _ = make(settings, [call("slow_tool", query="xx"), text("The search did not finish.")])
+    res = consult.ask("c1", "slow?")
+    assert res.tool_calls[0]["ok"] is False and "timed out" in res.tool_calls[0]["error"]
+    assert "timed out" in res.answer
+
+
+@pytest.mark.parametrize("exc", [LLMError("the LLM server at http://127.0.0.1:9 is not reachable"),
+                                 LLMError("the conversation is too long for the model's context")])
+def test_llm_failure_ends_the_turn_with_a_message(settings, exc):
+    consult, _ = make(settings, [exc])
+    res = consult.ask("c1", "anything")
+    assert res.error == str(exc) and str(exc) in res.answer
+    # the case is still usable afterwards
+    consult._backend.steps = [text("Hello, I can help with imaging questions.")]
+    assert consult.ask("c1", "hello").error is None
+
+
+def test_case_memory_survives_a_restart(settings):
+    consult, _ = make(settings, [call("search_guidelines", query="nodule"), text("CT at 6-12 months [E1].")])
+    consult.ask("case-7", "Follow-up for a 7 mm solid nodule?")
+    consult.close()
+    consult2, backend2 = make(settings, [text("As said, CT at 6-12 months [E1].")])
+    res = consult2.ask("case-7", "And again?")
+    seen = backend2.requests[0]["messages"]
+    assert any("7 mm solid nodule" in (m.get("content") or "") for m in seen)
+    assert any(m["role"] == "tool" for m in seen)
+    assert res.unsupported_sentences == [] and res.citations[0]["id"] == "E1"
+    assert [t["question"] for t in consult2.history("case-7")] == ["Follow-up for a 7 mm solid nodule?", "And again?"]
+    # another case starts empty
+    consult2._backend.steps = [text("Hello.")]
+    consult2.ask("other", "hi")
+    assert len(backend2.requests[-1]["messages"]) == 2
+
+
+def test_prior_reports_use_the_case_patient_only(settings):
+    seen: list[str | None] = []
+    consult, backend = make(settings, [call("search_prior_reports", query="nodule"),
+                                       text("A 5 mm nodule was stable in the prior report [E1].")],
+                            seen_patients=seen)
+    res = consult.ask("c1", "Any prior nodule?", patient="DEMO-0001")
+    assert seen == ["DEMO-0001"]
+    for req in backend.requests:  # the key never reaches the model
+        assert all("DEMO-0001" not in str(m.get("content")) for m in req["messages"])
+    assert res.citations[0]["kind"] == "prior_report"
+
+
+def test_injected_patient_argument_is_rejected(settings):
+    seen: list[str | None] = []
+    consult, backend = make(settings, [call("search_prior_reports", query="xx", patient="DEMO-0002"),
+                                       call("search_prior_reports", query="xx", patient="DEMO-0002"),
+                                       text("I could not search other patients.")], seen_patients=seen)
+    res = consult.ask("c1", "prior?", patient="DEMO-0001")
+    assert seen == []  # never executed with a model-chosen patient
+    assert "patient" in backend.requests[1]["messages"][-1]["content"]
+    assert res.error is None
+
+
+@pytest.mark.parametrize("bad", ["", "   "])
+def test_empty_question_is_an_input_error(settings, bad):
+    consult, _ = make(settings, [])
+    with pytest.raises(InputError):
+        consult.ask("c1", bad)
+
+
+def test_stream_yields_pieces_then_result(settings):
+    consult, _ = make(settings, [text("Hello there, I help with imaging questions.")])
+    items = list(consult.stream("c1", "hi"))
+    assert isinstance(items[-1], object) and items[-1].answer.startswith("Hello")
+    assert "".join(i for i in items[:-1]).strip() == items[-1].answer
+
+
+def test_ungrounded_answer_gets_the_cited_results_beside_it(settings):
+    consult, _ = make(settings, [call("search_guidelines", query="nodule"), text("The nodule is benign.")])
+    res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
+    assert res.answer.startswith("The nodule is benign.")
+    assert "From the tool results:" in res.answer and "[E1]" in res.answer
+    assert res.unsupported_sentences == ["The nodule is benign."]
+    assert [c["id"] for c in res.citations] == ["E1"]
+
+
+def test_study_references():
+    import numpy as np
+
+    from agent.tools_adapter import AttachedStudy, ToolContext
+    from tools.errors import ToolArgumentError, ToolExecutionError
+
+    ctx = ToolContext(settings=None)
+    with pytest.raises(ToolExecutionError, match="no image"):
+        ctx.study("latest")
+    one = AttachedStudy("S1", study=np.zeros(1), label="CR")
+    ctx.studies = [one]
+    assert ctx.study("the chest X-ray") is one and ctx.study("S1") is one
+    with pytest.raises(ToolArgumentError, match="unknown study 'S2'"):
+        ctx.study("S2")
+    two = AttachedStudy("S2", study=np.zeros(1), label="CT")
+    ctx.studies = [one, two]
+    assert ctx.study("latest") is two and ctx.study("s1") is one
+    with pytest.raises(ToolArgumentError):
+        ctx.study("the old one")
