@@ -97,7 +97,7 @@ class Settings(BaseSettings):
 
     # --- UI and operations ------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the UI binds to; anything but loopback needs users.")
-    port: int = Field(7860, gt=0, lt=65536)
+    port: int = Field(7860, gt=0, lt=65536, description="TCP port of the UI.")
     max_upload_bytes: int = Field(512 * MiB, gt=0, description="Largest upload accepted by the UI.")
     queue_size: int = Field(16, gt=0, description="Most UI events waiting at once.")
     concurrency: int = Field(4, gt=0, description="UI events handled at once (LLM generation is serialised).")

@@ -71,3 +71,18 @@ def test_bad_environment_value_is_a_clean_error(monkeypatch: pytest.MonkeyPatch,
     assert main(["config"]) == 2
     err = capsys.readouterr().err
     assert "device" in err and "Traceback" not in err
+
+
+def test_readme_documents_every_setting() -> None:
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f"RADCONSULT_{name.upper()}" for name in Settings.model_fields
+               if f"`RADCONSULT_{name.upper()}`" not in readme]
+    assert not missing, f"README configuration table lacks {missing}; regenerate with `radconsult config --markdown`"
+
+
+def test_markdown_table_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"`RADCONSULT_{name.upper()}`" in out for name in Settings.model_fields)
