@@ -128,8 +128,11 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
             agent_ms = (time.perf_counter() - t0) * 1000
             called = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)"]
             sentences = max(1, len(re.findall(r"[.!?](\s|$)", res.answer)))
+            chosen = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)" and not c.get("auto")]
             row = {"id": item.id, "category": item.category, "tools": called,
                    "tools_ok": tools_ok(item.expected_tools, called),
+                   "auto_tools": [c["name"] for c in res.tool_calls if c.get("auto")],
+                   "model_tools_ok": tools_ok(item.expected_tools, chosen),
                    "facts": fact_score(res.answer, item.facts, item.forbidden),
                    "citation_validity": res.citation_validity,
                    "unsupported": len(res.unsupported_sentences), "sentences": sentences,
@@ -164,6 +167,10 @@ def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], model: 
 
     cv = [r["citation_validity"] for r in rows if r["citation_validity"] is not None]
     agent = {"tool_selection_accuracy": mean([1.0 if r["tools_ok"] else 0.0 for r in rows]),
+             # the same without the grounding fallback's automatic retrieval: what the model chose itself
+             "model_tool_selection_accuracy": mean([1.0 if r.get("model_tools_ok", r["tools_ok"]) else 0.0
+                                                    for r in rows]),
+             "auto_retrieval_turns": sum(1 for r in rows if r.get("auto_tools")),
              "fact_accuracy": mean([r["facts"] for r in rows]),
              "citation_validity": mean(cv),
              "unsupported_sentence_rate": round(sum(r["unsupported"] for r in rows)

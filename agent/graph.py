@@ -7,7 +7,9 @@ across turns; the rest is per turn. A SQLite checkpointer keeps cases across res
 One turn: the model sees the fixed system prompt, the tool schemas and the conversation. A valid
 tool call runs (with a timeout) and its result becomes evidence; an invalid call is fed back once
 with the schema error, then the model must answer without tools. After ``max_tool_rounds`` rounds
-the model answers without tools. An LLM failure ends the turn with a clear message.
+the model answers without tools. A plain answer with uncited clinical claims before any tool ran is
+not final: retrieval runs once automatically (agent/grounding.py) and the model answers again. An
+LLM failure ends the turn with a clear message.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.evidence import Ledger
+from agent.grounding import plan_fallback, tool_call_message
 from agent.llm.base import ChatBackend, TokenCallback
 from agent.prompts import render
 from agent.tools_adapter import AgentTool, ToolContext
@@ -31,6 +34,7 @@ from tools.errors import LLMError, RadconsultError, ToolArgumentError
 
 log = logging.getLogger(__name__)
 
+RETRIEVING = "No source cited yet: searching the knowledge base, then answering again."
 HISTORY_CHARS = 12000  # history kept in the prompt (characters, ~3.5 per token); older turns are dropped
 
 
@@ -161,6 +165,11 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
             return {"messages": [msg], "llm_ms": llm_ms, "again": False,
                     "pending": [{"id": c.id, "name": c.name, "args": c.arguments} for c in res.tool_calls]}
         answer = res.text.strip()
+        auto = [] if force else plan_fallback(state, answer, tools)
+        if auto:  # an uncited clinical answer before any tool ran: retrieve, then answer again
+            if rt.on_token is not None:  # the draft was already streamed: say why another answer follows
+                rt.on_token(f"\n\n({RETRIEVING})\n\n")
+            return {"messages": [tool_call_message(auto)], "llm_ms": llm_ms, "again": False, "pending": auto}
         if force and (not answer or answer.startswith(("{", "[", "<tool_call>", "```"))):
             # the model could not turn the results into prose: answer from the evidence itself
             answer = extractive_answer(Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):]))
@@ -173,6 +182,7 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
         before = len(ledger)
         out_msgs, calls = [], list(state.get("calls", []))
         tools_ms = state.get("tools_ms", 0.0)
+        mark, auto_ids = before, set()
         for call in state.get("pending", []):
             tool = tools[call["name"]]
             t0 = time.perf_counter()
@@ -193,13 +203,17 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
             ms = (time.perf_counter() - t0) * 1000
             tools_ms += ms
             calls.append({"name": call["name"], "args": call["args"], "ms": round(ms, 1), "ok": ok,
-                          **({"error": err} if err else {})})
+                          **({"error": err} if err else {}), **({"auto": True} if call.get("auto") else {})})
+            if call.get("auto"):
+                auto_ids.update(e.id for e in ledger.items[mark:])
+            mark = len(ledger)
             out_msgs.append({"role": "tool", "tool_call_id": call["id"], "name": call["name"], "content": content})
         new_ids = [e.id for e in ledger.items[before:]]
         if out_msgs and new_ids:
             out_msgs[-1]["content"] += (f"\n\nUse these results to answer; cite them as "
                                         f"{', '.join(f'[{i}]' for i in new_ids)}.")
-        return {"messages": out_msgs, "evidence": ledger.as_dicts()[before:], "calls": calls,
+        evidence = [{**e, "auto": True} if e["id"] in auto_ids else e for e in ledger.as_dicts()[before:]]
+        return {"messages": out_msgs, "evidence": evidence, "calls": calls,
                 "tools_ms": tools_ms, "round": state.get("round", 0) + 1, "pending": []}
 
     def finish(state: CaseState) -> dict[str, Any]:
@@ -224,7 +238,7 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
             digest = extractive_answer(turn_ev)
             if digest not in answer:
                 answer = f"{answer}\n\n{digest}" if answer.strip() else digest
-        failed = [c for c in state.get("calls", []) if not c["ok"]]
+        failed = [c for c in state.get("calls", []) if not c["ok"] and not c.get("auto")]
         if failed and not state.get("error"):
             what = "; ".join(c.get("error") or c["name"] for c in failed)
             if what not in answer:

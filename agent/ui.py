@@ -54,6 +54,8 @@ UPLOAD_TYPES = [".dcm", ".dicom", ".zip", ".png", ".jpg", ".jpeg", ".nii", ".gz"
 MAX_VIEW_SIDE = 768
 UNLOAD_GRACE_S = 300.0  # seconds after a browser disconnect before its uploads are deleted
 _CITE_RE = re.compile(r"\[(E\d+)\]")
+# shown until the first token: the tools and a CPU model can take a minute before anything streams
+WORKING = "⏳ _Working: running the tools, then writing a cited answer (on a CPU this can take a minute)…_"
 _CASE_PREFIX = "case-"
 
 
@@ -578,6 +580,7 @@ CSS = """
 .rc-meta td, .rc-trace td, .rc-trace th {padding:2px 6px 2px 0; vertical-align:top;}
 .rc-args {font-family:var(--font-mono); font-size:0.74rem; opacity:0.85; word-break:break-all;}
 .rc-empty {opacity:0.6; font-size:0.84rem; padding:6px 0;}
+#rc-turn-status {font-size:0.8rem; opacity:0.8; min-height:1em;}
 .rc-status-draft {color:#dc2626; font-weight:600;}
 .rc-status-signed {color:#16a34a; font-weight:600;}
 #rc-viewer img {background:#000;}
@@ -661,7 +664,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                 f"**Case** `{case.case_id}` · no patient key yet (upload a study)")
         return (gr.update(choices=case_choices(sess), value=case.case_id), info, *view_outputs(case),
                 case.chat, evidence_html(case.evidence), trace_html(case.tool_calls),
-                "", summary_status(case))
+                "", summary_status(case), "")
 
     # Gradio's own cache (uploads before staging, returned export copies): files older than an hour go.
     with gr.Blocks(title="radconsult · consultation", fill_width=True, delete_cache=(600, 3600)) as demo:
@@ -678,7 +681,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                     case_dd = gr.Dropdown(label="Case", choices=[], scale=3, elem_id="rc-case")
                     new_btn = gr.Button("+ New case", scale=1, size="sm", elem_id="rc-new-case")
                 case_info = gr.Markdown(elem_id="rc-case-info")
-                upload = gr.File(label="Upload study · DICOM files, zip of a series, PNG/JPEG, NIfTI",
+                upload = gr.File(label="Upload study (DICOM, series .zip, PNG/JPEG, NIfTI)",
                                  file_count="multiple", file_types=UPLOAD_TYPES, height=150, elem_id="rc-upload")
                 upload_msg = gr.Markdown(elem_id="rc-upload-msg")
                 viewer = gr.Image(show_label=False, interactive=False, height=440, elem_id="rc-viewer",
@@ -701,6 +704,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                     question = gr.Textbox(show_label=False, placeholder="Ask about this case…", lines=2,
                                           max_lines=6, scale=6, elem_id="rc-question", max_length=4000)
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="rc-send")
+                turn_status = gr.HTML(elem_id="rc-turn-status")
                 with gr.Accordion("Tool calls (trace)", open=False, elem_id="rc-trace-acc"):
                     trace = gr.HTML(elem_id="rc-trace")
                 with gr.Accordion("Summary & sign-off", open=True, elem_id="rc-summary-acc"):
@@ -723,7 +727,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                 evidence = gr.HTML(evidence_html({}), elem_id="rc-evidence")
 
         view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta]
-        case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status]
+        case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status, turn_status]
 
         def on_load(st, request: gr.Request):
             sess = session(st, request)
@@ -778,15 +782,18 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
             case = sess.case
             q = (q or "").strip()
             if not q:
-                yield (sess, case.chat, "", gr.update(), gr.update(), *view_outputs(case))
+                yield (sess, case.chat, "", gr.update(), gr.update(), *view_outputs(case), gr.update())
                 return
             user = user_of(request)
             case.chat = [*case.chat, {"role": "user", "content": q},
-                         {"role": "assistant", "content": "…"}]
-            yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps))
+                         {"role": "assistant", "content": WORKING}]
+            t_start = time.perf_counter()
+            yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps),
+                   '<span class="rc-turn-busy">Answering…</span>')
             new_studies = case.studies[case.sent_studies:]
             patient = case.patient_key
             text = ""
+            cited: set[str] = set()  # from the answer itself (the chat holds it as Markdown links)
             try:
                 turn: Any = None
                 for piece, final in _iter_turn(_call_ask(agent, case.case_id, q, new_studies, patient)):
@@ -795,7 +802,8 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                         continue
                     text += piece
                     case.chat[-1] = {"role": "assistant", "content": link_citations(text)}
-                    yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps))
+                    yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps),
+                           gr.update())
                 case.sent_studies = len(case.studies)
                 items = list(_get(turn, "evidence", "ledger", default=None) or _get(turn, "citations", default=[]))
                 if callable(getattr(agent, "evidence", None)):  # the full ledger, with model facts
@@ -843,9 +851,14 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                 case.chat[-1] = {"role": "assistant", "content": f"⚠ The assistant failed: {type(exc).__name__}. "
                                                                  "See the server log."}
             overlay_on = case.saliency is not None
-            yield (sess, case.chat, "", evidence_html(case.evidence, set(_CITE_RE.findall(
-                case.chat[-1]["content"]))), trace_html(case.tool_calls),
-                *view_outputs(case, "Default", 0, overlay_on))
+            final_cited = sorted(cited & set(case.evidence), key=lambda e: int(e[1:]))
+            failed = case.chat[-1]["content"].startswith("⚠")
+            status = (f'<span class="rc-turn-done" data-state="{"error" if failed else "done"}">'
+                      f'{"Failed" if failed else "Answered"} in {time.perf_counter() - t_start:.0f} s'
+                      + (f" · cites {', '.join(final_cited)}" if final_cited else
+                         "" if failed else " · ⚠ no evidence cited") + "</span>")
+            yield (sess, case.chat, "", evidence_html(case.evidence, set(final_cited)), trace_html(case.tool_calls),
+                   *view_outputs(case, "Default", 0, overlay_on), status)
 
         def build_report(case: CaseState) -> Report:
             summ = agent.summary(case.case_id)
@@ -875,10 +888,11 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                     sections = [(str(_get(s, "heading", "title", "name", default="Section")),
                                  _section_text(_get(s, "text", "body", "sentences", default=""))) for s in secs]
                 else:
+                    # every section is shown, empty ones say so: a reader must see that nothing was found
                     for key in ("clinical_question", "technique", "findings", "comparison", "impression",
                                 "recommendations", "limitations"):
-                        if data.get(key) not in (None, "", []):
-                            sections.append((key.replace("_", " ").capitalize(), _section_text(data[key])))
+                        text = _section_text(data.get(key)) if data.get(key) not in (None, "", []) else ""
+                        sections.append((key.replace("_", " ").capitalize(), text or "None recorded."))
                 for item in data.get("evidence", []) or data.get("references", []) or []:
                     if isinstance(item, dict) and item.get("id"):
                         case.evidence.setdefault(str(item["id"]), evidence_view(item))
@@ -1020,7 +1034,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
         upload.upload(on_upload, [upload, state], [state, upload_msg, upload, *case_comps], **priv)
         for comp in (preset, slice_sl, overlay):
             comp.input(on_view, [preset, slice_sl, overlay, state], view_comps, show_progress="hidden", **priv)
-        ask_out = [state, chatbot, question, evidence, trace, *view_comps]
+        ask_out = [state, chatbot, question, evidence, trace, *view_comps, turn_status]
         ask_kw = {"concurrency_id": "llm", "concurrency_limit": 1, **priv}
         send.click(on_ask, [question, state], ask_out, **ask_kw)
         question.submit(on_ask, [question, state], ask_out, **ask_kw)

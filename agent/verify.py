@@ -107,7 +107,12 @@ def is_claim(sentence: str) -> bool:
     plain = CITE.sub("", sentence).strip()
     if plain.endswith("?") or _NOT_CLAIM.search(plain):
         return False
-    return bool(_CLINICAL.search(plain) or re.search(r"\d+(\.\d+)?\s*(%|mm|cm|months?|years?)", plain))
+    return names_clinical_concept(plain)
+
+
+def names_clinical_concept(text: str) -> bool:
+    """True when ``text`` names a clinical or imaging concept or a measurement (a clinical topic)."""
+    return bool(_CLINICAL.search(text) or re.search(r"\d+(\.\d+)?\s*(%|mm|cm|months?|years?)", text))
 
 
 def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> SentenceCheck:

@@ -50,12 +50,12 @@ def main() -> int:
     image = shared_data_dir() / IMAGE
     for _ in range(args.runs):
         r = consult.ask(f"bench-{uuid.uuid4().hex[:8]}", GUIDELINE_Q, on_token=lambda s: None)
-        seen["guideline"] = [c["name"] for c in r.tool_calls]
+        seen["guideline"] = [c["name"] + (" (auto)" if c.get("auto") else "") for c in r.tool_calls]
         rows["guideline turn"].append(r.timings["total_ms"] / 1000)
         rows["guideline TTFT"].append((r.timings["ttft_ms"] or r.timings["total_ms"]) / 1000)
         if image.is_file():
             r = consult.ask(f"bench-{uuid.uuid4().hex[:8]}", IMAGE_Q, images=[image], on_token=lambda s: None)
-            seen["image"] = [c["name"] for c in r.tool_calls]
+            seen["image"] = [c["name"] + (" (auto)" if c.get("auto") else "") for c in r.tool_calls]
             rows["image turn"].append(r.timings["total_ms"] / 1000)
             rows["image TTFT"].append((r.timings["ttft_ms"] or r.timings["total_ms"]) / 1000)
         first: list[float] = []
@@ -83,7 +83,7 @@ def main() -> int:
         print(f"| {name} | {p50(xs):.1f} | {targets.get(name, '-')} | {base:.1f} | {p50(xs) / base:.1f}x |")
     print(f"| LLM alone turn | {base_turn:.1f} | - | {base_turn:.1f} | 1.0x |")
     print(f"| LLM alone TTFT | {base_ttft:.1f} | - | {base_ttft:.1f} | 1.0x |")
-    print("tools called in the last run: " + "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in seen.items()))
+    print("tools called in the last run ((auto) = the grounding fallback): " + "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in seen.items()))
     if not image.is_file():
         print(f"(image turn skipped: {IMAGE} not under {shared_data_dir()})")
     return 0

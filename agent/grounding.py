@@ -1,0 +1,90 @@
+"""Grounding fallback: when the model answers a clinical question from memory, retrieve first.
+
+Small local models often answer guideline and prior-report questions without calling a tool. When, in
+a turn where no tool has run yet, the plain answer contains clinical claims that the verifier finds
+uncited (or citing evidence that does not exist), the graph discards that answer and schedules
+retrieval itself: ``search_guidelines`` with the user's question, plus ``search_prior_reports`` when the
+case has a patient. The calls run through the normal tools node (marked ``"auto": true`` in the turn's
+tool calls and in the evidence they add), then the model answers again with that evidence.
+
+At most once per turn: the fallback only fires while the turn's call list is empty, and the auto
+calls fill it. Greetings, offers of help, refusals and out-of-scope answers carry no clinical claim
+(see :func:`agent.verify.is_claim`); a question with no clinical topic, or a request to act (book,
+schedule, prescribe, order ...), never triggers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from agent.evidence import Ledger
+from agent.verify import names_clinical_concept, verify
+from tools.errors import ToolArgumentError
+
+log = logging.getLogger(__name__)
+
+QUERY_CHARS = 400  # SearchArgs.query limit
+# requests to act (book, prescribe ...) are outside decision support: a refusal needs no retrieval
+_ACTION = re.compile(r"^\W*(please\s+|can you\s+|could you\s+)?(book|schedule|reschedule|cancel|prescribe|order|"
+                     r"e-?mail|send|call|phone|pay|buy|write (a|an|me) (poem|song|story|joke))\b", re.I)
+
+
+def _questions(state: dict[str, Any]) -> tuple[str, str]:
+    """(this turn's question, the case's previous question or "")."""
+    msgs = state.get("messages", [])
+    start = state.get("turn_start", 0)
+    current = msgs[start].get("question", "") if start < len(msgs) else ""
+    previous = next((m.get("question", "") for m in reversed(msgs[:start])
+                     if m.get("role") == "user" and m.get("question")), "")
+    return current, previous
+
+
+def ungrounded_claims(answer: str, ledger: Ledger, question: str = "") -> list[str]:
+    """Clinical sentences of ``answer`` that cite nothing or cite an id missing from ``ledger``."""
+    check = verify(answer, ledger, question)
+    return [s.text for s in check.sentences
+            if s.status == "unsupported" and (not s.cited or any(c in check.invalid_ids for c in s.cited))]
+
+
+def plan_fallback(state: dict[str, Any], answer: str, tools: dict[str, Any]) -> list[dict[str, Any]]:
+    """The retrieval calls to run instead of finishing with ``answer``; [] when the answer may stand.
+
+    Each call is ``{"id", "name", "args", "auto": True}``, validated against the tool's schema.
+    """
+    if state.get("calls"):  # a tool ran (or was attempted) this turn, or the fallback already fired
+        return []
+    question, previous = _questions(state)
+    if not question or _ACTION.search(question) or not names_clinical_concept(f"{question} {previous}"):
+        return []
+    claims = ungrounded_claims(answer, Ledger.from_dicts(state.get("evidence", [])), question)
+    if not claims:
+        return []
+    # a short follow-up ("and if high risk?") needs the earlier question to retrieve anything useful
+    query = f"{question} {previous}" if previous and len(question) < 60 else question
+    query = " ".join(query.split())[:QUERY_CHARS]
+    names = ["search_guidelines"] + (["search_prior_reports"] if state.get("patient_key") else [])
+    calls = []
+    for n, name in enumerate(names, start=1):
+        if name not in tools:
+            continue
+        try:
+            tools[name].validate({"query": query})
+        except ToolArgumentError as exc:
+            log.info("grounding fallback skips %s: %s", name, exc)
+            continue
+        calls.append({"id": f"auto_{n}", "name": name, "args": {"query": query}, "auto": True})
+    if calls:
+        log.info("ungrounded answer (%d uncited claim(s)); retrieving with %s", len(claims),
+                 ", ".join(c["name"] for c in calls))
+    return calls
+
+
+def tool_call_message(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The assistant message that carries the scheduled calls (so the tool results answer a call)."""
+    import json
+
+    return {"role": "assistant", "content": "", "meta": "auto",
+            "tool_calls": [{"id": c["id"], "type": "function",
+                            "function": {"name": c["name"], "arguments": json.dumps(c["args"])}} for c in calls]}
