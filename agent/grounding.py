@@ -1,14 +1,15 @@
 """Grounding fallback: when the model answers a clinical question from memory, retrieve first.
 
 Small local models often answer guideline and prior-report questions without calling a tool. When, in
-a turn where no tool has run yet, the plain answer contains clinical claims that the verifier finds
+a turn where no tool has run yet (or only the image tools have), the plain answer contains clinical claims that the verifier finds
 uncited (or citing evidence that does not exist), the graph discards that answer and schedules
 retrieval itself: ``search_guidelines`` with the user's question, plus ``search_prior_reports`` when the
-case has a patient. The calls run through the normal tools node (marked ``"auto": true`` in the turn's
+case has a patient, and ``classify_study`` first when the latest attached study has no classifier
+result yet (classifier abstentions and errors are recorded like any tool result). The calls run through the normal tools node (marked ``"auto": true`` in the turn's
 tool calls and in the evidence they add), then the model answers again with that evidence.
 
-At most once per turn: the fallback only fires while the turn's call list is empty, and the auto
-calls fill it. Greetings, offers of help, refusals and out-of-scope answers carry no clinical claim
+At most once per turn: the fallback only fires while the turn's calls are image tools at most, and
+the auto calls end that. Greetings, offers of help, refusals and out-of-scope answers carry no clinical claim
 (see :func:`agent.verify.is_claim`); a question with no clinical topic, or a request to act (book,
 schedule, prescribe, order ...), never triggers it.
 """
@@ -26,6 +27,7 @@ from tools.errors import ToolArgumentError
 log = logging.getLogger(__name__)
 
 QUERY_CHARS = 400  # SearchArgs.query limit
+IMAGE_TOOLS = frozenset({"inspect_study", "classify_study"})
 # requests to act (book, prescribe ...) are outside decision support: a refusal needs no retrieval
 _ACTION = re.compile(r"^\W*(please\s+|can you\s+|could you\s+)?(book|schedule|reschedule|cancel|prescribe|order|"
                      r"e-?mail|send|call|phone|pay|buy|write (a|an|me) (poem|song|story|joke))\b", re.I)
@@ -48,12 +50,27 @@ def ungrounded_claims(answer: str, ledger: Ledger, question: str = "") -> list[s
             if s.status == "unsupported" and (not s.cited or any(c in check.invalid_ids for c in s.cited))]
 
 
+def _unclassified_study(state: dict[str, Any]) -> str | None:
+    """The latest attached study's ref when no classifier evidence exists for it yet, else None."""
+    studies = state.get("studies", [])
+    if not studies:
+        return None
+    ref = studies[-1].get("ref")
+    done = any(e.get("kind") == "classifier" and (e.get("facts") or {}).get("study") == ref
+               for e in state.get("evidence", []))
+    return None if done else ref
+
+
 def plan_fallback(state: dict[str, Any], answer: str, tools: dict[str, Any]) -> list[dict[str, Any]]:
     """The retrieval calls to run instead of finishing with ``answer``; [] when the answer may stand.
 
     Each call is ``{"id", "name", "args", "auto": True}``, validated against the tool's schema.
     """
-    if state.get("calls"):  # a tool ran (or was attempted) this turn, or the fallback already fired
+    calls_so_far = state.get("calls", [])
+    # Image tools describe the study, not what to do about it: an answer that adds uncited guideline
+    # claims after only looking at the image still needs retrieval. Any other tool (retrieval, a
+    # calculator), or the fallback itself having fired, means the turn was already grounded.
+    if any(c.get("auto") or c.get("name") not in IMAGE_TOOLS for c in calls_so_far):
         return []
     question, previous = _questions(state)
     if not question or _ACTION.search(question) or not names_clinical_concept(f"{question} {previous}"):
@@ -64,17 +81,23 @@ def plan_fallback(state: dict[str, Any], answer: str, tools: dict[str, Any]) -> 
     # a short follow-up ("and if high risk?") needs the earlier question to retrieve anything useful
     query = f"{question} {previous}" if previous and len(question) < 60 else question
     query = " ".join(query.split())[:QUERY_CHARS]
-    names = ["search_guidelines"] + (["search_prior_reports"] if state.get("patient_key") else [])
+    planned: list[tuple[str, dict[str, Any]]] = []
+    study = _unclassified_study(state)
+    if study is not None:  # an attached study nobody has looked at: the answer must start from it
+        planned.append(("classify_study", {"study": study, "saliency": True}))
+    planned.append(("search_guidelines", {"query": query}))
+    if state.get("patient_key"):
+        planned.append(("search_prior_reports", {"query": query}))
     calls = []
-    for n, name in enumerate(names, start=1):
+    for n, (name, args) in enumerate(planned, start=1):
         if name not in tools:
             continue
         try:
-            tools[name].validate({"query": query})
+            tools[name].validate(args)
         except ToolArgumentError as exc:
             log.info("grounding fallback skips %s: %s", name, exc)
             continue
-        calls.append({"id": f"auto_{n}", "name": name, "args": {"query": query}, "auto": True})
+        calls.append({"id": f"auto_{n}", "name": name, "args": args, "auto": True})
     if calls:
         log.info("ungrounded answer (%d uncited claim(s)); retrieving with %s", len(claims),
                  ", ".join(c["name"] for c in calls))

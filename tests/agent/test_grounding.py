@@ -69,6 +69,38 @@ def test_answer_after_a_tool_does_not_trigger(settings):
     assert UNCITED in res.unsupported_sentences
 
 
+def test_uncited_guideline_claims_after_only_image_tools_trigger_retrieval(settings):
+    from agent.tools_adapter import AgentTool
+
+    backend = ScriptedBackend([call("inspect_study", query="S1"), text(UNCITED), text(CITED)])
+    tools = fake_tools()
+    tools["inspect_study"] = AgentTool("inspect_study", "describe the study",
+                                       tools["search_prior_reports"].args_model,
+                                       lambda args, ctx, ledger: [])
+    res = Consultation(settings, backend=backend, tools=tools).ask("c1", "Follow-up for a 7 mm solid nodule?")
+    assert [(c["name"], bool(c.get("auto"))) for c in res.tool_calls] == [
+        ("inspect_study", False), ("search_guidelines", True)]
+    assert res.answer == CITED
+
+
+def test_plan_classifies_an_attached_study_not_yet_classified():
+    tools = fake_tools()
+    from agent.tools_adapter import AgentTool, ClassifyArgs
+
+    tools["classify_study"] = AgentTool("classify_study", "classify", ClassifyArgs, lambda a, c, ledger: [])
+    state = {"messages": [{"role": "user", "question": "What do you see? Any pneumonia?"}], "turn_start": 0,
+             "studies": [{"ref": "S1", "label": "CR CHEST"}], "evidence": [], "calls": []}
+    planned = plan_fallback(state, "There is consolidation in the right lower lobe consistent with pneumonia.",
+                            tools)
+    assert [(c["name"], c["args"]) for c in planned][0] == ("classify_study", {"study": "S1", "saliency": True})
+    # once S1 has a classifier result, only retrieval is planned
+    state["evidence"] = [{"id": "E1", "kind": "classifier", "tool": "classify_study", "source": "pneumonia-cxr",
+                          "facts": {"study": "S1"}}]
+    planned = plan_fallback(state, "There is consolidation in the right lower lobe consistent with pneumonia.",
+                            tools)
+    assert [c["name"] for c in planned] == ["search_guidelines"]
+
+
 def test_fallback_fires_at_most_once_per_turn(settings):
     consult, backend = make(settings, [text(UNCITED), text(UNCITED)])
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
