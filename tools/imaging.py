@@ -239,13 +239,19 @@ _EXTENSIONS = {
 }
 
 
-def _load_file(path: Path, settings: Settings) -> ImageStudy:
+def check_file_size(path: Path, settings: Settings) -> int:
+    """The file's size in bytes; a typed error when it is empty or over ``settings.max_file_bytes``."""
     size = path.stat().st_size
     if size == 0:
         raise CorruptFileError(f"{path.name} is empty (0 bytes)")
     if size > settings.max_file_bytes:
         raise FileTooLargeError(f"{path.name} is {size / 2**20:.1f} MiB, over the limit of "
                                 f"{settings.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
+    return size
+
+
+def _load_file(path: Path, settings: Settings) -> ImageStudy:
+    size = check_file_size(path, settings)
     try:
         fh = path.open("rb")
     except OSError as exc:

@@ -25,7 +25,6 @@ from agent.settings import Settings
 from tools.errors import (
     CorruptFileError,
     FileMissingError,
-    FileTooLargeError,
     InputError,
     UnsupportedFormatError,
 )
@@ -164,14 +163,9 @@ def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -
     import pydicom
 
     from tools.deid import deidentify_dataset
-    from tools.imaging import is_truncated, sniff
+    from tools.imaging import check_file_size, is_truncated, sniff
 
-    size = path.stat().st_size
-    if size == 0:
-        raise CorruptFileError(f"{path.name} is empty (0 bytes)")
-    if size > settings.max_file_bytes:
-        raise FileTooLargeError(f"{path.name} is {size / 2**20:.1f} MiB, over the limit of "
-                                f"{settings.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
+    check_file_size(path, settings)
     with path.open("rb") as fh:
         if sniff(fh.read(1024)) != "dicom":
             raise UnsupportedFormatError(f"{path.name} is not a DICOM file: `radconsult deid` writes DICOM only")
