@@ -112,3 +112,12 @@ def test_server_mode(chroma_server, tmp_path, embedder, docs):
     assert stats["mode"] == "server" and stats["collections"]["report"]["patients"] == 1
     assert kb.ingest([docs["effusion"]]).chunks_added == 0  # idempotent on the server too
     assert kb.delete(str(docs["effusion"])) > 0
+
+
+def test_unusable_data_dir_fails_at_start_up(tmp_path):
+    """Runs as root too (unlike the permission test): the data dir is a file, so nothing can be created."""
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create the knowledge base directory"):
+        KnowledgeStore(Settings(data_dir=blocker)).open()
+    assert blocker.read_text() == "not a directory"  # nothing lost
