@@ -4,12 +4,14 @@ Prompt: rendered with the chat template carried in the GGUF (tools in the system
 fixed prefix (system prompt + tool schemas) is byte-identical across turns and llama.cpp reuses its
 KV cache for it (``Llama.generate`` skips the longest common token prefix with the previous call).
 
-Tool calls: the reply is decoded freely; text is streamed unless its opening characters start a tool
-call (``<tool_call>``, ``{``, ``[`` or a fence). A call that does not decode (bad JSON, unknown tool)
-is decoded again under a grammar compiled from the JSON schema of every tool's
-``{"name", "arguments"}`` object, so it becomes valid JSON naming a real tool with arguments of the
-right shape. Grammar sampling is slow on a large vocabulary, so well-formed calls and plain answers
-never pay for it.
+Tool calls: the reply is decoded freely and plain text is streamed. As soon as the reply starts a tool
+call (``<tool_call>``, ``{``, ``[`` or a fence), or prose turns into one, free decoding stops and the
+call is decoded again after the opening of Qwen's native form (``<tool_call>\n{"name": "``): compact
+JSON in the trained format, about half the tokens of the pretty-printed fenced JSON small models
+write on their own. A call that still does not decode (bad JSON, unknown tool, failed check) is
+decoded again under a grammar compiled from the JSON schema of the tool's arguments (or of every
+tool's ``{"name", "arguments"}`` object), so it becomes valid JSON of the right shape. Grammar
+sampling is slow on a large vocabulary, so well-formed calls and plain answers never pay for it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -31,6 +34,8 @@ from tools.errors import LLMError, ModelUnavailableError
 log = logging.getLogger(__name__)
 
 _CALL_OPENERS = ("<tool_call>", "{", "```", "[")
+_MID_CALL = re.compile(r"<tool_call>|```(?:json|tool_call|JSON)?\s*[{\[]")  # a call starting after prose
+_CALL_HEAD = '<tool_call>\n{"name": "'
 
 
 def tool_call_schema(tools: list[ToolSchema]) -> dict[str, Any]:
@@ -68,19 +73,45 @@ def _chatml(messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> s
     return "".join(out)
 
 
+def busy_cores(interval_s: float = 0.25) -> float | None:
+    """Cores in use by other work right now, from two samples of /proc/stat; None where unavailable.
+
+    The load average is the wrong signal: it lags by a minute and counts tasks waiting on I/O, and some
+    virtual machines sit at a load of 1 while idle (measured here: load 1.0 on an idle 2-core VM picked
+    one thread, and the 1.5B guideline turn took 13.7 s instead of 8.7 s).
+    """
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values[:8]), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval_s)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+
+
 def auto_threads() -> int:
-    """All cores when the machine is idle, fewer when it is busy.
+    """All cores when the machine is idle, fewer when other work is using them.
 
     llama.cpp's worker threads spin while they wait for each other; on an oversubscribed CPU a thread
     count equal to the core count can be ten times slower than one thread (measured: 0.5B model,
-    2 cores, load 9: 1 thread 2.3 s, 2 threads 19 s for the same 40 tokens).
+    2 cores, 9 busy processes: 1 thread 2.3 s, 2 threads 19 s for the same 40 tokens).
     """
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on every platform
-        return cores
-    return max(1, min(cores, int(cores - load + 0.5)))
+    busy = busy_cores()
+    if busy is None:  # no /proc (not Linux): fall back to the load average
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # pragma: no cover - not on every platform
+            return cores
+    return max(1, min(cores, round(cores - busy)))
 
 
 class GGUFBackend:
@@ -265,7 +296,7 @@ class GGUFBackend:
             log.warning("prompt prefix cache unavailable: %s", exc)
         cached = _common_prefix(list(llm._input_ids[: llm.n_tokens]), tokens)
         want_tools = bool(tools) and tool_choice != "none"
-        state = {"streamed": 0, "decided": not want_tools, "call": False, "fences": 0}
+        state = {"streamed": 0, "decided": not want_tools, "call": False}
 
         def on_text(acc: str) -> bool:
             if not state["decided"]:
@@ -274,19 +305,14 @@ class GGUFBackend:
                     return True
                 if any(head.startswith(o) for o in _CALL_OPENERS):
                     state["decided"], state["call"] = True, True
-                    return True  # a tool call: keep decoding, never stream it
+                    return False  # a tool call: stop here and decode it in the canonical form below
                 if any(o.startswith(head) for o in _CALL_OPENERS):
                     return True  # still ambiguous: a prefix of an opener
                 state["decided"] = True
-            if want_tools and (acc.count("```") >= 2 or "</tool_call>" in acc) and acc.count("```") != state["fences"]:
-                state["fences"] = acc.count("```")
-                try:
-                    if parse_tool_calls(acc, {t.name for t in tools}):
-                        state["call"] = True
-                        return False  # a call written inside prose is complete: stop decoding
-                except ToolCallParseError:
-                    pass
-            if on_token is not None and not state["call"]:
+            if want_tools and _MID_CALL.search(acc):
+                state["call"] = True  # prose that turns into a call ("I would call ...: ```json")
+                return False
+            if on_token is not None:
                 new = acc[state["streamed"]:]
                 if new:
                     state["streamed"] = len(acc)
@@ -299,6 +325,13 @@ class GGUFBackend:
         result = ChatResult(prompt_tokens=len(tokens), cached_tokens=cached, ttft_ms=ttft)
         if not state["decided"] and on_token is not None and text:
             on_token(text)
+        if state["call"]:
+            # Decode the call after the opening of Qwen's native form. Small models otherwise write
+            # pretty-printed fenced JSON after a prose preamble: twice the tokens, and sometimes only the
+            # arguments. Compact JSON in the trained format is faster and parses first time.
+            call_tokens = llm.tokenize((prompt + _CALL_HEAD).encode("utf-8"), add_bos=False, special=True)
+            body, finish, _ = self._stream(call_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline)
+            text = _CALL_HEAD + body
         if want_tools:
             known = {t.name for t in tools}
             problem, failing = None, None

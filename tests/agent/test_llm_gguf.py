@@ -98,3 +98,33 @@ def test_tool_call_schema_shape():
     schema = tool_call_schema(TOOLS + [ToolSchema("x", "x", {"type": "object", "properties": {}})])
     assert [v["properties"]["name"]["const"] for v in schema["anyOf"]] == ["birads_category", "x"]
     json.dumps(schema)
+
+
+def test_busy_cores_reads_the_cpu_now():
+    from agent.llm.gguf import busy_cores
+
+    busy = busy_cores(0.05)
+    if busy is None:
+        pytest.skip("/proc/stat is not available on this platform")
+    import os
+
+    assert 0.0 <= busy <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(("busy", "cores", "expected"), [(0.0, 2, 2), (0.9, 2, 1), (1.6, 2, 1), (7.5, 2, 1),
+                                                         (0.2, 16, 16), (3.4, 16, 13)])
+def test_auto_threads_leaves_busy_cores_alone(monkeypatch, busy, cores, expected):
+    import agent.llm.gguf as gguf
+
+    monkeypatch.setattr(gguf, "busy_cores", lambda: busy)
+    monkeypatch.setattr(gguf.os, "cpu_count", lambda: cores)
+    assert gguf.auto_threads() == expected
+
+
+def test_auto_threads_falls_back_to_the_load_average(monkeypatch):
+    import agent.llm.gguf as gguf
+
+    monkeypatch.setattr(gguf, "busy_cores", lambda: None)
+    monkeypatch.setattr(gguf.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(gguf.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert gguf.auto_threads() == 3
