@@ -9,7 +9,7 @@ from agent.prompts import PromptError, render
 
 def test_renders_all_shipped_templates():
     assert "RadConsult" in render("system")
-    out = render("user_turn", question="Q?", studies="S1 (CR)", patient="none")
+    out = render("user_turn", question="Q?", studies="S1 (CR)", patient="none", hint="")
     assert out.startswith("Q?") and "S1 (CR)" in out
     assert "x1" in render("retry_tool", error="x1")
 
