@@ -9,8 +9,9 @@ must not appear)``.
 Metrics: tool-selection accuracy (every expected tool called; no tool when none is expected),
 fact accuracy (share of facts present, forbidden strings count as a missed fact), citation validity
 (share of citations that exist and support their sentence), unsupported-sentence rate (unsupported
-sentences / sentences), p50 and p95 turn latency. The baseline answers the same questions with the
-same model, no tools and no retrieval.
+sentences / sentences), attributed-sentence rate (sentences the model left uncited that the verifier
+attributed to the evidence item that supports them), p50 and p95 turn latency. The baseline
+answers the same questions with the same model, no tools and no retrieval.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
              consult: Any = None) -> dict[str, Any]:
     from agent.consultation import Consultation
     from agent.prompts import render
+    from agent.verify import split_sentences
 
     tmp_cases = settings.data_dir / "eval-cases.sqlite"
     consult = consult or Consultation(settings, checkpoint_path=tmp_cases)
@@ -127,7 +129,7 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
             res = consult.ask(case, item.question, images=None if item.history else images, patient=item.patient)
             agent_ms = (time.perf_counter() - t0) * 1000
             called = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)"]
-            sentences = max(1, len(re.findall(r"[.!?](\s|$)", res.answer)))
+            sentences = max(1, len(split_sentences(res.answer)))  # the verifier's split: rate <= 1
             chosen = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)" and not c.get("auto")]
             row = {"id": item.id, "category": item.category, "tools": called,
                    "tools_ok": tools_ok(item.expected_tools, called),
@@ -136,6 +138,7 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
                    "facts": fact_score(res.answer, item.facts, item.forbidden),
                    "citation_validity": res.citation_validity,
                    "unsupported": len(res.unsupported_sentences), "sentences": sentences,
+                   "attributed": len(res.attributed_sentences),
                    "ms": round(agent_ms, 1), "error": res.error, "answer": res.answer}
             if baseline:
                 question = " ".join(item.history + [item.question])
@@ -175,6 +178,9 @@ def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], model: 
              "citation_validity": mean(cv),
              "unsupported_sentence_rate": round(sum(r["unsupported"] for r in rows)
                                                 / max(1, sum(r["sentences"] for r in rows)), 3),
+             # sentences the model left uncited that the verifier attributed (share of all sentences)
+             "attributed_sentence_rate": round(sum(r.get("attributed", 0) for r in rows)
+                                               / max(1, sum(r["sentences"] for r in rows)), 3),
              "p50_ms": _pct([r["ms"] for r in rows], 0.5), "p95_ms": _pct([r["ms"] for r in rows], 0.95),
              "errors": sum(1 for r in rows if r["error"])}
     out: dict[str, Any] = {"model": model, "n": len(rows), "skipped": skipped, "agent": agent}

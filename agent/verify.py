@@ -115,6 +115,25 @@ def names_clinical_concept(text: str) -> bool:
     return bool(_CLINICAL.search(text) or re.search(r"\d+(\.\d+)?\s*(%|mm|cm|months?|years?)", text))
 
 
+_RESTATE_NEUTRAL = {"patie", "descr", "prese", "quest", "case", "perso", "indiv", "consi", "curre", "repor"}
+
+
+_YES_NO = re.compile(r"^\W*(is|are|was|were|do|does|did|has|have|had|can|could|should|would|will|may|might)\b",
+                     re.I)
+
+
+def restates(sentence: str, question: str) -> bool:
+    """True when ``sentence`` only repeats what the user said ("The patient has a 7 mm solid nodule."):
+    every number and every content stem come from the question, apart from words that add nothing
+    ("patient", "described"). The user's own facts need no source; any new word makes it a claim."""
+    if not question or _YES_NO.match(question):  # "Was it stable?" -> "It was stable." is an answer
+        return False
+    words, nums = _stems(sentence), _numbers(sentence)
+    if not words or not nums or nums - _numbers(question):  # the user's measurements, repeated
+        return False
+    return not (words - _stems(question) - _RESTATE_NEUTRAL)
+
+
 def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> SentenceCheck:
     """Numbers the user gave in ``question`` (a nodule's size) may be repeated without evidence."""
     ids: list[str] = []
@@ -123,6 +142,8 @@ def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> Sentenc
     plain = CITE.sub("", sentence)
     if not ids:
         if is_claim(sentence):
+            if restates(plain, question):
+                return SentenceCheck(sentence, [], "no_claim", "restates the question")
             return SentenceCheck(sentence, [], "unsupported", "clinical statement without a citation")
         return SentenceCheck(sentence, [], "no_claim")
     missing = [i for i in ids if i not in ledger]
@@ -150,3 +171,68 @@ def verify(answer: str, ledger: Ledger, question: str = "") -> Verification:
             if c not in ledger and c not in result.invalid_ids:
                 result.invalid_ids.append(c)
     return result
+
+
+# sentence spans in the original text (formatting kept), split like split_sentences
+_SPAN_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'\[*])|\n+")
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for m in _SPAN_END.finditer(text):
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(text)))
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
+def best_support(sentence: str, ledger: Ledger, question: str = "", min_overlap: int = 3,
+                 min_share: float = 0.6) -> Evidence | None:
+    """The evidence item that clearly supports an uncited ``sentence``, or None.
+
+    Stricter than the check of a cited sentence: at least ``min_overlap`` content stems and
+    ``min_share`` of the sentence's stems occur in the item, and every number in the sentence (other
+    than the question's) occurs in it. Ties go to the earliest item.
+    """
+    words = _stems(sentence)
+    if len(words) < min_overlap:
+        return None
+    nums = _numbers(sentence) - _numbers(question)
+    best, best_share = None, 0.0
+    for e in ledger.items:
+        support = e.support_text()
+        if nums - _numbers(support):
+            continue
+        hit = words & _stems(support)
+        share = len(hit) / len(words)
+        if len(hit) >= min_overlap and share >= min_share and share > best_share:
+            best, best_share = e, share
+    return best
+
+
+def attribute(answer: str, ledger: Ledger, question: str = "") -> tuple[str, list[str]]:
+    """Cite the evidence behind uncited clinical sentences that one ledger item clearly supports.
+
+    Small models often state a tool's result correctly but forget the [En] marker. The id is
+    inserted before the sentence's closing punctuation; the sentences changed are returned so the
+    turn can record that the verifier, not the model, added these citations. Sentences without
+    such support stay uncited and are marked unsupported as before.
+    """
+    added: list[str] = []
+    out, last = [], 0
+    for a, b in _spans(answer):
+        sentence = answer[a:b]
+        plain = sentence.strip()
+        if CITE.search(plain) or not is_claim(plain):
+            continue
+        ev = best_support(plain, ledger, question)
+        if ev is None:
+            continue
+        stripped = sentence.rstrip()
+        end = a + len(stripped)
+        cut = end - 1 if stripped[-1:] in ".!?" else end
+        out.append(answer[last:cut] + f" [{ev.id}]")
+        last = cut
+        added.append(plain)
+    out.append(answer[last:])
+    return "".join(out), added

@@ -80,3 +80,36 @@ def test_multiple_ids_in_one_bracket():
 def test_sentence_split_keeps_decimals_and_citations():
     parts = split_sentences("P = 0.45 [E2]. Next sentence here [E1]. Done?")
     assert parts == ["P = 0.45 [E2].", "Next sentence here [E1].", "Done?"]
+
+
+def test_attribution_cites_only_sentences_one_item_clearly_supports():
+    from agent.verify import attribute
+
+    ledger = Ledger()
+    ledger.add("calculator", "fleischner_followup", "Fleischner Society 2017", title="Fleischner 2017",
+               quote="Single solid nodule 6-8 mm, low risk: CT at 6-12 months, then consider CT at 18-24 months",
+               section="Solid nodules")
+    question = "Follow-up for a single 7 mm solid nodule in a low-risk patient?"
+    answer = ("The patient has a 7 mm solid nodule.\n"
+              "- For a low-risk solid nodule, CT at 6-12 months, then consider CT at 18-24 months.\n"
+              "A solid nodule needs CT at 3 months. PET-CT and biopsy are advised now. Hello!")
+    out, added = attribute(answer, ledger, question)
+    assert added == ["- For a low-risk solid nodule, CT at 6-12 months, then consider CT at 18-24 months."]
+    assert "18-24 months [E1].\n" in out and out.startswith("The patient has a 7 mm solid nodule.\n")
+    check = verify(out, ledger, question)
+    # restating the question needs no source; a wrong number or new advice stays unsupported
+    assert check.unsupported == ["A solid nodule needs CT at 3 months.", "PET-CT and biopsy are advised now."]
+    assert attribute("CT at 6-12 months [E9].", ledger, question) == ("CT at 6-12 months [E9].", [])
+
+
+def test_restating_the_question_is_not_a_claim_but_a_new_word_is():
+    from agent.verify import restates
+
+    q = "Fleischner follow-up for a single 7 mm solid nodule in a low-risk 60-year-old?"
+    assert restates("The patient has a 7 mm solid nodule in a low-risk 60-year-old.", q)
+    assert not restates("A 7 mm solid nodule is malignant.", q)
+    assert not restates("The 9 mm solid nodule.", q)
+    assert not restates("A 7 mm solid nodule.", "")
+    # the answer to a yes/no question is a claim even in the question's words
+    assert not restates("The 7 mm nodule was stable on the last CT.", "Was the 7 mm nodule stable on the last CT?")
+    assert not restates("The patient has a solid nodule.", q)  # no measurement repeated: not a restatement
