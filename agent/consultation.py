@@ -59,13 +59,22 @@ class TurnResult:
     timings: dict[str, float | None]
     error: str | None = None
     studies: list[dict[str, Any]] = field(default_factory=list)
+    # sentences the model left uncited that the verifier attributed to the one item supporting them
+    attributed_sentences: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"case_id": self.case_id, "question": self.question, "answer": self.answer,
                 "marked_answer": self.marked_answer, "citations": self.citations, "tool_calls": self.tool_calls,
                 "unsupported_sentences": self.unsupported_sentences, "citation_validity": self.citation_validity,
                 "model": self.model, "timings": self.timings, "error": self.error, "studies": self.studies,
-                "disclaimer": DISCLAIMER}
+                "attributed_sentences": self.attributed_sentences, "disclaimer": DISCLAIMER}
+
+
+def _hint_line(question: str, tools: dict[str, Any], has_patient: bool) -> str:
+    from agent.routing import hint
+
+    line = hint(question, tools, has_patient)
+    return f"\n{line}" if line else ""
 
 
 def _study_label(study: ImageStudy) -> str:
@@ -88,6 +97,7 @@ class Consultation:
         self._lock = threading.RLock()
         self._runtime: TurnRuntime | None = None
         self._studies: dict[tuple[str, str], ImageStudy] = {}
+        self._warming = threading.Event()  # set while warm_up() runs
 
     # --- lazy parts ------------------------------------------------------------------------------
     @property
@@ -130,36 +140,26 @@ class Consultation:
     # --- studies ---------------------------------------------------------------------------------
     def _load_images(self, case_id: str, images: list[Any], first_ref: int) -> tuple[list[dict[str, Any]],
                                                                                      list[AttachedStudy]]:
+        """Load and attach ``images``. The case record keeps the ref, a label and the pseudonymous keys;
+        never the file path, which often carries a patient's name (the studies live in this process)."""
         from tools.imaging import ImageStudy, load
 
         records, attached = [], []
         for i, item in enumerate(images):
             ref = f"S{first_ref + i}"
-            if isinstance(item, ImageStudy):
-                study, path = item, None
-            else:
-                path = str(Path(item).expanduser().resolve())
-                study = load(Path(path), self.settings)
+            study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), self.settings)
             self._studies[(case_id, ref)] = study
             label = _study_label(study)
-            records.append({"ref": ref, "label": label, "path": path, "patient_key": study.patient_key})
-            attached.append(AttachedStudy(ref, study, label, path))
+            records.append({"ref": ref, "label": label, "patient_key": study.patient_key,
+                            "study_key": getattr(study, "study_key", None)})
+            attached.append(AttachedStudy(ref, study, label))
         return records, attached
 
     def _restore_studies(self, case_id: str, records: list[dict[str, Any]]) -> list[AttachedStudy]:
-        out = []
-        for rec in records:
-            study = self._studies.get((case_id, rec["ref"]))
-            if study is None and rec.get("path") and Path(rec["path"]).is_file():
-                try:
-                    from tools.imaging import load
-
-                    study = load(Path(rec["path"]), self.settings)
-                    self._studies[(case_id, rec["ref"])] = study
-                except RadconsultError as exc:
-                    log.warning("could not reload study %s: %s", rec["ref"], exc)
-            out.append(AttachedStudy(rec["ref"], study, rec.get("label", ""), rec.get("path")))
-        return out
+        """The case's studies held by this process; after a restart their pixels are gone (the tools then
+        ask for the study to be attached again) while their evidence stays in the case."""
+        return [AttachedStudy(rec["ref"], self._studies.get((case_id, rec["ref"])), rec.get("label", ""))
+                for rec in records]
 
     # --- the turn --------------------------------------------------------------------------------
     def ask(self, case_id: str, question: str, images: list[Any] | None = None, patient: str | None = None,
@@ -194,7 +194,8 @@ class Consultation:
             studies_text = ", ".join(f"{r['ref']} ({r['label']})" for r in records) or "no image attached"
             user = {"role": "user", "question": question,
                     "content": render("user_turn", question=question, studies=studies_text,
-                                      patient="available" if patient_key else "none")}
+                                      patient="available" if patient_key else "none",
+                                      hint=_hint_line(question, self.tools, bool(patient_key))).rstrip()}
             start = len(prior.get("messages", []))
             update = {"messages": [user], "studies": new_records, "patient_key": patient_key,
                       "turn_start": start, "ev_start": len(prior.get("evidence", [])), "round": 0, "retries": 0, "force": False, "pending": [], "calls": [],
@@ -217,6 +218,7 @@ class Consultation:
                               tool_calls=record["tool_calls"], unsupported_sentences=record["unsupported_sentences"],
                               citation_validity=record["citation_validity"], model=self.model_name,
                               timings=timings, error=record.get("error"),
+                              attributed_sentences=record.get("attributed_sentences", []),
                               studies=[{"ref": r["ref"], "label": r["label"]} for r in records])
 
     def stream(self, case_id: str, question: str, images: list[Any] | None = None,
@@ -246,6 +248,38 @@ class Consultation:
         return TurnResult(case_id, question, answer, answer, [], [], [], None, self.model_name,
                           {"ttft_ms": None, "llm_ms": None, "tools_ms": None,
                            "total_ms": round((time.perf_counter() - t0) * 1000, 1)}, error=message)
+
+    # --- start-up -------------------------------------------------------------------------------
+    @property
+    def is_warm(self) -> bool:
+        """True once :meth:`warm_up` has finished (or was never started)."""
+        return not self._warming.is_set()
+
+    def warm_up(self) -> list[str]:
+        """Prepare what the first question would otherwise wait for: the bundled knowledge base, the LLM
+        and its fixed prompt prefix. Errors are logged and returned, never raised (the turn that needs
+        the part reports it then). Safe to run in a background thread while questions arrive."""
+        from agent.tools_adapter import ensure_kb
+
+        self._warming.set()
+        problems: list[str] = []
+        try:
+            for what, step in (("knowledge base", lambda: ensure_kb(self.settings)),
+                               ("language model", self._warm_llm)):
+                t0 = time.perf_counter()
+                try:
+                    step()
+                    log.info("warm-up: %s ready in %.1f s", what, time.perf_counter() - t0)
+                except Exception as exc:  # noqa: BLE001 - a background start-up step must never crash
+                    log.warning("warm-up: %s not ready: %s", what, exc)
+                    problems.append(f"{what}: {exc}")
+        finally:
+            self._warming.clear()
+        return problems
+
+    def _warm_llm(self) -> None:
+        messages = [{"role": "system", "content": render("system")}, {"role": "user", "content": "Hello"}]
+        self.backend.chat(messages, [t.schema() for t in self.tools.values()], max_tokens=1)
 
     # --- case views ------------------------------------------------------------------------------
     def history(self, case_id: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ LLM failure ends the turn with a clear message.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 import time
@@ -28,8 +29,9 @@ from agent.evidence import Ledger
 from agent.grounding import plan_fallback, tool_call_message
 from agent.llm.base import ChatBackend, TokenCallback
 from agent.prompts import render
+from agent.routing import ACTION_ANSWER, CALCULATOR_TOOLS, align_enums, is_action_request
 from agent.tools_adapter import AgentTool, ToolContext
-from agent.verify import verify
+from agent.verify import attribute, verify
 from tools.errors import LLMError, RadconsultError, ToolArgumentError
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,16 @@ def extractive_answer(ledger: Ledger, limit: int = 3) -> str:
     return "From the tool results: " + " ".join(parts)
 
 
+def last_full_sentence(text: str) -> str:
+    """``text`` cut after its last complete sentence (for an answer stopped at max_tokens)."""
+    import re
+
+    ends = [m.end() for m in re.finditer(r"[.!?](\s*\[E\d+(?:\s*,\s*E?\d+)*\])?\.?(?=\s|$)", text)]
+    if not ends or ends[-1] < len(text) // 3:  # almost nothing complete: keep it all, marked as cut
+        return text.rstrip() + " …"
+    return text[: ends[-1]].rstrip()
+
+
 def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any,
                 runtime: Callable[[], TurnRuntime], checkpointer: Any = None) -> Any:
     """Compile the graph. ``runtime()`` returns the current turn's :class:`TurnRuntime`."""
@@ -116,6 +128,16 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
 
     def model(state: CaseState) -> dict[str, Any]:
         rt = runtime()
+        msgs = state.get("messages", [])
+        start = state.get("turn_start", 0)
+        question = msgs[start].get("question", "") if start < len(msgs) else ""
+        if not state.get("calls") and state.get("round", 0) == 0 and is_action_request(question):
+            # outside decision support: a fixed answer, never an improvised dose or booking
+            if rt.on_token is not None:
+                rt.ttft = time.perf_counter()
+                rt.on_token(ACTION_ANSWER)
+            return {"messages": [{"role": "assistant", "content": ACTION_ANSWER, "meta": "answer"}],
+                    "pending": [], "again": False}
         force = state.get("force", False) or state.get("round", 0) >= settings.max_tool_rounds
         messages = prompt_messages(state, system)
         if force:
@@ -138,8 +160,20 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
                     "pending": []}
         llm_ms = state.get("llm_ms", 0.0) + res.total_ms
         problem = res.parse_error
+        corrections: list[str] = []
         if not problem and res.tool_calls:
+            aligned = []
             for call in res.tool_calls:
+                if call.name in tools and call.name in CALCULATOR_TOOLS:
+                    args, changed = align_enums(call.arguments, tools[call.name].args_model, question)
+                    call = dataclasses.replace(call, arguments=args)
+                    corrections += [f"{call.name} {c}" for c in changed]
+                aligned.append(call)
+            res.tool_calls = aligned
+            for call in res.tool_calls:
+                if call.name not in tools:  # a backend that does not check names (e.g. a remote server)
+                    problem = f"unknown tool '{call.name}'; available: {', '.join(sorted(tools))}"
+                    break
                 try:
                     tools[call.name].validate(call.arguments)
                 except ToolArgumentError as exc:
@@ -162,10 +196,18 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
                 log.info("repeated tool call; asking for the answer")
                 return {"force": True, "llm_ms": llm_ms, "pending": [], "again": True}
             msg = {"role": "assistant", "content": "", "tool_calls": [c.as_message_dict() for c in res.tool_calls]}
+            if corrections:
+                log.info("arguments aligned with the question: %s", "; ".join(corrections))
             return {"messages": [msg], "llm_ms": llm_ms, "again": False,
-                    "pending": [{"id": c.id, "name": c.name, "args": c.arguments} for c in res.tool_calls]}
+                    "pending": [{"id": c.id, "name": c.name, "args": c.arguments,
+                                 **({"aligned": [x for x in corrections if x.startswith(c.name + " ")]}
+                                    if corrections else {})} for c in res.tool_calls]}
         answer = res.text.strip()
-        auto = [] if force else plan_fallback(state, answer, tools)
+        if res.finish_reason == "length":
+            answer = last_full_sentence(answer)
+        # the fallback also follows a forced answer (a repeated or invalid call), not the round limit
+        rounds_left = state.get("round", 0) < settings.max_tool_rounds
+        auto = plan_fallback(state, answer, tools) if rounds_left else []
         if auto:  # an uncited clinical answer before any tool ran: retrieve, then answer again
             if rt.on_token is not None:  # the draft was already streamed: say why another answer follows
                 rt.on_token(f"\n\n({RETRIEVING})\n\n")
@@ -203,7 +245,8 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
             ms = (time.perf_counter() - t0) * 1000
             tools_ms += ms
             calls.append({"name": call["name"], "args": call["args"], "ms": round(ms, 1), "ok": ok,
-                          **({"error": err} if err else {}), **({"auto": True} if call.get("auto") else {})})
+                          **({"error": err} if err else {}), **({"auto": True} if call.get("auto") else {}),
+                          **({"aligned": call["aligned"]} if call.get("aligned") else {})})
             if call.get("auto"):
                 auto_ids.update(e.id for e in ledger.items[mark:])
             mark = len(ledger)
@@ -231,9 +274,15 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
             if not answer.strip():
                 answer = "I could not produce an answer to this question."
                 msgs_out = [{"role": "assistant", "content": answer, "meta": "error"}]
+        question = msgs[state.get("turn_start", 0)].get("question", "") if msgs else ""
         turn_ev = Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):])
-        if turn_ev.items and not state.get("error") and not any(f"[{e.id}" in answer or f" {e.id}]" in answer
-                                                                or f", {e.id}" in answer for e in turn_ev.items):
+        model_grounded = any(f"[{e.id}" in answer or f" {e.id}]" in answer or f", {e.id}" in answer
+                             for e in turn_ev.items)
+        attributed: list[str] = []
+        if not state.get("error"):
+            # uncited sentences that one evidence item clearly supports get its id (recorded as the verifier's)
+            answer, attributed = attribute(answer, ledger, question)
+        if turn_ev.items and not state.get("error") and not model_grounded:
             # the model did not ground its answer in this turn's results: show them, cited, beside it
             digest = extractive_answer(turn_ev)
             if digest not in answer:
@@ -243,10 +292,10 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
             what = "; ".join(c.get("error") or c["name"] for c in failed)
             if what not in answer:
                 answer += f"\n\nNot done: {what}."
-        question = msgs[state.get("turn_start", 0)].get("question", "") if msgs else ""
         check = verify(answer, ledger, question)
         record = {"question": question, "answer": answer, "marked_answer": check.marked_answer(),
                   "cited": check.cited_ids, "unsupported_sentences": check.unsupported,
+                  "attributed_sentences": attributed,
                   "citation_validity": check.citation_validity, "invalid_ids": check.invalid_ids,
                   "tool_calls": state.get("calls", []), "error": state.get("error"),
                   "evidence_ids": [e["id"] for e in state.get("evidence", [])],

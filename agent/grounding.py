@@ -5,7 +5,9 @@ a turn where no tool has run yet (or only the image tools have), the plain answe
 uncited (or citing evidence that does not exist), the graph discards that answer and schedules
 retrieval itself: ``search_guidelines`` with the user's question, plus ``search_prior_reports`` when the
 case has a patient, and ``classify_study`` first when the latest attached study has no classifier
-result yet (classifier abstentions and errors are recorded like any tool result). The calls run through the normal tools node (marked ``"auto": true`` in the turn's
+result yet (classifier abstentions and errors are recorded like any tool result). A question about an
+attached study that no classifier has looked at ("what do you see?") triggers the same calls even when
+the answer cites something, because an answer from the DICOM header alone has not looked at the image. The calls run through the normal tools node (marked ``"auto": true`` in the turn's
 tool calls and in the evidence they add), then the model answers again with that evidence.
 
 At most once per turn: the fallback only fires while the turn's calls are image tools at most, and
@@ -21,6 +23,7 @@ import re
 from typing import Any
 
 from agent.evidence import Ledger
+from agent.routing import needs_no_retrieval
 from agent.verify import names_clinical_concept, verify
 from tools.errors import ToolArgumentError
 
@@ -28,9 +31,10 @@ log = logging.getLogger(__name__)
 
 QUERY_CHARS = 400  # SearchArgs.query limit
 IMAGE_TOOLS = frozenset({"inspect_study", "classify_study"})
-# requests to act (book, prescribe ...) are outside decision support: a refusal needs no retrieval
-_ACTION = re.compile(r"^\W*(please\s+|can you\s+|could you\s+)?(book|schedule|reschedule|cancel|prescribe|order|"
-                     r"e-?mail|send|call|phone|pay|buy|write (a|an|me) (poem|song|story|joke))\b", re.I)
+# a question about what the attached image shows (used only when a study is attached and unclassified)
+_ABOUT_IMAGE = re.compile(r"\b(see|seen|show|shows|showing|look|looks|finding|findings|abnormal\w*|normal|image|"
+                          r"x-?ray|radiograph|film|scan|study|ultrasound|sonograph\w*|mammogra\w*|pneumo\w*|"
+                          r"opacit\w*|lesion|mass|nodule|effusion|consolidation|classif\w*|diagnos\w*)\b", re.I)
 
 
 def _questions(state: dict[str, Any]) -> tuple[str, str]:
@@ -73,16 +77,21 @@ def plan_fallback(state: dict[str, Any], answer: str, tools: dict[str, Any]) -> 
     if any(c.get("auto") or c.get("name") not in IMAGE_TOOLS for c in calls_so_far):
         return []
     question, previous = _questions(state)
-    if not question or _ACTION.search(question) or not names_clinical_concept(f"{question} {previous}"):
+    if not question or needs_no_retrieval(question):
+        return []
+    study = _unclassified_study(state)
+    # a question about an attached image that no classifier has looked at: even a cited answer (say,
+    # from the DICOM header alone) has not looked at the pixels
+    about_image = study is not None and bool(_ABOUT_IMAGE.search(question))
+    if not about_image and not names_clinical_concept(f"{question} {previous}"):
         return []
     claims = ungrounded_claims(answer, Ledger.from_dicts(state.get("evidence", [])), question)
-    if not claims:
+    if not claims and not about_image:
         return []
     # a short follow-up ("and if high risk?") needs the earlier question to retrieve anything useful
     query = f"{question} {previous}" if previous and len(question) < 60 else question
     query = " ".join(query.split())[:QUERY_CHARS]
     planned: list[tuple[str, dict[str, Any]]] = []
-    study = _unclassified_study(state)
     if study is not None:  # an attached study nobody has looked at: the answer must start from it
         planned.append(("classify_study", {"study": study, "saliency": True}))
     planned.append(("search_guidelines", {"query": query}))

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 means auto: all cores when idle, "
                                                          "fewer when the CPU is already busy.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Limit for one LLM call, seconds.")
-    llm_max_tokens: int = Field(512, gt=0, description="Most tokens generated per LLM call.")
+    llm_max_tokens: int = Field(256, gt=0, description="Most tokens generated per LLM call (answers are asked to be at most 5 sentences, about 150 tokens; an answer cut at the limit ends at its last full sentence).")
     tool_timeout_s: float = Field(60.0, gt=0, description="Limit for one tool call, seconds.")
     max_tool_rounds: int = Field(4, gt=0, description="Most tool-calling rounds per turn.")
 

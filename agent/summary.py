@@ -115,11 +115,22 @@ def _finding_line(e: Evidence) -> SummaryLine:
 
 
 def _deterministic_impression(ledger: Ledger) -> list[SummaryLine]:
+    """A short synthesis when the LLM cannot write one: what the models read and which rule applies,
+    pointing to Findings and Recommendations for the details (never a copy of those sections)."""
     lines = []
     for e in ledger.of_kind("classifier"):
-        lines.append(_finding_line(e))
+        f = e.facts
+        name, study = f.get("model") or e.source, f.get("study", "?")
+        if f.get("abstained"):
+            lines.append(SummaryLine(f"No model reading of study {study}: {name} abstained (see Findings).", [e.id]))
+        else:
+            lines.append(SummaryLine(f"The decision-support model {name} reads study {study} as "
+                                     f"{f.get('label') or 'indeterminate'}"
+                                     + (", with a caution on its applicability (see Findings)." if f.get("caution")
+                                        else " (see Findings)."), [e.id]))
     for e in ledger.of_kind("calculator")[:2]:
-        lines.append(SummaryLine(f"{e.title}: {e.quote}.", [e.id]))
+        lines.append(SummaryLine(f"{e.title or e.source} applies to the case as described (see Recommendations).",
+                                 [e.id]))
     return lines
 
 

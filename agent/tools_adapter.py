@@ -41,7 +41,6 @@ class AttachedStudy:
     ref: str
     study: ImageStudy | None
     label: str = ""          # a display name without identifiers (file stem is not used: it may hold a name)
-    path: str | None = None  # where it was loaded from, to reload it after a restart
 
 
 @dataclass
@@ -234,7 +233,7 @@ def _plain(obj: Any, depth: int = 0) -> Any:
 def _inspect(args: StudyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
     att = ctx.study(args.study)
     if att.study is None:
-        raise ToolExecutionError(f"study {att.ref} is no longer available; attach it again")
+        raise ToolExecutionError(f"study {att.ref} is no longer loaded (the service restarted); attach it again")
     s = att.study
     meta = {k: v for k, v in s.metadata.as_dict().items() if v not in (None, "")}
     facts = {"study": att.ref, "format": s.source_format, "shape": list(s.shape),
@@ -255,7 +254,7 @@ def _classify(args: ClassifyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evid
     classify = importlib.import_module("tools.classifiers.inference").classify
     att = ctx.study(args.study)
     if att.study is None:
-        raise ToolExecutionError(f"study {att.ref} is no longer available; attach it again")
+        raise ToolExecutionError(f"study {att.ref} is no longer loaded (the service restarted); attach it again")
     finding = classify(att.study, model=args.model, settings=ctx.settings, saliency=args.saliency)
     card = _plain(_get(finding, "model_card", default=None))
     name = _get(finding, "model", "model_name", "name", default="classifier")
@@ -304,7 +303,7 @@ _KB_READY: set[str] = set()
 _KB_LOCK = threading.Lock()
 
 
-def _ensure_kb(settings: Settings) -> None:
+def ensure_kb(settings: Settings) -> None:
     """Build the bundled corpus into the store on first use (once per process and store)."""
     key = str(settings.chroma_url or settings.kb_dir)
     if key in _KB_READY:
@@ -320,7 +319,7 @@ def _ensure_kb(settings: Settings) -> None:
 def _search_guidelines(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
     from knowledge.retrieve import search
 
-    _ensure_kb(ctx.settings)
+    ensure_kb(ctx.settings)
     cits = search(args.query, "guideline", k=3, settings=ctx.settings)
     if not cits:
         raise ToolExecutionError("no guideline passage matches that query")
@@ -332,7 +331,7 @@ def _search_prior(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Ev
 
     if not ctx.patient_key:
         raise ToolExecutionError("no patient is attached to this case, so there are no prior reports to search")
-    _ensure_kb(ctx.settings)
+    ensure_kb(ctx.settings)
     cits = search(args.query, "report", patient=ctx.patient_key, k=3, settings=ctx.settings)
     if not cits:
         raise ToolExecutionError("no prior report of this patient matches that query")

@@ -595,6 +595,10 @@ def _theme():
                           text_size="sm", font=["Inter", "system-ui", "sans-serif"])
 
 
+# the box empties after each upload (the viewer shows the study): its label says it adds a study
+UPLOAD_LABEL = "Add a study: DICOM, series .zip, PNG/JPEG, NIfTI"
+
+
 def build_ui(agent: ConsultationAgent, settings: Settings):
     """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`."""
     import gradio as gr
@@ -681,7 +685,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                     case_dd = gr.Dropdown(label="Case", choices=[], scale=3, elem_id="rc-case")
                     new_btn = gr.Button("+ New case", scale=1, size="sm", elem_id="rc-new-case")
                 case_info = gr.Markdown(elem_id="rc-case-info")
-                upload = gr.File(label="Upload study (DICOM, series .zip, PNG/JPEG, NIfTI)",
+                upload = gr.File(label=UPLOAD_LABEL,
                                  file_count="multiple", file_types=UPLOAD_TYPES, height=150, elem_id="rc-upload")
                 upload_msg = gr.Markdown(elem_id="rc-upload-msg")
                 viewer = gr.Image(show_label=False, interactive=False, height=440, elem_id="rc-viewer",
@@ -758,7 +762,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
                 case.studies.append(study)
                 case.saliency, case.saliency_label = None, ""
                 fmt = study.source_format
-                msg = (f"Loaded {fmt.upper()} {' x '.join(str(s) for s in study.shape)}"
+                msg = (f"✓ Loaded {fmt.upper()} {' x '.join(str(s) for s in study.shape)}"
                        + (f" · {len(study.warnings)} warning(s)" if study.warnings else ""))
                 audit.append("upload", user=user_of(request), case_id=case.case_id,
                              details={"format": fmt, "files": len(paths), "ndim": len(study.shape),
@@ -788,8 +792,10 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
             case.chat = [*case.chat, {"role": "user", "content": q},
                          {"role": "assistant", "content": WORKING}]
             t_start = time.perf_counter()
+            busy = "Answering…" if getattr(agent, "is_warm", True) else \
+                "Answering… (first start: the knowledge base and the model are still being prepared, about a minute)"
             yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps),
-                   '<span class="rc-turn-busy">Answering…</span>')
+                   f'<span class="rc-turn-busy">{busy}</span>')
             new_studies = case.studies[case.sent_studies:]
             patient = case.patient_key
             text = ""

@@ -43,10 +43,11 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
     case_id = args.case or f"cli-{uuid.uuid4().hex[:10]}"
     consult = Consultation(settings)
-    streamed = {"any": False}
+    streamed = {"any": False, "text": ""}
 
     def on_token(piece: str) -> None:
         streamed["any"] = True
+        streamed["text"] += piece
         sys.stdout.write(piece)
         sys.stdout.flush()
 
@@ -62,7 +63,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             "case_id": case_id, "answer": result.answer, "marked_answer": result.marked_answer,
             "citations": result.citations, "tool_calls": result.tool_calls,
             "unsupported_sentences": result.unsupported_sentences, "citation_validity": result.citation_validity,
-            "model": result.model, "timings": result.timings, "error": result.error, "disclaimer": DISCLAIMER}
+            "attributed_sentences": result.attributed_sentences, "model": result.model, "timings": result.timings, "error": result.error, "disclaimer": DISCLAIMER}
         if args.summary:
             out["summary"] = summary.as_dict() if summary else None
             out["summary_markdown"] = summary.to_markdown() if summary else None
@@ -70,8 +71,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     else:
         if streamed["any"]:
             sys.stdout.write("\n")
-        if not streamed["any"] or result.unsupported_sentences or result.error:
-            print(("\n" if streamed["any"] else "") + result.marked_answer)
+        # the stream may hold a draft that retrieval replaced, or lack the cited results added after it
+        final_shown = streamed["text"].strip().endswith(result.answer.strip())
+        if not final_shown or result.unsupported_sentences or result.error:
+            print(("\nAnswer:\n" if streamed["any"] else "") + result.marked_answer)
         if result.citations:
             print("\nReferences:")
             for c in result.citations:

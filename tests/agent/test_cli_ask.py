@@ -67,3 +67,37 @@ def test_text_mode_shows_the_failure_and_disclaimer(env, capsys, monkeypatch):
     assert main(["ask", "hello", "--case", "c-text"]) == 1
     out = capsys.readouterr().out
     assert "not reachable" in out and "not a diagnosis" in out and "case c-text" in out
+
+
+def _scripted(monkeypatch, steps):
+    import agent.consultation as consultation
+    from tests.agent.fakes import ScriptedBackend, fake_tools
+
+    class Scripted(consultation.Consultation):
+        def __init__(self, settings, **kw):
+            super().__init__(settings, backend=ScriptedBackend(steps), tools=fake_tools())
+
+    monkeypatch.setattr(consultation, "Consultation", Scripted)
+
+
+def test_text_mode_streams_the_draft_the_retrieval_note_then_the_final_answer(env, capsys, monkeypatch):
+    from tests.agent.fakes import text
+
+    # the model's first answer cites nothing, so the grounding fallback retrieves and it answers again
+    _scripted(monkeypatch, [text("A 7 mm solid nodule needs CT at 3 months."),
+                            text("For a 7 mm solid nodule in a low-risk patient, CT at 6-12 months is recommended [E1].")])
+    assert main(["ask", "Follow-up for a 7 mm solid nodule?", "--case", "c-draft"]) == 0
+    out = capsys.readouterr().out
+    draft_at, final_at = out.index("CT at 3 months"), out.rindex("CT at 6-12 months is recommended [E1]")
+    assert "searching the knowledge base" in out[draft_at:final_at] and "[E1] Fleischner Society" in out[final_at:]
+
+
+def test_text_mode_prints_the_final_answer_when_it_differs_from_the_stream(env, capsys, monkeypatch):
+    from tests.agent.fakes import call, text
+
+    # an answer that cites nothing gets the cited results added after it: the stream lacks them
+    _scripted(monkeypatch, [call("search_guidelines", query="7 mm nodule"), text("Here is what I found.")])
+    assert main(["ask", "Follow-up for a 7 mm solid nodule?", "--case", "c-digest"]) == 0
+    out = capsys.readouterr().out
+    answer = out[out.index("Answer:"):]
+    assert answer.index("Here is what I found.") < answer.index("From the tool results:") < answer.index("[E1]")

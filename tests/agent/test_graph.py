@@ -179,3 +179,75 @@ def test_study_references():
     assert ctx.study("latest") is two and ctx.study("s1") is one
     with pytest.raises(ToolArgumentError):
         ctx.study("the old one")
+
+
+@pytest.mark.parametrize(("cut", "kept"), [
+    ("CT at 6-12 months [E1]. Then consider CT at 18-24 mon", "CT at 6-12 months [E1]."),
+    ("CT at 6-12 months. [E1] A 7.5 mm nodule needs", "CT at 6-12 months. [E1]"),
+    ("No follow-up is needed [E1, E2]! And the", "No follow-up is needed [E1, E2]!"),
+    ("A long run-on answer without any end", "A long run-on answer without any end …"),
+])
+def test_last_full_sentence(cut, kept):
+    from agent.graph import last_full_sentence
+
+    assert last_full_sentence(cut) == kept
+
+
+def test_answer_cut_at_max_tokens_ends_at_a_full_sentence(settings):
+    cut = ChatResult(text="For a 7 mm solid nodule, CT at 6-12 months is recommended [E1]. Then consider CT at 18",
+                     finish_reason="length")
+    consult, _ = make(settings, [call("search_guidelines", query="7 mm nodule"), cut])
+    res = consult.ask("cut", "Follow-up for a 7 mm solid nodule?")
+    assert res.answer.startswith("For a 7 mm") and res.answer.rstrip().endswith("recommended [E1].")
+    assert "18" not in res.answer.split("[E1].")[-1]
+
+
+def test_case_database_never_holds_the_image_path(settings, tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    named = tmp_path / "DOE_JOHN_MRN12345" / "chest.dcm"  # folders and files are often named after patients
+    named.parent.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), named)
+    consult, _ = make(settings, [text("Hello.")])
+    consult.ask("case-p", "hi", images=[named])
+    consult.close()
+    stored = b"".join(p.read_bytes() for p in settings.cases_db_path.parent.glob(settings.cases_db_path.name + "*"))
+    assert stored and b"DOE_JOHN" not in stored and b"MRN12345" not in stored
+    # after a restart the study is known by its ref and label; its pixels must be attached again
+    from agent.tools_adapter import build_tools
+
+    tools = {**fake_tools(), "inspect_study": build_tools(settings)["inspect_study"]}
+    consult2 = Consultation(settings, backend=ScriptedBackend([call("inspect_study", study="S1"), text("Done.")]),
+                            tools=tools)
+    res = consult2.ask("case-p", "Describe S1.")
+    assert res.tool_calls and not res.tool_calls[0]["ok"]
+    assert "attach it again" in res.tool_calls[0]["error"]
+
+
+def test_unknown_tool_name_is_an_invalid_call_not_a_crash(settings):
+    consult, backend = make(settings, [call("lab_values", test="crp"), text("I have no laboratory tool.")])
+    res = consult.ask("c-unknown", "What was the last CRP?")
+    assert "unknown tool 'lab_values'" in backend.requests[1]["messages"][-1]["content"]
+    assert res.answer == "I have no laboratory tool." and res.error is None
+
+
+def test_warm_up_prepares_kb_and_model_and_reports_failures(settings, monkeypatch):
+    import agent.tools_adapter as adapter
+    from tools.errors import StoreError
+
+    seen: list[str] = []
+    monkeypatch.setattr(adapter, "ensure_kb", lambda s: seen.append("kb"))
+    consult, backend = make(settings, [text("Hi")])
+    assert consult.is_warm and consult.warm_up() == [] and consult.is_warm
+    assert seen == ["kb"] and backend.requests[0]["tools"]  # the prompt prefix with the tool schemas
+
+    def broken(s):
+        raise StoreError("the knowledge base directory is not writable")
+
+    monkeypatch.setattr(adapter, "ensure_kb", broken)
+    consult2, _ = make(settings, [LLMError("server down")])
+    problems = consult2.warm_up()
+    assert problems == ["knowledge base: the knowledge base directory is not writable", "language model: server down"]
+    assert consult2.is_warm

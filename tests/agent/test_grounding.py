@@ -49,10 +49,8 @@ def test_answer_citing_a_missing_id_also_triggers(settings):
     ("Hello!", "Hello, I can help with imaging questions and guidelines."),
     ("What is the capital of France?", "Paris is the capital of France."),
     ("Write a poem about the sea.", "The waves roll in and out under a grey sky."),
-    ("Book an MRI appointment for tomorrow.", "I cannot book appointments; I answer imaging questions."),
-    # a request to act gets no retrieval even when the model rambles about the modality
-    ("Book an MRI appointment for tomorrow.", "MRI of the breast is used for screening high-risk women."),
-    ("Please prescribe an antibiotic dose for this pneumonia.", "Amoxicillin is first line for pneumonia."),
+    # a creative request gets no retrieval even when the model rambles about a clinical topic
+    ("Write me a poem about the lungs.", "The lungs fill with air; a nodule rests in the right upper lobe."),
 ])
 def test_smalltalk_and_out_of_scope_do_not_trigger(settings, question, answer):
     consult, backend = make(settings, [text(answer)])
@@ -66,7 +64,10 @@ def test_answer_after_a_tool_does_not_trigger(settings):
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert [c["name"] for c in res.tool_calls] == ["fleischner_followup"]
     assert not any(c.get("auto") for c in res.tool_calls) and len(backend.requests) == 2
-    assert UNCITED in res.unsupported_sentences
+    # the model forgot the marker, but the calculator's result says exactly this: the verifier cites it,
+    # and the result itself is shown beside the answer (the model cited nothing itself)
+    assert res.attributed_sentences == [UNCITED] and res.unsupported_sentences == []
+    assert res.answer.startswith(UNCITED[:-1] + " [E1].") and "From the tool results:" in res.answer
 
 
 def test_uncited_guideline_claims_after_only_image_tools_trigger_retrieval(settings):
@@ -102,12 +103,13 @@ def test_plan_classifies_an_attached_study_not_yet_classified():
 
 
 def test_fallback_fires_at_most_once_per_turn(settings):
-    consult, backend = make(settings, [text(UNCITED), text(UNCITED)])
+    wrong = "A 7 mm solid nodule needs PET-CT and a biopsy now."
+    consult, backend = make(settings, [text(UNCITED), text(wrong)])
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert len(backend.requests) == 2 and len(res.tool_calls) == 1
     # the still-uncited answer is marked, with the retrieved evidence shown beside it
-    assert res.answer.startswith(UNCITED) and "From the tool results:" in res.answer
-    assert UNCITED in res.unsupported_sentences
+    assert res.answer.startswith(wrong) and "From the tool results:" in res.answer
+    assert wrong in res.unsupported_sentences
     # and it may fire again in the next turn of the same case
     consult._backend.steps = [text("A 9 mm solid nodule needs CT at 3 months."), text(CITED)]
     res2 = consult.ask("c1", "And for a 9 mm solid nodule?")
@@ -179,3 +181,24 @@ def test_plan_fallback_unit():
     assert len(calls[0]["args"]["query"]) <= 400
     assert ungrounded_claims(CITED, Ledger(), "") == [CITED]
     assert ungrounded_claims("Hello there.", Ledger(), "") == []
+
+
+def test_question_about_an_unclassified_image_classifies_even_after_a_cited_answer():
+    from agent.tools_adapter import AgentTool, ClassifyArgs
+
+    tools = fake_tools()
+    tools["classify_study"] = AgentTool("classify_study", "classify", ClassifyArgs, lambda a, c, ledger: [])
+    header = {"id": "E1", "kind": "dicom", "tool": "inspect_study", "source": "DICOM header",
+              "quote": "CR chest PA", "facts": {"study": "S1"}}
+    state = {"messages": [{"role": "user", "question": "What do you see, and what does the guideline recommend?"}],
+             "turn_start": 0, "studies": [{"ref": "S1", "label": "CR CHEST"}], "evidence": [header],
+             "calls": [{"name": "inspect_study", "args": {}, "ok": True}]}
+    cited = "This is a chest radiograph, PA view [E1]."
+    assert [c["name"] for c in plan_fallback(state, cited, tools)] == ["classify_study", "search_guidelines"]
+    # not about the image, or the study already classified: a cited answer stands
+    other = {**state, "messages": [{"role": "user", "question": "Thanks, that is all."}]}
+    assert plan_fallback(other, "You are welcome.", tools) == []
+    done = {**state, "evidence": [header, {"id": "E2", "kind": "classifier", "tool": "classify_study",
+                                           "source": "pneumonia-cxr", "facts": {"study": "S1"}}]}
+    assert plan_fallback(done, cited, tools) == []
+    assert plan_fallback({**state, "studies": []}, cited, tools) == []

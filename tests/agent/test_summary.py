@@ -54,3 +54,22 @@ def test_summary_of_an_empty_case_is_an_input_error(settings):
     consult = Consultation(settings, backend=ScriptedBackend([]), tools=fake_tools())
     with pytest.raises(InputError):
         consult.summary("never-asked")
+
+
+def test_deterministic_impression_points_to_sections_instead_of_repeating_them():
+    from agent.evidence import Ledger
+    from agent.summary import _deterministic_impression, _finding_line
+
+    ledger = Ledger()
+    ledger.add("classifier", "classify_study", "pneumonia-cxr", quote="P(pneumonia) = 0.05",
+               facts={"model": "pneumonia-cxr", "version": "1.0.0", "study": "S1", "label": "normal",
+                      "probabilities": {"pneumonia": 0.05}, "caution": "adult patient"})
+    ledger.add("classifier", "classify_study", "breast-us", facts={"model": "breast-us", "study": "S2",
+                                                                   "abstained": True, "abstain_reason": "not US"})
+    ledger.add("calculator", "fleischner_followup", "Fleischner Society 2017", title="Fleischner 2017",
+               quote="CT at 6-12 months, then consider CT at 18-24 months")
+    lines = _deterministic_impression(ledger)
+    assert [line.cites for line in lines] == [["E1"], ["E2"], ["E3"]]
+    assert "reads study S1 as normal, with a caution" in lines[0].text and "abstained" in lines[1].text
+    assert "Fleischner 2017 applies" in lines[2].text and "6-12 months" not in lines[2].text
+    assert lines[0].text != _finding_line(ledger.get("E1")).text and "0.05" not in lines[0].text
