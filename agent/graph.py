@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import operator
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from agent.llm.base import ChatBackend, TokenCallback
 from agent.prompts import render
 from agent.routing import ACTION_ANSWER, CALCULATOR_TOOLS, align_enums, is_action_request
 from agent.tools_adapter import AgentTool, ToolContext
-from agent.verify import attribute, verify
+from agent.verify import CITE, attribute, parse_ids, restates, split_sentences, verify
 from tools.errors import LLMError, RadconsultError, ToolArgumentError
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,22 @@ def extractive_answer(ledger: Ledger, limit: int = 3) -> str:
     return "From the tool results: " + " ".join(parts)
 
 
+_REPEATED_CITE = re.compile(r"(\[(E\d+)\][.!?]?)[ \t]*\[\2\]")
+
+
+def grounded_in(answer: str, ids: set[str], question: str) -> bool:
+    """True when a sentence of ``answer`` that says something new (not a bare marker, not a restatement
+    of the question) cites one of ``ids``: the answer carries this turn's results itself."""
+    for sentence in split_sentences(answer):
+        cited = {i for token in CITE.findall(sentence) for i in parse_ids(token)}
+        plain = CITE.sub("", sentence).strip(" .")
+        if cited & ids and re.search(r"[A-Za-z]{3}", plain) and not restates(plain, question):
+            return True
+    return False
+
+
 def last_full_sentence(text: str) -> str:
     """``text`` cut after its last complete sentence (for an answer stopped at max_tokens)."""
-    import re
-
     ends = [m.end() for m in re.finditer(r"[.!?](\s*\[E\d+(?:\s*,\s*E?\d+)*\])?\.?(?=\s|$)", text)]
     if not ends or ends[-1] < len(text) // 3:  # almost nothing complete: keep it all, marked as cut
         return text.rstrip() + " …"
@@ -276,9 +289,9 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
                 msgs_out = [{"role": "assistant", "content": answer, "meta": "error"}]
         question = msgs[state.get("turn_start", 0)].get("question", "") if msgs else ""
         turn_ev = Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):])
-        model_grounded = any(f"[{e.id}" in answer or f" {e.id}]" in answer or f", {e.id}" in answer
-                             for e in turn_ev.items)
+        model_grounded = grounded_in(answer, {e.id for e in turn_ev.items}, question)
         attributed: list[str] = []
+        answer = _REPEATED_CITE.sub(r"\1", answer)  # "... [E1]. [E1]": small models repeat the marker
         if not state.get("error"):
             # uncited sentences that one evidence item clearly supports get its id (recorded as the verifier's)
             answer, attributed = attribute(answer, ledger, question)

@@ -306,7 +306,10 @@ def tool_call_view(call: Any) -> dict[str, Any]:
             "seconds": float(seconds) if seconds is not None else None,
             "ok": error is None and _get(call, "ok", default=True) is not False,
             "error": str(error) if error else None,
-            "evidence_ids": list(_get(call, "evidence_ids", default=[]) or [])}
+            "evidence_ids": list(_get(call, "evidence_ids", default=[]) or []),
+            # how the call came about: the graph's own retrieval, or arguments aligned with the question
+            "auto": bool(_get(call, "auto", default=False)),
+            "aligned": [str(a) for a in (_get(call, "aligned", default=[]) or [])]}
 
 
 def trace_html(calls: list[dict[str, Any]]) -> str:
@@ -318,7 +321,12 @@ def trace_html(calls: list[dict[str, Any]]) -> str:
         secs = f'{c["seconds"]:.2f} s' if c["seconds"] is not None else "–"
         status = "ok" if c["ok"] else html.escape(c["error"] or "failed")
         ev = ", ".join(c["evidence_ids"])
-        rows.append(f'<tr><td><code>{html.escape(c["name"])}</code></td><td class="rc-args">{args}</td>'
+        how = (' <span class="rc-auto" title="run by the assistant itself: the model answered without a '
+               'source">auto</span>' if c.get("auto") else "")
+        if c.get("aligned"):
+            args += '<br><span class="rc-auto">aligned with the question: ' + html.escape(
+                "; ".join(c["aligned"])) + "</span>"
+        rows.append(f'<tr><td><code>{html.escape(c["name"])}</code>{how}</td><td class="rc-args">{args}</td>'
                     f'<td>{secs}</td><td>{status}</td><td>{html.escape(ev)}</td></tr>')
     return ('<table class="rc-trace"><thead><tr><th>tool</th><th>arguments</th><th>time</th><th>status</th>'
             '<th>evidence</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
@@ -578,6 +586,7 @@ CSS = """
 #rc-evidence {max-height:calc(100vh - 160px); overflow-y:auto;}
 #rc-chat a, #rc-summary a {color:#38bdf8; text-decoration:none; font-weight:600;}
 .rc-meta td, .rc-trace td, .rc-trace th {padding:2px 6px 2px 0; vertical-align:top;}
+.rc-auto {font-size:0.72rem; color:#b45309;}
 .rc-args {font-family:var(--font-mono); font-size:0.74rem; opacity:0.85; word-break:break-all;}
 .rc-empty {opacity:0.6; font-size:0.84rem; padding:6px 0;}
 #rc-turn-status {font-size:0.8rem; opacity:0.8; min-height:1em;}

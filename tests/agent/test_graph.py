@@ -251,3 +251,30 @@ def test_warm_up_prepares_kb_and_model_and_reports_failures(settings, monkeypatc
     problems = consult2.warm_up()
     assert problems == ["knowledge base: the knowledge base directory is not writable", "language model: server down"]
     assert consult2.is_warm
+
+
+def test_a_cited_restatement_of_the_question_gets_the_results_beside_it(settings):
+    # the model cites the calculator but only repeats the question: the result itself must be shown
+    consult, _ = make(settings, [call("fleischner_followup", size_mm=10),
+                                 text("The patient has a single 10 mm solid nodule [E1]. [E1]")])
+    res = consult.ask("c-restate", "Follow-up for a single 10 mm solid nodule?")
+    assert "From the tool results: Fleischner 2017: CT at 6-12 months" in res.answer
+    # an answer that states the result with its citation stands alone
+    consult2, _ = make(settings, [call("fleischner_followup", size_mm=7), text("CT at 6-12 months [E1].")],)
+    res2 = consult2.ask("c-states", "Follow-up for a single 7 mm solid nodule?")
+    assert res2.answer == "CT at 6-12 months [E1]."
+
+
+def test_grounded_in():
+    from agent.graph import grounded_in
+
+    q = "Follow-up for a single 10 mm solid nodule?"
+    assert not grounded_in("The patient has a single 10 mm solid nodule [E1]. [E1]", {"E1"}, q)
+    assert not grounded_in("CT at 3 months [E7].", {"E1"}, q)
+    assert grounded_in("CT at 3 months, then PET/CT [E1].", {"E1"}, q)
+    assert grounded_in("See the guideline [E1, E2].", {"E2"}, q)
+
+
+def test_repeated_citation_marker_is_collapsed(settings):
+    consult, _ = make(settings, [call("fleischner_followup", size_mm=7), text("CT at 6-12 months [E1]. [E1]")])
+    assert consult.ask("c-rep", "Follow-up for a 7 mm solid nodule?").answer == "CT at 6-12 months [E1]."

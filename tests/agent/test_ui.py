@@ -160,6 +160,11 @@ def test_trace_and_metadata_html():
     calls.append(ui.tool_call_view({"name": "kb", "duration_ms": 1500, "error": "timeout"}))
     out = ui.trace_html(calls)
     assert "0.41 s" in out and "1.50 s" in out and "timeout" in out
+    marked = ui.trace_html([ui.tool_call_view({"name": "search_guidelines", "args": {"query": "q"}, "ms": 5, "ok": True,
+                                               "auto": True}),
+                            ui.tool_call_view({"name": "lung_rads_category", "args": {"status": "new"}, "ms": 1,
+                                               "ok": True, "aligned": ["status: baseline -> new <b>"]})])
+    assert marked.count('class="rc-auto"') == 2 and "status: baseline -&gt; new &lt;b&gt;" in marked
     assert "Burned-in annotation" in ui.metadata_html(make_study(burned=True))
     assert "No study loaded" in ui.metadata_html(None)
 
