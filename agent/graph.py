@@ -106,8 +106,9 @@ def extractive_answer(ledger: Ledger, limit: int = 3) -> str:
     """A plain answer made of this turn's evidence, each item cited (used when the model cannot write one)."""
     if not ledger.items:
         return "I could not find evidence to answer this question with the available tools."
-    parts = [f"{e.title or e.source}: {e.quote.strip().rstrip('.')} [{e.id}]." for e in ledger.items[:limit]]
-    return "From the tool results: " + " ".join(parts)
+    # one item per line: each is its own sentence for the verifier, checked against its own evidence
+    parts = [f"- {e.title or e.source}: {e.quote.strip().rstrip('.')} [{e.id}]." for e in ledger.items[:limit]]
+    return "From the tool results:\n" + "\n".join(parts)
 
 
 _REPEATED_CITE = re.compile(r"(\[(E\d+)\][.!?]?)[ \t]*\[\2\]")

@@ -86,9 +86,13 @@ class Verification:
 
 
 def split_sentences(text: str) -> list[str]:
-    text = re.sub(r"\s+", " ", text.replace("\n- ", "\n").replace("\n* ", "\n")).strip()
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z(\"'\[*])|(?<=\])\s+(?=[A-Z])", text)
-    return [p.strip() for p in parts if p.strip() and re.search(r"\w", p)]
+    """Sentences, line by line: a line break (a list item, a paragraph) always ends a sentence."""
+    out: list[str] = []
+    for line in re.split(r"\n+", text):
+        line = re.sub(r"\s+", " ", re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s+", "", line)).strip()
+        parts = re.split(r"(?<=[.!?])\s+(?=[A-Z(\"'\[*])|(?<=\])\s+(?=[A-Z])", line)
+        out += [p.strip() for p in parts if p.strip() and re.search(r"\w", p)]
+    return out
 
 
 def _stems(text: str) -> set[str]:

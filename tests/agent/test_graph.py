@@ -258,7 +258,7 @@ def test_a_cited_restatement_of_the_question_gets_the_results_beside_it(settings
     consult, _ = make(settings, [call("fleischner_followup", size_mm=10),
                                  text("The patient has a single 10 mm solid nodule [E1]. [E1]")])
     res = consult.ask("c-restate", "Follow-up for a single 10 mm solid nodule?")
-    assert "From the tool results: Fleischner 2017: CT at 6-12 months" in res.answer
+    assert "From the tool results:\n- Fleischner 2017: CT at 6-12 months" in res.answer
     # an answer that states the result with its citation stands alone
     consult2, _ = make(settings, [call("fleischner_followup", size_mm=7), text("CT at 6-12 months [E1].")],)
     res2 = consult2.ask("c-states", "Follow-up for a single 7 mm solid nodule?")
@@ -278,3 +278,18 @@ def test_grounded_in():
 def test_repeated_citation_marker_is_collapsed(settings):
     consult, _ = make(settings, [call("fleischner_followup", size_mm=7), text("CT at 6-12 months [E1]. [E1]")])
     assert consult.ask("c-rep", "Follow-up for a 7 mm solid nodule?").answer == "CT at 6-12 months [E1]."
+
+
+def test_digest_items_are_checked_each_against_its_own_evidence():
+    from agent.evidence import Ledger
+    from agent.graph import extractive_answer
+    from agent.verify import verify
+
+    ledger = Ledger()
+    ledger.add("dicom", "inspect_study", "DICOM header", quote="modality: CR; patient age years: 62.0; frames: 1")
+    ledger.add("classifier", "classify_study", "pneumonia-cxr", title="pneumonia-cxr on study S1",
+               quote="pneumonia-cxr 1.0.0: P(pneumonia) = 0.05 (threshold 0.74) -> normal")
+    digest = extractive_answer(ledger)
+    assert digest.count("\n- ") == 2
+    check = verify(digest, ledger)
+    assert check.unsupported == [] and check.cited_ids == ["E1", "E2"]
