@@ -33,8 +33,12 @@ _PRIOR = re.compile(r"\b(prior|previous|earlier|last|first|old|baseline|before)\
 # a screening-eligibility question is answered by the screening tool, not by the nodule tables
 _ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould (she|he|they) (be )?screen", re.I)
 
+# a verb at the start that asks for an act; "order", "call" and "refer" only with an object ("order a CT",
+# "refer her"), so "Order of the views?" or "Refer to Fleischner: ..." are questions, not acts
 ACTION = re.compile(r"^\W*(please\s+|can you\s+|could you\s+|would you\s+)?(book|schedule|reschedule|cancel|"
-                    r"prescribe|order|e-?mail|send|call|phone|pay|buy|refer|admit|discharge)\b", re.I)
+                    r"prescribe|e-?mail|send|phone|pay|buy|admit|discharge|"
+                    r"(order|call|refer)\s+(a|an|the|this|that|her|him|them|me|my|our|his|some|another|\d+)\b)\b",
+                    re.I)
 # creative requests: the model answers them (in one sentence), but never with retrieval
 CREATIVE = re.compile(r"^\W*(please\s+|can you\s+|could you\s+)?write (me )?(a|an) (poem|song|story|joke|limerick)\b",
                       re.I)

@@ -48,6 +48,7 @@ def test_creative_requests_are_answered_by_the_model_without_retrieval():
 
 
 @pytest.mark.parametrize("question", ["In what order should the views be read?", "Ordering of Lung-RADS categories?",
+                                      "Order of the CT windows?", "Refer to Fleischner: 7 mm solid nodule?",
                                       "What does BI-RADS 4 mean?", "Is a booking needed for screening?"])
 def test_questions_are_not_requests_to_act(question):
     assert not is_action_request(question)
