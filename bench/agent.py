@@ -58,7 +58,7 @@ def main() -> int:
         if ttft:
             rows[f"{kind} TTFT"].append((r.timings["ttft_ms"] or r.timings["total_ms"]) / 1000)
 
-    # Phases, not interleaved: llama.cpp decodes about 20% slower in a process that has run the image
+    # Phases, not interleaved: the same turn takes about a third longer in a process that has run the image
     # tools (measured, cause not found: not threads, affinity, KV layout or spinning), so guideline
     # turns are timed both before and after the image turns.
     for _ in range(args.runs):
