@@ -91,14 +91,16 @@ class Evidence:
 
     def prompt_block(self) -> str:
         """What the model reads: a header it may cite and the data, fenced and sanitised."""
-        head = f"[{self.id}] {self.kind}: {self.source}"
-        if self.title:
-            head += f" — {self.title}"
+        # Every token here is read before the answer starts, so say nothing twice ("Fleischner Society —
+        # Fleischner Society 2017 guidelines ... (2017)"): the citation record keeps every field.
+        title = self.title or ""
+        head = f"[{self.id}] {self.kind}: " + (title if title.startswith(self.source) else
+                                               f"{self.source} — {title}" if title else self.source)
         if self.section:
             head += f", section \"{_CONTROL.sub(' ', self.section)[:80]}\""
         if self.page:
             head += f", p. {self.page}"
-        if self.year:
+        if self.year and str(self.year) not in title:
             head += f" ({self.year})"
         if self.date:
             head += f", dated {self.date}"

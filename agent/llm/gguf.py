@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.llm.base import ChatResult, TokenCallback, ToolSchema
-from agent.llm.toolcalls import ToolCallParseError, parse_tool_calls
+from agent.llm.speculative import CallDrafter, DecodeStats, call_complete, greedy_decode
+from agent.llm.toolcalls import ToolCallParseError, calls_as_text, parse_tool_calls
 from tools.errors import LLMError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class GGUFBackend:
         self._formatter: Any = None
         self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
+        self._drafters: dict[tuple[str, ...], CallDrafter] = {}
+        self.decode_stats: list[DecodeStats] = []  # of the last chat() call, for logs and the bench
         self.state_dir = Path(state_dir) if state_dir else None
         self._prefix_done: set[str] = set()
 
@@ -168,7 +171,10 @@ class GGUFBackend:
         self._load()
         if self._formatter is None:
             return _chatml(messages, tools), ["<|im_end|>"]
-        resp = self._formatter(messages=messages, tools=[t.openai() for t in tools] if tools else None)
+        # Earlier tool calls are written as the model writes them (compact JSON, its key order). The GGUF
+        # template would print OpenAI-style string arguments as an escaped JSON string: not the trained
+        # format, and a KV-cache miss for every token of the call on the next round.
+        resp = self._formatter(messages=calls_as_text(messages), tools=[t.openai() for t in tools] if tools else None)
         stop = resp.stop if isinstance(resp.stop, list) else [resp.stop] if resp.stop else []
         return resp.prompt, [s for s in stop if s]
 
@@ -181,6 +187,12 @@ class GGUFBackend:
 
             self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
+
+    def _call_drafter(self, tools: list[ToolSchema]) -> CallDrafter:
+        key = tuple(t.name for t in tools)
+        if key not in self._drafters:
+            self._drafters[key] = CallDrafter({t.name: t.parameters for t in tools})
+        return self._drafters[key]
 
     # --- the fixed prefix, kept on disk across processes --------------------------------------------
     def _prefix_tokens(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None,
@@ -250,9 +262,19 @@ class GGUFBackend:
 
     # --- generation -----------------------------------------------------------------------------
     def _stream(self, prompt_tokens: list[int], *, max_tokens: int, stop: list[str], grammar: Any = None,
-                deadline: float, on_text: Any = None) -> tuple[str, str, float | None]:
-        """Decode; ``on_text(acc) -> bool`` may end decoding early by returning False."""
+                deadline: float, on_text: Any = None, drafter: Any = None) -> tuple[str, str, float | None]:
+        """Decode; ``on_text(acc) -> bool`` may end decoding early by returning False.
+
+        Greedy decoding runs our own loop (drafted tokens checked in batches); grammar-constrained
+        decoding goes through llama-cpp-python's sampler.
+        """
         llm = self._llm
+        if grammar is None:
+            stats = DecodeStats()
+            out = greedy_decode(llm, prompt_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline,
+                                timeout_s=self.timeout_s, on_text=on_text, drafter=drafter, stats=stats)
+            self.decode_stats.append(stats)
+            return out
         text, finish, first = "", "", None
         try:
             stream = llm.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=0.0, top_k=1,
@@ -283,6 +305,7 @@ class GGUFBackend:
     def _chat(self, messages, tools, tool_choice, on_token, max_tokens) -> ChatResult:
         t0 = time.perf_counter()
         deadline = t0 + self.timeout_s
+        self.decode_stats = []
         llm = self._load()
         prompt, stop = self.render(messages, tools)
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
@@ -330,7 +353,11 @@ class GGUFBackend:
             # pretty-printed fenced JSON after a prose preamble: twice the tokens, and sometimes only the
             # arguments. Compact JSON in the trained format is faster and parses first time.
             call_tokens = llm.tokenize((prompt + _CALL_HEAD).encode("utf-8"), add_bos=False, special=True)
-            body, finish, _ = self._stream(call_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline)
+            body, finish, _ = self._stream(call_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline,
+                                           drafter=self._call_drafter(tools).draft,
+                                           on_text=lambda acc: not call_complete(acc))
+            if finish == "interrupted":  # the call object closed: the closing tag adds nothing
+                body, finish = body + "\n</tool_call>", "stop"
             text = _CALL_HEAD + body
         if want_tools:
             known = {t.name for t in tools}
@@ -370,8 +397,11 @@ class GGUFBackend:
         result.total_ms = (time.perf_counter() - t0) * 1000
         if finish == "length" and not result.tool_calls:
             log.warning("answer cut at max_tokens=%d", max_tokens)
-        log.info("llm %s: %d prompt tokens (%d cached), %.0f ms, %s", self.name, len(tokens), cached,
-                 result.total_ms, "tool call" if result.tool_calls else "text")
+        drafted = sum(d.drafted for d in self.decode_stats)
+        log.info("llm %s: %d prompt tokens (%d cached), %.0f ms, %s; %d tokens in %d steps (%d of %d drafted "
+                 "accepted)", self.name, len(tokens), cached, result.total_ms,
+                 "tool call" if result.tool_calls else "text", sum(d.tokens for d in self.decode_stats),
+                 sum(d.steps for d in self.decode_stats), sum(d.accepted for d in self.decode_stats), drafted)
         return result
 
     def close(self) -> None:

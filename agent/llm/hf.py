@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.llm.base import ChatResult, TokenCallback, ToolSchema
-from agent.llm.toolcalls import ToolCallParseError, parse_tool_calls
+from agent.llm.toolcalls import ToolCallParseError, args_object, call_text, parse_tool_calls
 from tools.errors import LLMError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -52,24 +52,6 @@ def tools_instructions(tools: list[ToolSchema]) -> str:
             '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
 
 
-def _args_object(args: Any) -> Any:
-    """Tool-call arguments as a JSON object when they arrive as a JSON string (OpenAI style)."""
-    if isinstance(args, str):
-        with contextlib.suppress(json.JSONDecodeError):
-            return json.loads(args) if args.strip() else {}
-    return args
-
-
-def _call_text(msg: dict[str, Any]) -> str:
-    """An assistant message's tool calls written out as ``<tool_call>`` blocks."""
-    calls = []
-    for c in msg.get("tool_calls") or []:
-        fn = c.get("function", c)
-        args = _args_object(fn.get("arguments", {}))
-        calls.append("<tool_call>\n" + json.dumps({"name": fn.get("name"), "arguments": args}) + "\n</tool_call>")
-    return "\n".join(calls)
-
-
 def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI-style messages in the shape HF chat templates expect (tool-call arguments as objects).
 
@@ -84,7 +66,7 @@ def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             calls = []
             for c in msg["tool_calls"]:
                 fn = dict(c.get("function", c))
-                fn["arguments"] = _args_object(fn.get("arguments", {}))
+                fn["arguments"] = args_object(fn.get("arguments", {}))
                 calls.append({"id": c.get("id", ""), "type": "function", "function": fn})
             msg["tool_calls"] = calls
         out.append(msg)
@@ -108,7 +90,7 @@ def simple_messages(messages: list[dict[str, Any]], tools: list[ToolSchema] | No
         if role == "tool":
             role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
         elif role == "assistant" and msg.get("tool_calls"):
-            content = (content + "\n" if content else "") + _call_text(msg)
+            content = (content + "\n" if content else "") + call_text(msg)
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"] += "\n\n" + content
         else:
@@ -137,7 +119,7 @@ def plain_prompt(messages: list[dict[str, Any]], tools: list[ToolSchema] | None)
             parts.append(f"Tool result: <tool_response>\n{content}\n</tool_response>")
         elif role == "assistant":
             if msg.get("tool_calls"):
-                content = (content + "\n" if content else "") + _call_text(msg)
+                content = (content + "\n" if content else "") + call_text(msg)
             parts.append(f"Assistant: {content}")
         else:
             parts.append(f"User: {content}")

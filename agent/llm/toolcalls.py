@@ -24,6 +24,37 @@ class ToolCallParseError(ValueError):
     """The text looks like a tool call but cannot be decoded into one."""
 
 
+def args_object(args: Any) -> Any:
+    """Tool-call arguments as a JSON object when they arrive as a JSON string (OpenAI style)."""
+    if isinstance(args, str):
+        try:
+            return json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return args
+    return args
+
+
+def call_text(msg: dict[str, Any]) -> str:
+    """An assistant message's tool calls written out as Qwen/Hermes ``<tool_call>`` blocks, compact JSON."""
+    calls = []
+    for c in msg.get("tool_calls") or []:
+        fn = c.get("function", c)
+        call = {"name": fn.get("name"), "arguments": args_object(fn.get("arguments", {}))}
+        calls.append("<tool_call>\n" + json.dumps(call, ensure_ascii=False) + "\n</tool_call>")
+    return "\n".join(calls)
+
+
+def calls_as_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with each assistant tool call moved into its content as ``<tool_call>`` text."""
+    out = []
+    for msg in messages:
+        if msg.get("role") == "assistant" and msg.get("tool_calls"):
+            content = msg.get("content") or ""
+            msg = {"role": "assistant", "content": (content + "\n" if content else "") + call_text(msg)}
+        out.append(msg)
+    return out
+
+
 def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:12]
 

@@ -72,6 +72,21 @@ def test_fixed_prefix_is_reused_and_saved(backend, qwen_path, tmp_path):  # noqa
     assert first.prompt_tokens > 100
 
 
+def test_earlier_call_is_rendered_as_decoded_and_stays_cached(backend):
+    """The next round sees the call exactly as the model wrote it (not an escaped JSON string), so the
+    KV cache covers it."""
+    first = backend.chat(msgs("What does BI-RADS 4A mean? Use the birads_category tool."), TOOLS, max_tokens=48)
+    call = first.tool_calls[0]
+    follow = msgs("What does BI-RADS 4A mean? Use the birads_category tool.") + [
+        {"role": "assistant", "content": "", "tool_calls": [call.as_message_dict()]},
+        {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": "[E1] BI-RADS 4A: low suspicion."}]
+    prompt, _ = backend.render(follow, TOOLS)
+    assert '<tool_call>\n{"name": "birads_category", "arguments": {' in prompt and '\\"' not in prompt
+    second = backend.chat(follow, TOOLS, max_tokens=4)
+    head = backend._llm.tokenize(prompt.split("\n</tool_call>")[0].encode(), add_bos=False, special=True)
+    assert second.cached_tokens >= len(head) - 2
+
+
 def test_context_overflow_is_a_clear_error(backend):
     with pytest.raises(LLMError, match="too long"):
         backend.chat(msgs("word " * 3000), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.llm.toolcalls import ToolCallParseError, parse_tool_calls
+from agent.llm.toolcalls import ToolCallParseError, calls_as_text, parse_tool_calls
 
 KNOWN = {"search_guidelines", "birads_category"}
 
@@ -61,3 +61,16 @@ def test_call_written_inside_prose():
 def test_prose_naming_two_tools_is_ambiguous_and_stays_text():
     text = "Either `birads_category` or `search_guidelines` could help:\n```json\n{\"category\": \"3\"}\n```"
     assert parse_tool_calls(text, KNOWN) == []
+
+
+def test_calls_as_text_writes_calls_as_the_model_does():
+    """OpenAI-style string arguments become the compact ``<tool_call>`` JSON the model itself writes."""
+    msgs = [{"role": "user", "content": "q"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "birads_category", "arguments": '{"category": "4A", "modality": "mri"}'}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "[E1] ..."}]
+    out = calls_as_text(msgs)
+    assert out[1] == {"role": "assistant", "content": '<tool_call>\n{"name": "birads_category", "arguments": '
+                                                      '{"category": "4A", "modality": "mri"}}\n</tool_call>'}
+    assert out[0] is msgs[0] and out[2] is msgs[2] and "tool_calls" in msgs[1]  # input untouched
