@@ -26,7 +26,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.evidence import Ledger
+from agent.evidence import Evidence, Ledger
 from agent.grounding import plan_fallback, tool_call_message
 from agent.llm.base import ChatBackend, TokenCallback
 from agent.prompts import render
@@ -109,6 +109,28 @@ def extractive_answer(ledger: Ledger, limit: int = 3) -> str:
     # one item per line: each is its own sentence for the verifier, checked against its own evidence
     parts = [f"- {e.title or e.source}: {e.quote.strip().rstrip('.')} [{e.id}]." for e in ledger.items[:limit]]
     return "From the tool results:\n" + "\n".join(parts)
+
+
+def unstated_classifier_results(answer: str, items: list[Evidence]) -> list[Evidence]:
+    """Classifier results whose calibrated probability (or abstention) the answer does not state.
+
+    "The image is classified as normal [E1]" is cited but drops the number and the caution (a paediatric
+    model on an adult film): a classifier's output is only shown together with them.
+    """
+    out = []
+    for e in items:
+        if e.kind != "classifier":
+            continue
+        facts = e.facts or {}
+        if facts.get("abstained"):
+            if "abstain" not in answer.lower():
+                out.append(e)
+            continue
+        p = facts.get("probability")
+        if isinstance(p, int | float) and f"{p:.2f}" not in answer and f"{p * 100:.0f}%" not in answer \
+                and f"{p * 100:.0f} %" not in answer:
+            out.append(e)
+    return out
 
 
 _REPEATED_CITE = re.compile(r"(\[(E\d+)\][.!?]?)[ \t]*\[\2\]")
@@ -296,9 +318,14 @@ def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any
         if not state.get("error"):
             # uncited sentences that one evidence item clearly supports get its id (recorded as the verifier's)
             answer, attributed = attribute(answer, ledger, question)
+        show: list[Evidence] = []
         if turn_ev.items and not state.get("error") and not model_grounded:
-            # the model did not ground its answer in this turn's results: show them, cited, beside it
-            digest = extractive_answer(turn_ev)
+            show = turn_ev.items[:3]  # the model did not ground its answer in this turn's results: show them
+        if not state.get("error"):
+            shown = {e.id for e in show}
+            show = show + [e for e in unstated_classifier_results(answer, turn_ev.items) if e.id not in shown]
+        if show:
+            digest = extractive_answer(Ledger(show), limit=len(show))
             if digest not in answer:
                 answer = f"{answer}\n\n{digest}" if answer.strip() else digest
         failed = [c for c in state.get("calls", []) if not c["ok"] and not c.get("auto")]

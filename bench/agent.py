@@ -75,9 +75,13 @@ def main() -> int:
             if not first:
                 first.append(time.perf_counter())
 
+        system = {"role": "system", "content": render("no_tools")}
+        # Same cache state as an agent turn: the system prompt cached, the question not (without this, runs
+        # 2..N would find the whole identical prompt cached and start in 0.0 s).
+        consult.backend.chat([system, {"role": "user", "content": "Hello"}], None, tool_choice="none", max_tokens=1)
         t0 = time.perf_counter()
-        consult.backend.chat([{"role": "system", "content": render("no_tools")},
-                              {"role": "user", "content": GUIDELINE_Q}], None, tool_choice="none", on_token=mark)
+        consult.backend.chat([system, {"role": "user", "content": GUIDELINE_Q}], None, tool_choice="none",
+                             on_token=mark)
         rows["LLM alone turn"].append(time.perf_counter() - t0)
         rows["LLM alone TTFT"].append((first[0] - t0) if first else float("nan"))
     consult.close()

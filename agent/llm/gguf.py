@@ -12,6 +12,11 @@ write on their own. A call that still does not decode (bad JSON, unknown tool, f
 decoded again under a grammar compiled from the JSON schema of the tool's arguments (or of every
 tool's ``{"name", "arguments"}`` object), so it becomes valid JSON of the right shape. Grammar
 sampling is slow on a large vocabulary, so well-formed calls and plain answers never pay for it.
+
+Decoding: greedy, in our own loop (:mod:`agent.llm.speculative`). A call's keys, punctuation and unstated
+flags are guessed from the tools' schemas and checked in one batch, so a Fleischner call of ~90 tokens
+takes ~15 forward passes instead of ~90. Earlier calls are put back into the prompt exactly as the model
+wrote them, so the next round finds them in the KV cache.
 """
 
 from __future__ import annotations

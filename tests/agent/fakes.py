@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.evidence import Evidence, Ledger
 from agent.llm.base import ChatResult, ToolCall, ToolSchema
-from agent.tools_adapter import AgentTool, SearchArgs, ToolContext
+from agent.tools_adapter import AgentTool, SearchArgs, StudyArgs, ToolContext
 from tools.errors import LLMError, ToolExecutionError
 
 Step = ChatResult | Exception | Callable[[list[dict[str, Any]]], ChatResult]
@@ -77,6 +77,12 @@ def fake_tools(guideline_quote: str = GUIDELINE, report_quote: str = "Stable 5 m
         return [ledger.add("calculator", "fleischner_followup", "Fleischner Society 2017", title="Fleischner 2017",
                            quote="CT at 6-12 months, then consider CT at 18-24 months", section="Solid nodules")]
 
+    def classify(args: StudyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
+        return [ledger.add("classifier", "classify_study", "pneumonia-cxr", title="pneumonia-cxr on study S1",
+                           quote="pneumonia-cxr 1.0.0: P(pneumonia) = 0.03 (threshold 0.74) -> normal; caution: "
+                                 "trained on paediatric chest radiographs",
+                           facts={"probability": 0.03, "abstained": False, "label": "normal"})]
+
     def slow(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
         import time
 
@@ -86,6 +92,7 @@ def fake_tools(guideline_quote: str = GUIDELINE, report_quote: str = "Stable 5 m
     tools = [AgentTool("search_guidelines", "search guidelines", SearchArgs, guidelines),
              AgentTool("search_prior_reports", "search prior reports", SearchArgs, prior),
              AgentTool("fleischner_followup", "Fleischner", FleischnerArgs, fleischner),
+             AgentTool("classify_study", "classify", StudyArgs, classify),
              AgentTool("slow_tool", "sleeps", SearchArgs, slow)]
     return {t.name: t for t in tools}
 

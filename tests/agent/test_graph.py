@@ -293,3 +293,17 @@ def test_digest_items_are_checked_each_against_its_own_evidence():
     assert digest.count("\n- ") == 2
     check = verify(digest, ledger)
     assert check.unsupported == [] and check.cited_ids == ["E1", "E2"]
+
+
+@pytest.mark.parametrize("answer, shown", [
+    ("The image is classified as normal [E1].", True),  # cited, but no probability and no caution
+    ("The pneumonia-cxr classifier gives P(pneumonia) = 0.03, below its threshold [E1].", False),
+    ("The probability of pneumonia is 3% [E1].", False),
+])
+def test_a_classifier_result_is_never_shown_without_its_probability(settings, answer, shown):
+    consult, _ = make(settings, [call("classify_study", study="latest"), text(answer)])
+    res = consult.ask("c1", "Classify this image for pneumonia.")
+    assert res.answer.startswith(answer)
+    assert ("From the tool results:" in res.answer) is shown
+    if shown:
+        assert "P(pneumonia) = 0.03" in res.answer and "paediatric" in res.answer
