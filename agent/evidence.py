@@ -96,8 +96,8 @@ class Evidence:
         title = self.title or ""
         head = f"[{self.id}] {self.kind}: " + (title if title.startswith(self.source) else
                                                f"{self.source} — {title}" if title else self.source)
-        if self.section:
-            head += f", section \"{_CONTROL.sub(' ', self.section)[:80]}\""
+        if self.section:  # the leaf of a section path ("Solid nodules: single > Single solid nodule 6 to 8 mm")
+            head += f", section \"{_CONTROL.sub(' ', self.section.split(' > ')[-1])[:80]}\""
         if self.page:
             head += f", p. {self.page}"
         if self.year and str(self.year) not in title:

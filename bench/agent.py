@@ -12,6 +12,7 @@ Phases: guideline turns, image turns, guideline turns again (after the image too
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -21,7 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-GUIDELINE_Q = "Fleischner follow-up for a single 7 mm solid nodule in a low-risk 60-year-old?"
+# A new wording each run, as in use: the same question twice would find its own text in the KV cache
+# (left by the previous turn) and skip reading it, about 0.5 s off the first token.
+GUIDELINE_Q = "Fleischner follow-up for a single {size} mm solid nodule in a low-risk {age}-year-old?"
+SIZES_AGES = [(7, 60), (6, 55), (8, 63), (7, 58), (6, 66), (8, 52), (7, 71), (6, 49), (8, 57), (7, 64)]
 IMAGE_Q = "Does this chest X-ray show pneumonia? Use the pneumonia-cxr classifier."
 IMAGE = "cxr/nih_00000001_000_cardiomegaly.png"
 
@@ -50,6 +54,11 @@ def main() -> int:
                                     "image TTFT": [], "guideline turn after image turns": [],
                                     "LLM alone turn": [], "LLM alone TTFT": []}
     image = shared_data_dir() / IMAGE
+    wordings = itertools.cycle(SIZES_AGES)
+
+    def guideline_q() -> str:
+        size, age = next(wordings)
+        return GUIDELINE_Q.format(size=size, age=age)
 
     def turn(kind: str, question: str, images: list[Path] | None = None, ttft: bool = True) -> None:
         r = consult.ask(f"bench-{uuid.uuid4().hex[:8]}", question, images=images, on_token=lambda s: None)
@@ -62,12 +71,12 @@ def main() -> int:
     # tools (measured, cause not found: not threads, affinity, KV layout or spinning), so guideline
     # turns are timed both before and after the image turns.
     for _ in range(args.runs):
-        turn("guideline", GUIDELINE_Q)
+        turn("guideline", guideline_q())
     if image.is_file():
         for _ in range(args.runs):
             turn("image", IMAGE_Q, [image])
         for _ in range(args.runs):
-            turn("guideline turn after image turns", GUIDELINE_Q, ttft=False)
+            turn("guideline turn after image turns", guideline_q(), ttft=False)
     for _ in range(args.runs):
         first: list[float] = []
 
@@ -80,7 +89,7 @@ def main() -> int:
         # 2..N would find the whole identical prompt cached and start in 0.0 s).
         consult.backend.chat([system, {"role": "user", "content": "Hello"}], None, tool_choice="none", max_tokens=1)
         t0 = time.perf_counter()
-        consult.backend.chat([system, {"role": "user", "content": GUIDELINE_Q}], None, tool_choice="none",
+        consult.backend.chat([system, {"role": "user", "content": guideline_q()}], None, tool_choice="none",
                              on_token=mark)
         rows["LLM alone turn"].append(time.perf_counter() - t0)
         rows["LLM alone TTFT"].append((first[0] - t0) if first else float("nan"))
@@ -100,7 +109,7 @@ def main() -> int:
         print(f"| {name} | {p50(xs):.1f} | {targets.get(name, '-')} | {base:.1f} | {p50(xs) / base:.1f}x |")
     print(f"| LLM alone turn | {base_turn:.1f} | - | {base_turn:.1f} | 1.0x |")
     print(f"| LLM alone TTFT | {base_ttft:.1f} | - | {base_ttft:.1f} | 1.0x |")
-    print("each run, s: " + "; ".join(f"{k} " + " ".join(f"{x:.1f}" for x in v) for k, v in rows.items() if v))
+    print("each run, s: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in rows.items() if v))
     print("tools called in the last run ((auto) = the grounding fallback): " + "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in seen.items()))
     if not image.is_file():
         print(f"(image turn skipped: {IMAGE} not under {shared_data_dir()})")

@@ -27,7 +27,7 @@ import numpy as np
 
 from tools.errors import LLMError
 
-MAX_DRAFT = 24  # a 25-token batch costs about 8 single steps here; most guesses end sooner anyway
+MAX_DRAFT = 48  # a run of unstated flags is one batch; a 25-token batch costs about 8 single steps
 
 
 @dataclass
