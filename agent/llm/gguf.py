@@ -15,7 +15,7 @@ sampling is slow on a large vocabulary, so well-formed calls and plain answers n
 
 Decoding: greedy, in our own loop (:mod:`agent.llm.speculative`). A call's keys, punctuation and unstated
 flags are guessed from the tools' schemas and checked in one batch, so a Fleischner call of ~90 tokens
-takes ~15 forward passes instead of ~90. Earlier calls are put back into the prompt exactly as the model
+takes ~10 batched steps instead of ~90. Earlier calls are put back into the prompt exactly as the model
 wrote them, so the next round finds them in the KV cache.
 """
 
@@ -138,7 +138,7 @@ class GGUFBackend:
         self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
         self._drafters: dict[tuple[str, ...], CallDrafter] = {}
-        self.decode_stats: list[DecodeStats] = []  # of the last chat() call, for logs and the bench
+        self.decode_stats: list[DecodeStats] = []  # of the last chat() call, for its log line
         self.state_dir = Path(state_dir) if state_dir else None
         self._prefix_done: set[str] = set()
 

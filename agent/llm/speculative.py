@@ -37,9 +37,6 @@ class DecodeStats:
     accepted: int = 0  # proposed tokens the model agreed with
     tokens: int = 0  # tokens generated
 
-    def as_dict(self) -> dict[str, int]:
-        return {"steps": self.steps, "drafted": self.drafted, "accepted": self.accepted, "tokens": self.tokens}
-
 
 @dataclass
 class _Tool:

@@ -74,3 +74,10 @@ def test_calls_as_text_writes_calls_as_the_model_does():
     assert out[1] == {"role": "assistant", "content": '<tool_call>\n{"name": "birads_category", "arguments": '
                                                       '{"category": "4A", "modality": "mri"}}\n</tool_call>'}
     assert out[0] is msgs[0] and out[2] is msgs[2] and "tool_calls" in msgs[1]  # input untouched
+
+
+def test_calls_as_text_keeps_unparseable_arguments_as_written():
+    msgs = [{"role": "assistant", "content": "",
+             "tool_calls": [{"function": {"name": "search_guidelines", "arguments": "{not json"}}]}]
+    assert calls_as_text(msgs)[0]["content"] == ('<tool_call>\n{"name": "search_guidelines", "arguments": '
+                                                 '"{not json"}\n</tool_call>')
