@@ -97,7 +97,8 @@ class Consultation:
         self._lock = threading.RLock()
         self._runtime: TurnRuntime | None = None
         self._studies: dict[tuple[str, str], ImageStudy] = {}
-        self._warming = threading.Event()  # set while warm_up() runs
+        self._ready = threading.Event()  # cleared while warm_up() runs: a turn waits for it
+        self._ready.set()
 
     # --- lazy parts ------------------------------------------------------------------------------
     @property
@@ -180,6 +181,9 @@ class Consultation:
         for item in images or []:
             if not isinstance(item, ImageStudy) and not Path(item).expanduser().exists():
                 raise FileMissingError(f"image not found: {Path(item).name}")
+        # The first question must not race the warm-up: on 2 cores the knowledge-base build and the
+        # model's prompt prefix would starve the turn until it timed out. Wait (the UI shows a status).
+        self.wait_until_ready()
         with self._lock:
             t0 = time.perf_counter()
             graph = self._get_graph()
@@ -253,15 +257,27 @@ class Consultation:
     @property
     def is_warm(self) -> bool:
         """True once :meth:`warm_up` has finished (or was never started)."""
-        return not self._warming.is_set()
+        return self._ready.is_set()
+
+    def wait_until_ready(self, timeout_s: float | None = None) -> bool:
+        """Block until a running warm-up has finished; True when ready (False on ``timeout_s``)."""
+        return self._ready.wait(timeout_s)
+
+    def start_warm_up(self) -> threading.Thread:
+        """Run :meth:`warm_up` in a background thread. ``is_warm`` is False from this call on, so a
+        question that arrives before the thread has even started still waits for it."""
+        self._ready.clear()
+        thread = threading.Thread(target=self.warm_up, name="radconsult-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def warm_up(self) -> list[str]:
         """Prepare what the first question would otherwise wait for: the bundled knowledge base, the LLM
         and its fixed prompt prefix. Errors are logged and returned, never raised (the turn that needs
-        the part reports it then). Safe to run in a background thread while questions arrive."""
+        the part reports it then). Questions asked meanwhile wait for it (see :meth:`ask`)."""
         from agent.tools_adapter import ensure_kb
 
-        self._warming.set()
+        self._ready.clear()
         problems: list[str] = []
         try:
             for what, step in (("knowledge base", lambda: ensure_kb(self.settings)),
@@ -274,7 +290,7 @@ class Consultation:
                     log.warning("warm-up: %s not ready: %s", what, exc)
                     problems.append(f"{what}: {exc}")
         finally:
-            self._warming.clear()
+            self._ready.set()
         return problems
 
     def _warm_llm(self) -> None:

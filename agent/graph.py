@@ -70,10 +70,34 @@ class TurnRuntime:
         self.started = time.perf_counter()
 
 
+def _without_failed_turns(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``msgs`` minus every earlier turn that ended without an answer (a timeout, a dead server).
+
+    A failed turn is not part of the conversation: a small model shown "I could not complete this
+    answer: the language model timed out" copies it into every later answer of the case.
+    """
+    def answered(turn: list[dict[str, Any]]) -> bool:
+        return any(m.get("role") == "assistant" and m.get("meta") == "answer" for m in turn) \
+            and not any(m.get("meta") == "error" for m in turn)
+
+    out: list[dict[str, Any]] = []
+    turn: list[dict[str, Any]] = []
+    for m in msgs:
+        if m.get("role") == "user" and "question" in m and turn:
+            out += turn if answered(turn) else []
+            turn = []
+        turn.append(m)
+    return out + (turn if answered(turn) else [])
+
+
 def prompt_messages(state: CaseState, system: str) -> list[dict[str, Any]]:
-    """System prompt + as much recent history as fits ``HISTORY_CHARS``, cut at a user-turn boundary."""
-    msgs = state.get("messages", [])
-    start = state.get("turn_start", 0)
+    """System prompt + as much recent history as fits ``HISTORY_CHARS``, cut at a user-turn boundary.
+
+    Earlier turns that failed are left out (see :func:`_without_failed_turns`)."""
+    all_msgs = state.get("messages", [])
+    turn_start = state.get("turn_start", 0)
+    msgs = _without_failed_turns(all_msgs[:turn_start]) + all_msgs[turn_start:]
+    start = len(msgs) - (len(all_msgs) - turn_start)
     kept = msgs[start:]
     size = sum(len(str(m.get("content") or "")) for m in kept)
     i = start

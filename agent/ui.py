@@ -57,6 +57,8 @@ _CITE_RE = re.compile(r"\[(E\d+)\]")
 # shown until the first token: the tools and a CPU model can take a minute before anything streams
 WORKING = "⏳ _Working: running the tools, then writing a cited answer (on a CPU this can take a minute)…_"
 _CASE_PREFIX = "case-"
+STARTING = ("Starting up: the knowledge base and the language model are being prepared; your question is "
+            "answered as soon as they are ready")
 
 
 class ConsultationAgent(Protocol):
@@ -65,6 +67,11 @@ class ConsultationAgent(Protocol):
     def ask(self, case_id: str, question: str, **kwargs: Any) -> Any: ...
 
     def summary(self, case_id: str) -> Any: ...
+
+    @property
+    def is_warm(self) -> bool: ...
+
+    def wait_until_ready(self, timeout_s: float | None = None) -> bool: ...
 
 
 # ------------------------------------------------------------------------------------------------
@@ -801,10 +808,13 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
             case.chat = [*case.chat, {"role": "user", "content": q},
                          {"role": "assistant", "content": WORKING}]
             t_start = time.perf_counter()
-            busy = "Answering…" if getattr(agent, "is_warm", True) else \
-                "Answering… (first start: the knowledge base and the model are still being prepared, about a minute)"
+            while not agent.is_warm:  # first start: the question waits for the warm-up, visibly
+                waited = time.perf_counter() - t_start
+                yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps),
+                       f'<span class="rc-turn-busy" data-state="starting">{STARTING} ({waited:.0f} s)</span>')
+                agent.wait_until_ready(1.0)
             yield (sess, case.chat, "", gr.update(), gr.update(), *[gr.update()] * len(view_comps),
-                   f'<span class="rc-turn-busy">{busy}</span>')
+                   '<span class="rc-turn-busy">Answering…</span>')
             new_studies = case.studies[case.sent_studies:]
             patient = case.patient_key
             text = ""

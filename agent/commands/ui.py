@@ -129,13 +129,11 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
               "machine can connect. Add users (`radconsult users add NAME`) before binding elsewhere.",
               file=sys.stderr)
     agent = make_agent(settings)
-    if callable(getattr(agent, "warm_up", None)):
-        import threading
-
-        # the first question should not wait for the knowledge base build and the model's prompt prefix
-        print("radconsult ui: preparing the knowledge base and the language model in the background",
-              file=sys.stderr)
-        threading.Thread(target=agent.warm_up, name="radconsult-warm-up", daemon=True).start()
+    # Prepare the knowledge base and the model's prompt prefix while the page loads; a question asked
+    # meanwhile waits for it with a visible status rather than racing it for the CPU.
+    print("radconsult ui: preparing the knowledge base and the language model in the background",
+          file=sys.stderr)
+    agent.start_warm_up()
     demo = build_ui(agent, settings)
     print(f"radconsult ui: http://{host}:{port}  (Ctrl+C to stop)", file=sys.stderr)
     launch(demo, settings, host=host, port=port, auth=auth, block=True)

@@ -307,3 +307,58 @@ def test_a_classifier_result_is_never_shown_without_its_probability(settings, an
     assert ("From the tool results:" in res.answer) is shown
     if shown:
         assert "P(pneumonia) = 0.03" in res.answer and "paediatric" in res.answer
+
+
+def test_a_failed_turn_leaves_the_case_clean(settings):
+    # a timed-out turn must not reach later prompts: the small model copied its error text forever
+    consult, backend = make(settings, [LLMError("the language model timed out after 2 s"),
+                                       call("search_guidelines", query="BI-RADS 4"),
+                                       text("BI-RADS 4 means a suspicious finding; biopsy is advised [E1].")])
+    first = consult.ask("c-timeout", "What does BI-RADS 3 mean?")
+    assert first.error and "timed out" in first.answer
+    second = consult.ask("c-timeout", "What does BI-RADS 4 mean?")
+    assert second.error is None and second.answer.startswith("BI-RADS 4 means")
+    seen = " ".join(str(m.get("content")) for m in backend.requests[-1]["messages"])
+    assert "timed out" not in seen and "BI-RADS 3" not in seen and "BI-RADS 4 mean?" in seen
+    # the failed turn stays in the case's history (and the audit), only the prompt leaves it out
+    assert [t["error"] is not None for t in consult.history("c-timeout")] == [True, False]
+
+
+def test_an_answered_turn_stays_in_the_prompt(settings):
+    consult, backend = make(settings, [text("Hello."), text("Still here.")])
+    consult.ask("c-keep", "Hi there")
+    consult.ask("c-keep", "Are you there?")
+    seen = [m.get("content") for m in backend.requests[-1]["messages"]]
+    assert "Hello." in seen
+
+
+def test_the_first_question_waits_for_the_warm_up(settings, monkeypatch):
+    import threading
+    import time
+
+    import agent.tools_adapter as adapter
+
+    order: list[str] = []
+    release = threading.Event()
+
+    def slow_kb(s):
+        order.append("kb start")
+        release.wait(5)
+        order.append("kb done")
+
+    monkeypatch.setattr(adapter, "ensure_kb", slow_kb)
+
+    def answer(messages):
+        order.append("turn chat")
+        return text("Hello.")
+
+    consult, _ = make(settings, [text("warm"), answer])
+    consult.start_warm_up()
+    assert not consult.is_warm  # false at once, before the thread has run
+    turn = threading.Thread(target=consult.ask, args=("c-race", "Hello?"))
+    turn.start()
+    time.sleep(0.3)
+    assert "turn chat" not in order and turn.is_alive()  # the question waits
+    release.set()
+    turn.join(10)
+    assert consult.is_warm and order == ["kb start", "kb done", "turn chat"]

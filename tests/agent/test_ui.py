@@ -58,6 +58,10 @@ class ScriptedAgent:
     """Answers every question with two cited evidence items and a saliency map; streams words."""
 
     model_name = "scripted-fake"
+    is_warm = True
+
+    def wait_until_ready(self, timeout_s=None):
+        return True
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
