@@ -31,7 +31,8 @@ from tools.errors import InputError, RadconsultError
 GENESIS_HASH = "0" * 64
 MAX_DETAIL_CHARS = 128
 ACTIONS = frozenset({
-    "login", "login_failed", "logout", "case_new", "upload", "upload_rejected", "classify", "search",
+    "login", "login_failed", "logout", "case_new", "upload", "upload_rejected", "inspect", "classify", "search",
+    "calculate",
     "answer", "summary", "export", "sign", "user_add", "user_remove", "ui_start",
 })
 
@@ -80,7 +81,7 @@ class VerifyReport:
     ok: bool
     problems: tuple[str, ...] = field(default_factory=tuple)
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "records": self.records, "ok": self.ok, "problems": list(self.problems)}
 
 

@@ -1,10 +1,9 @@
-"""The consultation API used by the CLI and the UI.
+"""The consultation API used by the CLI and the UI (it implements :class:`agent.protocol.ConsultationAPI`).
 
 ::
 
     consult = Consultation(settings)                # cheap; the LLM loads on the first question
-    result = consult.ask("case-1", "Follow-up for a 7 mm solid nodule?", images=["cxr.dcm"],
-                         patient=None, on_token=print_piece)
+    result = consult.ask("case-1", "Follow-up for a 7 mm solid nodule?", images=["cxr.dcm"], on_token=print)
     result.answer, result.citations, result.unsupported_sentences, result.tool_calls, result.timings
     summary = consult.summary("case-1")             # agent.summary.Summary (Markdown / JSON)
 
@@ -21,17 +20,18 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.evidence import Evidence, Ledger
-from agent.graph import TurnRuntime, build_graph
+from agent.graph import AgentGraph, GraphLimits, TurnContext, turn_update
 from agent.llm.base import ChatBackend, TokenCallback
 from agent.prompts import render
-from agent.tools_adapter import AgentTool, AttachedStudy, ToolContext, build_tools
-from tools.errors import InputError, LLMError, RadconsultError
+from agent.results import ModelCard, StudyRecord, Timings, ToolCallRecord, TurnResult
+from agent.services import build_services
+from agent.toolbox import AttachedStudy, ToolContext, ToolServices, ToolSpec, toolset
+from tools.errors import FileMissingError, InputError, RadconsultError
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -40,37 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = "Decision support, not a diagnosis: a clinician must review every statement."
-
-
-@dataclass
-class TurnResult:
-    """One answered question. ``answer`` is as written; ``marked_answer`` flags unsupported sentences."""
-
-    case_id: str
-    question: str
-    answer: str
-    marked_answer: str
-    citations: list[dict[str, Any]]
-    tool_calls: list[dict[str, Any]]
-    unsupported_sentences: list[str]
-    citation_validity: float | None
-    model: str
-    timings: dict[str, float | None]
-    error: str | None = None
-    studies: list[dict[str, Any]] = field(default_factory=list)
-    # sentences the model left uncited that the verifier attributed to the one item supporting them
-    attributed_sentences: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"case_id": self.case_id, "question": self.question, "answer": self.answer,
-                "marked_answer": self.marked_answer, "citations": self.citations, "tool_calls": self.tool_calls,
-                "unsupported_sentences": self.unsupported_sentences, "citation_validity": self.citation_validity,
-                "model": self.model, "timings": self.timings, "error": self.error, "studies": self.studies,
-                "attributed_sentences": self.attributed_sentences, "disclaimer": DISCLAIMER}
-
-
-def _hint_line(question: str, tools: dict[str, Any], has_patient: bool) -> str:
+def _hint_line(question: str, tools: dict[str, ToolSpec], has_patient: bool) -> str:
     from agent.routing import hint
 
     line = hint(question, tools, has_patient)
@@ -83,19 +53,38 @@ def _study_label(study: ImageStudy) -> str:
     return " ".join(str(b) for b in bits) or study.source_format
 
 
+def result_from_record(case_id: str, record: dict[str, Any], ledger: Ledger, model: str,
+                       studies: list[dict[str, Any]], total_ms: float, saliency: tuple = ()) -> TurnResult:
+    """A :class:`TurnResult` from a checkpointed turn record (the case's ledger as it stands)."""
+    t = record["timings"]
+    return TurnResult(
+        case_id=case_id, question=record["question"], answer=record["answer"],
+        marked_answer=record["marked_answer"], model=model,
+        timings=Timings(ttft_ms=t.get("ttft_ms"), llm_ms=t.get("llm_ms"), tools_ms=t.get("tools_ms"),
+                        total_ms=total_ms),
+        tool_calls=tuple(ToolCallRecord.from_dict(c) for c in record["tool_calls"]),
+        evidence=tuple(ledger.items), cited_ids=tuple(record["cited"]),
+        unsupported_sentences=tuple(record["unsupported_sentences"]),
+        attributed_sentences=tuple(record.get("attributed_sentences", [])),
+        contradicted_sentences=tuple(record.get("contradicted_sentences", [])),
+        citation_validity=record["citation_validity"], error=record.get("error"),
+        studies=tuple(StudyRecord(s["ref"], s["label"]) for s in studies), saliency=saliency)
+
+
 class Consultation:
     """Consultations by case id, with memory. Thread-safe: turns are serialised by one lock."""
 
     def __init__(self, settings: Settings, backend: ChatBackend | None = None,
-                 tools: dict[str, AgentTool] | None = None, checkpoint_path: Path | None = None) -> None:
+                 tools: dict[str, ToolSpec] | None = None, services: ToolServices | None = None,
+                 checkpoint_path: Path | None = None) -> None:
         self.settings = settings
         self._backend = backend
+        self._services = services
         self._tools = tools
         self._checkpoint_path = checkpoint_path or settings.cases_db_path
-        self._graph: Any = None
+        self._graph: AgentGraph | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
-        self._runtime: TurnRuntime | None = None
         self._studies: dict[tuple[str, str], ImageStudy] = {}
         self._ready = threading.Event()  # cleared while warm_up() runs: a turn waits for it
         self._ready.set()
@@ -111,73 +100,78 @@ class Consultation:
 
     @property
     def model_name(self) -> str:
-        return getattr(self._backend, "name", None) or self.settings.llm
+        return self._backend.name if self._backend is not None else self.settings.llm
 
     @property
-    def tools(self) -> dict[str, AgentTool]:
+    def services(self) -> ToolServices:
+        if self._services is None:
+            self._services = build_services(self.settings)
+        return self._services
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
         if self._tools is None:
-            self._tools = build_tools(self.settings)
+            self._tools = toolset(self.services.classifiers)
         return self._tools
 
-    def _get_graph(self) -> Any:
+    def _get_graph(self) -> AgentGraph:
         if self._graph is None:
             from langgraph.checkpoint.sqlite import SqliteSaver
 
             self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self._checkpoint_path), check_same_thread=False)
-            saver = SqliteSaver(self._conn)
-            self._graph = build_graph(self.backend, self.tools, self.settings, lambda: self._runtime, saver)
+            limits = GraphLimits(max_tool_rounds=self.settings.max_tool_rounds,
+                                 tool_timeout_s=self.settings.tool_timeout_s)
+            self._graph = AgentGraph(self.backend, self.tools, limits, SqliteSaver(self._conn))
         return self._graph
 
     def _config(self, case_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": case_id},
-                "recursion_limit": 6 * self.settings.max_tool_rounds + 12}
+                "recursion_limit": 8 * self.settings.max_tool_rounds + 16}
 
     def state(self, case_id: str) -> dict[str, Any]:
         """The checkpointed state of a case ({} for a new case)."""
-        snap = self._get_graph().get_state(self._config(case_id))
+        snap = self._get_graph().compiled.get_state(self._config(case_id))
         return dict(snap.values or {})
 
     # --- studies ---------------------------------------------------------------------------------
-    def _load_images(self, case_id: str, images: list[Any], first_ref: int) -> tuple[list[dict[str, Any]],
-                                                                                     list[AttachedStudy]]:
+    def _load_images(self, case_id: str, images: Sequence[Any], first_ref: int) -> list[dict[str, Any]]:
         """Load and attach ``images``. The case record keeps the ref, a label and the pseudonymous keys;
         never the file path, which often carries a patient's name (the studies live in this process)."""
         from tools.imaging import ImageStudy, load
 
-        records, attached = [], []
+        records = []
         for i, item in enumerate(images):
             ref = f"S{first_ref + i}"
             study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), self.settings)
             self._studies[(case_id, ref)] = study
-            label = _study_label(study)
-            records.append({"ref": ref, "label": label, "patient_key": study.patient_key,
-                            "study_key": getattr(study, "study_key", None)})
-            attached.append(AttachedStudy(ref, study, label))
-        return records, attached
+            records.append({"ref": ref, "label": _study_label(study), "patient_key": study.patient_key,
+                            "study_key": study.study_key})
+        return records
 
-    def _restore_studies(self, case_id: str, records: list[dict[str, Any]]) -> list[AttachedStudy]:
+    def _attached(self, case_id: str, records: list[dict[str, Any]]) -> list[AttachedStudy]:
         """The case's studies held by this process; after a restart their pixels are gone (the tools then
         ask for the study to be attached again) while their evidence stays in the case."""
         return [AttachedStudy(rec["ref"], self._studies.get((case_id, rec["ref"])), rec.get("label", ""))
                 for rec in records]
 
     # --- the turn --------------------------------------------------------------------------------
-    def ask(self, case_id: str, question: str, images: list[Any] | None = None, patient: str | None = None,
-            on_token: TokenCallback | None = None) -> TurnResult:
+    def ask(self, case_id: str, question: str, images: Sequence[ImageStudy | str | Path] | None = None,
+            patient: str | None = None, on_token: TokenCallback | None = None,
+            summary: bool = False) -> TurnResult:
         """Answer one question in case ``case_id``. Errors of the LLM end the turn with a message, not a raise.
 
         Raises :class:`InputError` for an empty question or an unreadable image (nothing was asked then).
+        ``summary=True`` also drafts the case's summary into the result.
         """
+        from tools.imaging import ImageStudy
+
         question = (question or "").strip()
         if not question:
             raise InputError("the question is empty")
         if not case_id or len(case_id) > 128:
             raise InputError("a case id of 1-128 characters is required")
         question = question[: self.settings.max_query_chars * 2]
-        from tools.errors import FileMissingError
-        from tools.imaging import ImageStudy
-
         for item in images or []:
             if not isinstance(item, ImageStudy) and not Path(item).expanduser().exists():
                 raise FileMissingError(f"image not found: {Path(item).name}")
@@ -186,46 +180,39 @@ class Consultation:
         self.wait_until_ready()
         with self._lock:
             t0 = time.perf_counter()
-            graph = self._get_graph()
-            prior = self.state(case_id)
-            old_records = prior.get("studies", [])
-            new_records, _ = self._load_images(case_id, list(images or []), len(old_records) + 1)
-            records = old_records + new_records
-            patient_key = patient or prior.get("patient_key") or next(
-                (r.get("patient_key") for r in reversed(records) if r.get("patient_key")), None)
-            ctx = ToolContext(self.settings, self._restore_studies(case_id, records), patient_key, question)
-            self._runtime = TurnRuntime(ctx, on_token)
-            studies_text = ", ".join(f"{r['ref']} ({r['label']})" for r in records) or "no image attached"
-            user = {"role": "user", "question": question,
-                    "content": render("user_turn", question=question, studies=studies_text,
-                                      patient="available" if patient_key else "none",
-                                      hint=_hint_line(question, self.tools, bool(patient_key))).rstrip()}
-            start = len(prior.get("messages", []))
-            update = {"messages": [user], "studies": new_records, "patient_key": patient_key,
-                      "turn_start": start, "ev_start": len(prior.get("evidence", [])), "round": 0, "retries": 0, "force": False, "pending": [], "calls": [],
-                      "llm_ms": 0.0, "tools_ms": 0.0, "error": None, "again": False}
-            try:
-                final = graph.invoke(update, self._config(case_id))
-            except LLMError as exc:  # raised outside a node (e.g. the model failed to load)
-                log.error("LLM failure: %s", exc)
-                return self._error_result(case_id, question, str(exc), t0)
-            except RadconsultError as exc:
-                return self._error_result(case_id, question, str(exc), t0)
-            record = final["turns"][-1]
-            ledger = Ledger.from_dicts(final.get("evidence", []))
-            cited = [ledger.get(i) for i in record["cited"]]
-            timings = dict(record["timings"])
-            timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-            return TurnResult(case_id=case_id, question=question, answer=record["answer"],
-                              marked_answer=record["marked_answer"],
-                              citations=[e.citation() for e in cited if e is not None],
-                              tool_calls=record["tool_calls"], unsupported_sentences=record["unsupported_sentences"],
-                              citation_validity=record["citation_validity"], model=self.model_name,
-                              timings=timings, error=record.get("error"),
-                              attributed_sentences=record.get("attributed_sentences", []),
-                              studies=[{"ref": r["ref"], "label": r["label"]} for r in records])
+            result = self._turn(case_id, question, list(images or []), patient, on_token, t0)
+            if summary and result.error is None:
+                result = _with_summary(result, self.summary(case_id))
+            return result
 
-    def stream(self, case_id: str, question: str, images: list[Any] | None = None,
+    def _turn(self, case_id: str, question: str, images: list[Any], patient: str | None,
+              on_token: TokenCallback | None, t0: float) -> TurnResult:
+        graph = self._get_graph()
+        prior = self.state(case_id)
+        old_records = prior.get("studies", [])
+        new_records = self._load_images(case_id, images, len(old_records) + 1)
+        records = old_records + new_records
+        patient_key = patient or prior.get("patient_key") or next(
+            (r.get("patient_key") for r in reversed(records) if r.get("patient_key")), None)
+        tool_ctx = ToolContext(self.services, self._attached(case_id, records), patient_key, question)
+        studies_text = ", ".join(f"{r['ref']} ({r['label']})" for r in records) or "no image attached"
+        user = {"role": "user", "question": question,
+                "content": render("user_turn", question=question, studies=studies_text,
+                                  patient="available" if patient_key else "none",
+                                  hint=_hint_line(question, self.tools, bool(patient_key))).rstrip()}
+        update = turn_update(patient_key, user, new_records, len(prior.get("messages", [])),
+                             len(prior.get("evidence", [])))
+        try:
+            final = graph.compiled.invoke(update, self._config(case_id),
+                                          context=TurnContext(tool_ctx, on_token, started=t0))
+        except RadconsultError as exc:  # raised outside a node (e.g. the model failed to load)
+            log.error("turn failed: %s", exc)
+            return self._error_result(case_id, question, str(exc), t0)
+        ledger = Ledger.from_dicts(final.get("evidence", []))
+        return result_from_record(case_id, final["turns"][-1], ledger, self.model_name, records,
+                                  round((time.perf_counter() - t0) * 1000, 1), tuple(tool_ctx.saliency))
+
+    def stream(self, case_id: str, question: str, images: Sequence[ImageStudy | str | Path] | None = None,
                patient: str | None = None) -> Iterator[str | TurnResult]:
         """Generator form of :meth:`ask`: yields text pieces as they are generated, then the TurnResult."""
         q: queue.Queue[Any] = queue.Queue()
@@ -249,9 +236,8 @@ class Consultation:
 
     def _error_result(self, case_id: str, question: str, message: str, t0: float) -> TurnResult:
         answer = f"I could not complete this answer: {message}"
-        return TurnResult(case_id, question, answer, answer, [], [], [], None, self.model_name,
-                          {"ttft_ms": None, "llm_ms": None, "tools_ms": None,
-                           "total_ms": round((time.perf_counter() - t0) * 1000, 1)}, error=message)
+        return TurnResult(case_id, question, answer, answer, self.model_name,
+                          Timings(total_ms=round((time.perf_counter() - t0) * 1000, 1)), error=message)
 
     # --- start-up -------------------------------------------------------------------------------
     @property
@@ -275,12 +261,10 @@ class Consultation:
         """Prepare what the first question would otherwise wait for: the bundled knowledge base, the LLM
         and its fixed prompt prefix. Errors are logged and returned, never raised (the turn that needs
         the part reports it then). Questions asked meanwhile wait for it (see :meth:`ask`)."""
-        from agent.tools_adapter import ensure_kb
-
         self._ready.clear()
         problems: list[str] = []
         try:
-            for what, step in (("knowledge base", lambda: ensure_kb(self.settings)),
+            for what, step in (("knowledge base", self.services.knowledge.ensure_ready),
                                ("language model", self._warm_llm)):
                 t0 = time.perf_counter()
                 try:
@@ -298,12 +282,24 @@ class Consultation:
         self.backend.chat(messages, [t.schema() for t in self.tools.values()], max_tokens=1)
 
     # --- case views ------------------------------------------------------------------------------
-    def history(self, case_id: str) -> list[dict[str, Any]]:
-        """The turn records of a case, oldest first."""
-        return list(self.state(case_id).get("turns", []))
+    def history(self, case_id: str) -> list[TurnResult]:
+        """The turns of a case, oldest first (timings as recorded; no saliency maps)."""
+        state = self.state(case_id)
+        ledger = Ledger.from_dicts(state.get("evidence", []))
+        return [result_from_record(case_id, rec, ledger, self.model_name, state.get("studies", []), 0.0)
+                for rec in state.get("turns", [])]
 
     def evidence(self, case_id: str) -> list[Evidence]:
         return Ledger.from_dicts(self.state(case_id).get("evidence", [])).items
+
+    def model_cards(self) -> list[ModelCard]:
+        """The cards of the installed classifiers (name, version, intended use), for the page and exports."""
+        try:
+            bundles = self.services.classifiers.models()
+        except RadconsultError as exc:
+            log.info("model cards unavailable: %s", exc)
+            return []
+        return [ModelCard(b.name, b.version, str(b.card().get("intended_use") or "")) for b in bundles]
 
     def summary(self, case_id: str, impression: bool = True) -> Summary:
         """The cited diagnostic summary of a case (the LLM writes only the Impression)."""
@@ -316,11 +312,15 @@ class Consultation:
             return build_summary(state, backend=self.backend if impression else None, model_name=self.model_name)
 
     def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-            self._graph = None
 
 
-Agent = Consultation
-Callback = Callable[[str], None]
+def _with_summary(result: TurnResult, summary: Summary) -> TurnResult:
+    import dataclasses
+
+    return dataclasses.replace(result, summary=summary)

@@ -128,12 +128,12 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
             t0 = time.perf_counter()
             res = consult.ask(case, item.question, images=None if item.history else images, patient=item.patient)
             agent_ms = (time.perf_counter() - t0) * 1000
-            called = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)"]
+            called = [c.name for c in res.tool_calls if c.name != "(invalid)"]
             sentences = max(1, len(split_sentences(res.answer)))  # the verifier's split: rate <= 1
-            chosen = [c["name"] for c in res.tool_calls if c["name"] != "(invalid)" and not c.get("auto")]
+            chosen = [c.name for c in res.tool_calls if c.name != "(invalid)" and not c.auto]
             row = {"id": item.id, "category": item.category, "tools": called,
                    "tools_ok": tools_ok(item.expected_tools, called),
-                   "auto_tools": [c["name"] for c in res.tool_calls if c.get("auto")],
+                   "auto_tools": [c.name for c in res.tool_calls if c.auto],
                    "model_tools_ok": tools_ok(item.expected_tools, chosen),
                    "facts": fact_score(res.answer, item.facts, item.forbidden),
                    "citation_validity": res.citation_validity,

@@ -70,7 +70,7 @@ class Evidence:
     facts: dict[str, Any] = field(default_factory=dict)
     flagged_injection: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -162,8 +162,8 @@ class Ledger:
     def of_kind(self, *kinds: str) -> list[Evidence]:
         return [e for e in self.items if e.kind in kinds]
 
-    def as_dicts(self) -> list[dict[str, Any]]:
-        return [e.as_dict() for e in self.items]
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.items]
 
     @classmethod
     def from_dicts(cls, items: list[dict[str, Any]]) -> Ledger:

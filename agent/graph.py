@@ -1,44 +1,56 @@
-"""The agent loop on LangGraph: model -> tools -> model ... -> finish, bounded and checkpointed per case.
+"""The agent loop on LangGraph: named nodes with conditional edges, bounded and checkpointed per case.
 
-State per consultation (LangGraph thread = case id): the chat messages, the evidence ledger, the
-attached studies and the turn records. ``messages``, ``evidence``, ``studies`` and ``turns`` grow
-across turns; the rest is per turn. A SQLite checkpointer keeps cases across restarts.
+::
 
-One turn: the model sees the fixed system prompt, the tool schemas and the conversation. A valid
-tool call runs (with a timeout) and its result becomes evidence; an invalid call is fed back once
-with the schema error, then the model must answer without tools. After ``max_tool_rounds`` rounds
-the model answers without tools. A plain answer with uncited clinical claims before any tool ran is
-not final: retrieval runs once automatically (agent/grounding.py) and the model answers again. An
-LLM failure ends the turn with a clear message.
+    START -> gate -> model -> check_calls -> tools -> model ...       (the model chose tools)
+                        \\-> review -> tools -> model ...               (grounding fallback: retrieve first)
+                        \\-> review -> finish -> END                     (the answer)
+             gate -> finish                                              (a request to act: fixed answer)
+
+* ``gate``: requests to act (book, prescribe ...) get a fixed answer without the model.
+* ``model``: one LLM call over the system prompt, the tool schemas and the conversation.
+* ``check_calls``: arguments aligned with the question, names and arguments validated; an invalid call
+  is fed back once with the error, then the model must answer without tools; a repeated call asks for
+  the answer.
+* ``tools``: each call runs with a timeout; its result becomes numbered evidence.
+* ``review``: an uncited clinical answer before any tool ran triggers retrieval (agent/grounding.py);
+  a forced answer that is not prose is replaced by the evidence itself.
+* ``finish``: the answer is composed and verified (agent/answer.py) and the turn recorded.
+
+State per case (LangGraph thread = case id): ``messages``, ``evidence``, ``studies`` and ``turns`` grow
+across turns; the rest is per turn. Per-turn data that is not state (the tool context, the token
+callback, timing) travels in LangGraph's run context (:class:`TurnContext`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import operator
-import re
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 
-from agent.evidence import Evidence, Ledger
+from agent.answer import NO_ANSWER, compose, extractive_answer, last_full_sentence
+from agent.evidence import Ledger
 from agent.grounding import plan_fallback, tool_call_message
-from agent.llm.base import ChatBackend, TokenCallback
+from agent.history import prompt_messages
+from agent.llm.base import ChatBackend, ChatResult, TokenCallback, ToolCall
 from agent.prompts import render
-from agent.routing import ACTION_ANSWER, CALCULATOR_TOOLS, align_enums, is_action_request
-from agent.tools_adapter import AgentTool, ToolContext
-from agent.verify import CITE, attribute, parse_ids, restates, split_sentences, verify
+from agent.results import ToolCallRecord
+from agent.routing import ACTION_ANSWER, align_enums, is_action_request
+from agent.toolbox import CALCULATOR_NAMES, ToolContext, ToolSpec
 from tools.errors import LLMError, RadconsultError, ToolArgumentError
 
 log = logging.getLogger(__name__)
 
 RETRIEVING = "No source cited yet: searching the knowledge base, then answering again."
-HISTORY_CHARS = 12000  # history kept in the prompt (characters, ~3.5 per token); older turns are dropped
 
 
 class CaseState(TypedDict, total=False):
@@ -49,339 +61,274 @@ class CaseState(TypedDict, total=False):
     patient_key: str | None
     turn_start: int          # index in messages where this turn's user message sits
     ev_start: int            # number of evidence items before this turn
-    round: int
+    round: int               # tool rounds run this turn
     retries: int
-    force: bool
+    force: bool              # the next model call must answer without tools
+    reply: dict[str, Any]    # the last model reply: text, tool_calls, parse_error, finish_reason
     pending: list[dict[str, Any]]
-    calls: list[dict[str, Any]]
-    again: bool              # the model node asks to run again (retry after an invalid call, or forced answer)
+    calls: list[dict[str, Any]]   # ToolCallRecord.to_dict() of this turn's calls
+    again: bool              # check_calls asks for another model call (retry or forced answer)
+    answered: bool           # the gate answered without the model
     llm_ms: float
     tools_ms: float
     error: str | None
 
 
-class TurnRuntime:
-    """What one turn needs beyond the checkpointed state: token callback and the tool context."""
+@dataclass
+class TurnContext:
+    """Per-turn run context (not checkpointed): the tools' view of the case and the streaming callback."""
 
-    def __init__(self, ctx: ToolContext, on_token: TokenCallback | None = None) -> None:
-        self.ctx = ctx
-        self.on_token = on_token
-        self.ttft: float | None = None
-        self.started = time.perf_counter()
+    tools: ToolContext
+    on_token: TokenCallback | None = None
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    ttft: float | None = None
 
-
-def _without_failed_turns(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``msgs`` minus every earlier turn that ended without an answer (a timeout, a dead server).
-
-    A failed turn is not part of the conversation: a small model shown "I could not complete this
-    answer: the language model timed out" copies it into every later answer of the case.
-    """
-    def answered(turn: list[dict[str, Any]]) -> bool:
-        return any(m.get("role") == "assistant" and m.get("meta") == "answer" for m in turn) \
-            and not any(m.get("meta") == "error" for m in turn)
-
-    out: list[dict[str, Any]] = []
-    turn: list[dict[str, Any]] = []
-    for m in msgs:
-        if m.get("role") == "user" and "question" in m and turn:
-            out += turn if answered(turn) else []
-            turn = []
-        turn.append(m)
-    return out + (turn if answered(turn) else [])
+    def emit(self, piece: str) -> None:
+        """Stream a piece of the answer to the caller, noting when the first one arrived."""
+        if self.ttft is None:
+            self.ttft = time.perf_counter()
+        if self.on_token is not None:
+            self.on_token(piece)
 
 
-def prompt_messages(state: CaseState, system: str) -> list[dict[str, Any]]:
-    """System prompt + as much recent history as fits ``HISTORY_CHARS``, cut at a user-turn boundary.
-
-    Earlier turns that failed are left out (see :func:`_without_failed_turns`)."""
-    all_msgs = state.get("messages", [])
-    turn_start = state.get("turn_start", 0)
-    msgs = _without_failed_turns(all_msgs[:turn_start]) + all_msgs[turn_start:]
-    start = len(msgs) - (len(all_msgs) - turn_start)
-    kept = msgs[start:]
-    size = sum(len(str(m.get("content") or "")) for m in kept)
-    i = start
-    while i > 0:
-        # walk back to the previous user message; keep whole turns only
-        j = i - 1
-        while j > 0 and msgs[j]["role"] != "user":
-            j -= 1
-        chunk = msgs[j:i]
-        chunk_size = sum(len(str(m.get("content") or "")) for m in chunk)
-        if size + chunk_size > HISTORY_CHARS:
-            break
-        kept = chunk + kept
-        size += chunk_size
-        i = j
-    return [{"role": "system", "content": system}] + [_wire(m) for m in kept]
+@dataclass(frozen=True)
+class GraphLimits:
+    max_tool_rounds: int = 4
+    tool_timeout_s: float = 60.0
 
 
-def _wire(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")}
+def turn_update(patient_key: str | None, user: dict[str, Any], studies: list[dict[str, Any]], turn_start: int,
+                ev_start: int) -> dict[str, Any]:
+    """The input that starts a turn: the user's message, new studies, and every per-turn key reset."""
+    return {"messages": [user], "studies": studies, "patient_key": patient_key, "turn_start": turn_start,
+            "ev_start": ev_start, "round": 0, "retries": 0, "force": False, "reply": {}, "pending": [],
+            "calls": [], "again": False, "answered": False, "llm_ms": 0.0, "tools_ms": 0.0, "error": None}
+
+
+def _question(state: CaseState) -> str:
+    msgs, start = state.get("messages", []), state.get("turn_start", 0)
+    return msgs[start].get("question", "") if start < len(msgs) else ""
 
 
 def _signature(name: str, args: dict[str, Any]) -> str:
-    import json
-
     return name + json.dumps(args, sort_keys=True, default=str)
 
 
-def extractive_answer(ledger: Ledger, limit: int = 3) -> str:
-    """A plain answer made of this turn's evidence, each item cited (used when the model cannot write one)."""
-    if not ledger.items:
-        return "I could not find evidence to answer this question with the available tools."
-    # one item per line: each is its own sentence for the verifier, checked against its own evidence
-    parts = [f"- {e.title or e.source}: {e.quote.strip().rstrip('.')} [{e.id}]." for e in ledger.items[:limit]]
-    return "From the tool results:\n" + "\n".join(parts)
+def _reply(res: ChatResult) -> dict[str, Any]:
+    return {"text": res.text, "finish_reason": res.finish_reason, "parse_error": res.parse_error,
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in res.tool_calls]}
 
 
-def unstated_classifier_results(answer: str, items: list[Evidence]) -> list[Evidence]:
-    """Classifier results whose calibrated probability (or abstention) the answer does not state.
+class AgentGraph:
+    """The compiled graph and the tool executor it owns (shut down by :meth:`close`)."""
 
-    "The image is classified as normal [E1]" is cited but drops the number and the caution (a paediatric
-    model on an adult film): a classifier's output is only shown together with them.
-    """
-    out = []
-    for e in items:
-        if e.kind != "classifier":
-            continue
-        facts = e.facts or {}
-        if facts.get("abstained"):
-            if "abstain" not in answer.lower():
-                out.append(e)
-            continue
-        p = facts.get("probability")
-        if isinstance(p, int | float) and f"{p:.2f}" not in answer and f"{p * 100:.0f}%" not in answer \
-                and f"{p * 100:.0f} %" not in answer:
-            out.append(e)
-    return out
+    def __init__(self, backend: ChatBackend, tools: dict[str, ToolSpec], limits: GraphLimits,
+                 checkpointer: Any = None) -> None:
+        self.backend = backend
+        self.tools = tools
+        self.limits = limits
+        self.schemas = [t.schema() for t in tools.values()]
+        self.system = render("system")
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="radconsult-tool")
+        self.compiled = self._build(checkpointer)
 
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
-_REPEATED_CITE = re.compile(r"(\[(E\d+)\][.!?]?)[ \t]*\[\2\]")
+    def _build(self, checkpointer: Any) -> Any:
+        g = StateGraph(CaseState, context_schema=TurnContext)
+        for name, node in (("gate", self.gate), ("model", self.model), ("check_calls", self.check_calls),
+                           ("tools", self.run_tools), ("review", self.review), ("finish", self.finish)):
+            g.add_node(name, node)
+        g.add_edge(START, "gate")
+        g.add_conditional_edges("gate", lambda s: "finish" if s.get("answered") else "model",
+                                ["finish", "model"])
+        g.add_conditional_edges("model", self._after_model, ["check_calls", "review", "finish"])
+        g.add_conditional_edges("check_calls", self._after_check, ["model", "tools", "review", "finish"])
+        g.add_edge("tools", "model")
+        g.add_conditional_edges("review", lambda s: "tools" if s.get("pending") else "finish", ["tools", "finish"])
+        g.add_edge("finish", END)
+        return g.compile(checkpointer=checkpointer)
 
+    # --- routing ----------------------------------------------------------------------------------
+    @staticmethod
+    def _after_model(state: CaseState) -> str:
+        if state.get("error"):
+            return "finish"
+        reply = state.get("reply") or {}
+        return "check_calls" if reply.get("tool_calls") or reply.get("parse_error") else "review"
 
-def grounded_in(answer: str, ids: set[str], question: str) -> bool:
-    """True when a sentence of ``answer`` that says something new (not a bare marker, not a restatement
-    of the question) cites one of ``ids``: the answer carries this turn's results itself."""
-    for sentence in split_sentences(answer):
-        cited = {i for token in CITE.findall(sentence) for i in parse_ids(token)}
-        plain = CITE.sub("", sentence).strip(" .")
-        if cited & ids and re.search(r"[A-Za-z]{3}", plain) and not restates(plain, question):
-            return True
-    return False
+    @staticmethod
+    def _after_check(state: CaseState) -> str:
+        if state.get("error"):
+            return "finish"
+        if state.get("again"):
+            return "model"
+        return "tools" if state.get("pending") else "review"
 
+    def _forced(self, state: CaseState) -> bool:
+        return state.get("force", False) or state.get("round", 0) >= self.limits.max_tool_rounds
 
-def last_full_sentence(text: str) -> str:
-    """``text`` cut after its last complete sentence (for an answer stopped at max_tokens)."""
-    ends = [m.end() for m in re.finditer(r"[.!?](\s*\[E\d+(?:\s*,\s*E?\d+)*\])?\.?(?=\s|$)", text)]
-    if not ends or ends[-1] < len(text) // 3:  # almost nothing complete: keep it all, marked as cut
-        return text.rstrip() + " …"
-    return text[: ends[-1]].rstrip()
+    # --- nodes ------------------------------------------------------------------------------------
+    def gate(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """Requests to act are outside decision support: a fixed answer, never an improvised dose or booking."""
+        if not is_action_request(_question(state)):
+            return {}
+        runtime.context.emit(ACTION_ANSWER)
+        return {"messages": [{"role": "assistant", "content": ACTION_ANSWER, "meta": "answer"}], "answered": True}
 
-
-def build_graph(backend: ChatBackend, tools: dict[str, AgentTool], settings: Any,
-                runtime: Callable[[], TurnRuntime], checkpointer: Any = None) -> Any:
-    """Compile the graph. ``runtime()`` returns the current turn's :class:`TurnRuntime`."""
-    schemas = [t.schema() for t in tools.values()]
-    system = render("system")
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="radconsult-tool")
-
-    def model(state: CaseState) -> dict[str, Any]:
-        rt = runtime()
-        msgs = state.get("messages", [])
-        start = state.get("turn_start", 0)
-        question = msgs[start].get("question", "") if start < len(msgs) else ""
-        if not state.get("calls") and state.get("round", 0) == 0 and is_action_request(question):
-            # outside decision support: a fixed answer, never an improvised dose or booking
-            if rt.on_token is not None:
-                rt.ttft = time.perf_counter()
-                rt.on_token(ACTION_ANSWER)
-            return {"messages": [{"role": "assistant", "content": ACTION_ANSWER, "meta": "answer"}],
-                    "pending": [], "again": False}
-        force = state.get("force", False) or state.get("round", 0) >= settings.max_tool_rounds
-        messages = prompt_messages(state, system)
+    def model(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """One LLM call; its reply goes to ``check_calls`` (tool calls) or ``review`` (text)."""
+        force = self._forced(state)
+        messages = prompt_messages(state.get("messages", []), state.get("turn_start", 0), self.system)
         if force:
-            note = "" if state.get("round", 0) < settings.max_tool_rounds else \
-                "The tool-round limit was reached."
+            note = "" if state.get("round", 0) < self.limits.max_tool_rounds else "The tool-round limit was reached."
             messages.append({"role": "user", "content": render("force_answer", note=note)})
-
-        def on_token(piece: str) -> None:
-            if rt.ttft is None:
-                rt.ttft = time.perf_counter()
-            if rt.on_token is not None:
-                rt.on_token(piece)
-
         t0 = time.perf_counter()
         try:
-            res = backend.chat(messages, schemas, tool_choice="none" if force else "auto", on_token=on_token)
+            res = self.backend.chat(messages, self.schemas, tool_choice="none" if force else "auto",
+                                    on_token=runtime.context.emit)
         except LLMError as exc:
             log.error("LLM failure: %s", exc)
-            return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000,
-                    "pending": []}
-        llm_ms = state.get("llm_ms", 0.0) + res.total_ms
-        problem = res.parse_error
+            return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000}
+        return {"reply": _reply(res), "llm_ms": state.get("llm_ms", 0.0) + res.total_ms, "again": False}
+
+    def _validate_calls(self, calls: list[ToolCall], question: str) -> tuple[list[ToolCall], list[str], str | None]:
+        """(calls with enum arguments aligned to the question, the changes, the first problem or None)."""
+        aligned, corrections = [], []
+        for call in calls:
+            if call.name in self.tools and call.name in CALCULATOR_NAMES:
+                args, changed = align_enums(call.arguments, self.tools[call.name].args_model, question)
+                call = dataclasses.replace(call, arguments=args)
+                corrections += [f"{call.name} {c}" for c in changed]
+            aligned.append(call)
+        for call in aligned:
+            if call.name not in self.tools:  # a backend that does not check names (e.g. a remote server)
+                return aligned, corrections, f"unknown tool '{call.name}'; available: {', '.join(sorted(self.tools))}"
+            try:
+                self.tools[call.name].validate(call.arguments)
+            except ToolArgumentError as exc:
+                return aligned, corrections, str(exc)
+        return aligned, corrections, None
+
+    def check_calls(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """Validate the model's tool calls: retry once with the error, then force an answer."""
+        reply, force = state.get("reply") or {}, self._forced(state)
+        calls = [ToolCall(c["name"], c["arguments"], c["id"]) for c in reply.get("tool_calls", [])]
+        problem = reply.get("parse_error")
         corrections: list[str] = []
-        if not problem and res.tool_calls:
-            aligned = []
-            for call in res.tool_calls:
-                if call.name in tools and call.name in CALCULATOR_TOOLS:
-                    args, changed = align_enums(call.arguments, tools[call.name].args_model, question)
-                    call = dataclasses.replace(call, arguments=args)
-                    corrections += [f"{call.name} {c}" for c in changed]
-                aligned.append(call)
-            res.tool_calls = aligned
-            for call in res.tool_calls:
-                if call.name not in tools:  # a backend that does not check names (e.g. a remote server)
-                    problem = f"unknown tool '{call.name}'; available: {', '.join(sorted(tools))}"
-                    break
-                try:
-                    tools[call.name].validate(call.arguments)
-                except ToolArgumentError as exc:
-                    problem = str(exc)
-                    break
+        if not problem:
+            calls, corrections, problem = self._validate_calls(calls, _question(state))
         if problem:
             log.info("invalid tool call: %s", problem)
             if state.get("retries", 0) < 1 and not force:
                 note = {"role": "user", "content": render("retry_tool", error=problem), "meta": "retry"}
-                return {"messages": [note], "retries": 1, "llm_ms": llm_ms, "pending": [], "again": True}
+                return {"messages": [note], "retries": 1, "pending": [], "again": True}
             if force:  # even the forced answer failed: end the turn gracefully
                 return {"error": f"the model could not produce a valid tool call or answer ({problem})",
-                        "llm_ms": llm_ms, "pending": []}
-            return {"force": True, "llm_ms": llm_ms, "pending": [], "again": True,
-                    "calls": state.get("calls", []) + [{"name": "(invalid)", "args": {}, "ms": 0, "ok": False,
-                                                        "error": problem}]}
-        if res.tool_calls and not force:
-            done = {_signature(c["name"], c["args"]) for c in state.get("calls", [])}
-            if all(_signature(c.name, c.arguments) in done for c in res.tool_calls):
-                log.info("repeated tool call; asking for the answer")
-                return {"force": True, "llm_ms": llm_ms, "pending": [], "again": True}
-            msg = {"role": "assistant", "content": "", "tool_calls": [c.as_message_dict() for c in res.tool_calls]}
-            if corrections:
-                log.info("arguments aligned with the question: %s", "; ".join(corrections))
-            return {"messages": [msg], "llm_ms": llm_ms, "again": False,
-                    "pending": [{"id": c.id, "name": c.name, "args": c.arguments,
-                                 **({"aligned": [x for x in corrections if x.startswith(c.name + " ")]}
-                                    if corrections else {})} for c in res.tool_calls]}
-        answer = res.text.strip()
-        if res.finish_reason == "length":
-            answer = last_full_sentence(answer)
-        # the fallback also follows a forced answer (a repeated or invalid call), not the round limit
-        rounds_left = state.get("round", 0) < settings.max_tool_rounds
-        auto = plan_fallback(state, answer, tools) if rounds_left else []
-        if auto:  # an uncited clinical answer before any tool ran: retrieve, then answer again
-            if rt.on_token is not None:  # the draft was already streamed: say why another answer follows
-                rt.on_token(f"\n\n({RETRIEVING})\n\n")
-            return {"messages": [tool_call_message(auto)], "llm_ms": llm_ms, "again": False, "pending": auto}
-        if force and (not answer or answer.startswith(("{", "[", "<tool_call>", "```"))):
-            # the model could not turn the results into prose: answer from the evidence itself
-            answer = extractive_answer(Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):]))
-        return {"messages": [{"role": "assistant", "content": answer, "meta": "answer"}],
-                "llm_ms": llm_ms, "pending": [], "again": False}
+                        "pending": []}
+            invalid = ToolCallRecord("(invalid)", {}, 0.0, False, error=problem)
+            return {"force": True, "pending": [], "again": True,
+                    "calls": state.get("calls", []) + [invalid.to_dict()]}
+        if force:  # tool calls where an answer was required: the answer is empty (review replaces it)
+            return {"reply": {**reply, "text": "", "tool_calls": []}, "pending": []}
+        done = {_signature(c["name"], c["arguments"]) for c in state.get("calls", [])}
+        if all(_signature(c.name, c.arguments) in done for c in calls):
+            log.info("repeated tool call; asking for the answer")
+            return {"force": True, "pending": [], "again": True}
+        if corrections:
+            log.info("arguments aligned with the question: %s", "; ".join(corrections))
+        msg = {"role": "assistant", "content": "", "tool_calls": [c.as_message_dict() for c in calls]}
+        pending = [{"id": c.id, "name": c.name, "args": c.arguments,
+                    "aligned": [x for x in corrections if x.startswith(c.name + " ")]} for c in calls]
+        return {"messages": [msg], "pending": pending, "again": False}
 
-    def run_tools(state: CaseState) -> dict[str, Any]:
-        rt = runtime()
+    def _run_one(self, call: dict[str, Any], ctx: ToolContext, ledger: Ledger) -> tuple[str, str | None]:
+        """(content for the model, error or None); the evidence goes into ``ledger``."""
+        name = call["name"]
+        try:
+            fut = self._executor.submit(self.tools[name].run, call["args"], ctx, ledger)
+            items = fut.result(timeout=self.limits.tool_timeout_s)
+            return "\n\n".join(e.prompt_block() for e in items), None
+        except FutureTimeout:
+            err = f"{name} timed out after {self.limits.tool_timeout_s:.0f} s"
+        except RadconsultError as exc:
+            err = str(exc)
+        except Exception as exc:  # a bug in a tool must not end the consultation
+            log.exception("tool %s crashed", name)
+            err = f"{name} failed unexpectedly ({type(exc).__name__})"
+        return f"ERROR: {err}. Tell the user this could not be done.", err
+
+    def run_tools(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """Run the pending calls; each result becomes evidence, recorded with the ids it added."""
         ledger = Ledger.from_dicts(state.get("evidence", []))
         before = len(ledger)
         out_msgs, calls = [], list(state.get("calls", []))
         tools_ms = state.get("tools_ms", 0.0)
-        mark, auto_ids = before, set()
+        auto_ids: set[str] = set()
         for call in state.get("pending", []):
-            tool = tools[call["name"]]
-            t0 = time.perf_counter()
-            ok, err = True, None
-            try:
-                fut = executor.submit(tool.run, call["args"], rt.ctx, ledger)
-                items = fut.result(timeout=settings.tool_timeout_s)
-                content = "\n\n".join(e.prompt_block() for e in items)
-            except FutureTimeout:
-                ok, err = False, f"{call['name']} timed out after {settings.tool_timeout_s:.0f} s"
-            except RadconsultError as exc:
-                ok, err = False, str(exc)
-            except Exception as exc:  # a bug in a tool must not end the consultation
-                log.exception("tool %s crashed", call["name"])
-                ok, err = False, f"{call['name']} failed unexpectedly ({type(exc).__name__})"
-            if not ok:
-                content = f"ERROR: {err}. Tell the user this could not be done."
+            mark, t0 = len(ledger), time.perf_counter()
+            content, err = self._run_one(call, runtime.context.tools, ledger)
             ms = (time.perf_counter() - t0) * 1000
             tools_ms += ms
-            calls.append({"name": call["name"], "args": call["args"], "ms": round(ms, 1), "ok": ok,
-                          **({"error": err} if err else {}), **({"auto": True} if call.get("auto") else {}),
-                          **({"aligned": call["aligned"]} if call.get("aligned") else {})})
+            added = tuple(e.id for e in ledger.items[mark:])
+            record = ToolCallRecord(call["name"], call["args"], round(ms, 1), err is None, error=err,
+                                    auto=bool(call.get("auto")), aligned=tuple(call.get("aligned") or ()),
+                                    evidence_ids=added)
+            calls.append(record.to_dict())
             if call.get("auto"):
-                auto_ids.update(e.id for e in ledger.items[mark:])
-            mark = len(ledger)
+                auto_ids.update(added)
             out_msgs.append({"role": "tool", "tool_call_id": call["id"], "name": call["name"], "content": content})
         new_ids = [e.id for e in ledger.items[before:]]
         if out_msgs and new_ids:
             out_msgs[-1]["content"] += (f"\n\nUse these results to answer; cite them as "
                                         f"{', '.join(f'[{i}]' for i in new_ids)}.")
-        evidence = [{**e, "auto": True} if e["id"] in auto_ids else e for e in ledger.as_dicts()[before:]]
+        evidence = [{**e, "auto": True} if e["id"] in auto_ids else e for e in ledger.to_dicts()[before:]]
         return {"messages": out_msgs, "evidence": evidence, "calls": calls,
                 "tools_ms": tools_ms, "round": state.get("round", 0) + 1, "pending": []}
 
-    def finish(state: CaseState) -> dict[str, Any]:
-        rt = runtime()
-        ledger = Ledger.from_dicts(state.get("evidence", []))
+    def review(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """The model's text: retrieve first when it makes uncited claims before any tool ran."""
+        reply = state.get("reply") or {}
+        answer = (reply.get("text") or "").strip()
+        if reply.get("finish_reason") == "length":
+            answer = last_full_sentence(answer)
+        # the fallback also follows a forced answer (a repeated or invalid call), not the round limit
+        rounds_left = state.get("round", 0) < self.limits.max_tool_rounds
+        auto = plan_fallback(state, answer, self.tools) if rounds_left else []
+        if auto:  # an uncited clinical answer before any tool ran: retrieve, then answer again
+            # the draft was already streamed: say why another answer follows
+            runtime.context.emit(f"\n\n({RETRIEVING})\n\n")
+            return {"messages": [tool_call_message(auto)], "pending": auto}
+        if self._forced(state) and (not answer or answer.startswith(("{", "[", "<tool_call>", "```"))):
+            # the model could not turn the results into prose: answer from the evidence itself
+            answer = extractive_answer(Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):]))
+        return {"messages": [{"role": "assistant", "content": answer, "meta": "answer"}], "pending": []}
+
+    def finish(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """Compose and verify the answer; record the turn."""
+        ctx = runtime.context
         msgs = state.get("messages", [])
-        answer = ""
+        msgs_out: list[dict[str, Any]] = []
         if state.get("error"):
             answer = f"I could not complete this answer: {state['error']}"
             msgs_out = [{"role": "assistant", "content": answer, "meta": "error"}]
         else:
             last = msgs[-1] if msgs else {}
             answer = last.get("content", "") if last.get("role") == "assistant" else ""
-            msgs_out = []
             if not answer.strip():
-                answer = "I could not produce an answer to this question."
+                answer = NO_ANSWER
                 msgs_out = [{"role": "assistant", "content": answer, "meta": "error"}]
-        question = msgs[state.get("turn_start", 0)].get("question", "") if msgs else ""
-        turn_ev = Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):])
-        model_grounded = grounded_in(answer, {e.id for e in turn_ev.items}, question)
-        attributed: list[str] = []
-        answer = _REPEATED_CITE.sub(r"\1", answer)  # "... [E1]. [E1]": small models repeat the marker
-        if not state.get("error"):
-            # uncited sentences that one evidence item clearly supports get its id (recorded as the verifier's)
-            answer, attributed = attribute(answer, ledger, question)
-        show: list[Evidence] = []
-        if turn_ev.items and not state.get("error") and not model_grounded:
-            show = turn_ev.items[:3]  # the model did not ground its answer in this turn's results: show them
-        if not state.get("error"):
-            shown = {e.id for e in show}
-            show = show + [e for e in unstated_classifier_results(answer, turn_ev.items) if e.id not in shown]
-        if show:
-            digest = extractive_answer(Ledger(show), limit=len(show))
-            if digest not in answer:
-                answer = f"{answer}\n\n{digest}" if answer.strip() else digest
-        failed = [c for c in state.get("calls", []) if not c["ok"] and not c.get("auto")]
-        if failed and not state.get("error"):
-            what = "; ".join(c.get("error") or c["name"] for c in failed)
-            if what not in answer:
-                answer += f"\n\nNot done: {what}."
-        check = verify(answer, ledger, question)
-        record = {"question": question, "answer": answer, "marked_answer": check.marked_answer(),
-                  "cited": check.cited_ids, "unsupported_sentences": check.unsupported,
-                  "attributed_sentences": attributed,
-                  "citation_validity": check.citation_validity, "invalid_ids": check.invalid_ids,
-                  "tool_calls": state.get("calls", []), "error": state.get("error"),
-                  "evidence_ids": [e["id"] for e in state.get("evidence", [])],
+        ledger = Ledger.from_dicts(state.get("evidence", []))
+        turn_items = ledger.items[state.get("ev_start", 0):]
+        failed = [c.get("error") or c["name"] for c in state.get("calls", []) if not c["ok"] and not c.get("auto")]
+        shown = compose(answer, ledger, turn_items, _question(state), failed, state.get("error"))
+        record = {"question": _question(state), "answer": shown.answer, "marked_answer": shown.marked_answer,
+                  "cited": shown.cited, "unsupported_sentences": shown.unsupported,
+                  "attributed_sentences": shown.attributed, "citation_validity": shown.citation_validity,
+                  "invalid_ids": shown.invalid_ids, "tool_calls": state.get("calls", []), "error": state.get("error"),
+                  "evidence_ids": [e.id for e in turn_items],
                   "timings": {"llm_ms": round(state.get("llm_ms", 0.0), 1),
                               "tools_ms": round(state.get("tools_ms", 0.0), 1),
-                              "ttft_ms": round((rt.ttft - rt.started) * 1000, 1) if rt.ttft else None}}
+                              "ttft_ms": round((ctx.ttft - ctx.started) * 1000, 1) if ctx.ttft else None}}
         return {"messages": msgs_out, "turns": [record]}
-
-    def after_model(state: CaseState) -> str:
-        if state.get("error"):
-            return "finish"
-        if state.get("pending"):
-            return "tools"
-        return "model" if state.get("again") else "finish"
-
-    g = StateGraph(CaseState)
-    g.add_node("model", model)
-    g.add_node("tools", run_tools)
-    g.add_node("finish", finish)
-    g.add_edge(START, "model")
-    g.add_conditional_edges("model", after_model, {"tools": "tools", "model": "model", "finish": "finish"})
-    g.add_edge("tools", "model")
-    g.add_edge("finish", END)
-    return g.compile(checkpointer=checkpointer)

@@ -13,13 +13,18 @@ import datetime as dt
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.evidence import Evidence, Ledger
 from agent.llm.base import ChatBackend
 from agent.prompts import render
+from agent.signoff import DEFAULT_INTENDED_USE, EvidenceRef, Report, StudyRef
 from agent.verify import verify
 from tools.errors import LLMError
+
+if TYPE_CHECKING:
+    from agent.results import ModelCard
+    from tools.imaging import ImageStudy
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ class SummaryLine:
 
 @dataclass
 class Summary:
-    """Structured summary; ``to_markdown()`` and ``as_dict()`` render it. References keep ledger ids."""
+    """Structured summary; ``to_markdown()`` and ``to_dict()`` render it. References keep ledger ids."""
 
     clinical_question: list[str]
     technique: list[SummaryLine]
@@ -57,7 +62,7 @@ class Summary:
     impression_source: str = "llm"   # llm | deterministic
     unsupported_sentences: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_markdown(self) -> str:
@@ -186,3 +191,61 @@ def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, mod
                    impression=impression, recommendations=recs, limitations=list(LIMITATIONS), references=refs,
                    model=model_name, created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                    impression_source=source, unsupported_sentences=unsupported)
+
+
+# --- the signable report -------------------------------------------------------------------------
+def evidence_ref(e: Evidence) -> EvidenceRef:
+    """One ledger item as the evidence panel and the exports show it (a classifier's probability is named
+    by the label it belongs to)."""
+    facts = e.facts or {}
+    card = facts.get("model_card") or {}
+    label = facts.get("label")
+    prob, probs, prob_of = facts.get("probability"), facts.get("probabilities"), facts.get("positive_label")
+    if prob is not None and prob_of is None and isinstance(probs, dict):
+        # a bare probability: name the label it belongs to when the probabilities say which
+        prob_of = next((k for k, v in probs.items() if v == prob), None)
+    elif prob is None and isinstance(probs, dict) and probs:
+        prob_of = label if label in probs else max(probs, key=lambda k: float(probs[k]))
+        prob = probs[prob_of]
+    caution = facts.get("caution") or facts.get("abstain_reason") or card.get("caution")
+    return EvidenceRef(
+        id=e.id, kind=e.kind, title=e.title, source=e.source, section=e.section, quote=e.quote,
+        model=facts.get("model") or card.get("name"), model_version=facts.get("version") or card.get("version"),
+        probability=float(prob) if isinstance(prob, int | float) else None,
+        probability_of=str(prob_of) if prob_of is not None else None,
+        label=str(label) if label is not None else None,
+        caution=caution if isinstance(caution, str) or caution is None else "; ".join(map(str, caution)),
+        intended_use=card.get("intended_use"))
+
+
+def summary_sections(summary: Summary) -> tuple[tuple[str, str], ...]:
+    """The summary's sections as (heading, Markdown); every section is shown, an empty one says so."""
+    def text(lines: list[SummaryLine] | list[str]) -> str:
+        parts = [ln if isinstance(ln, str) else ln.markdown() for ln in lines]
+        parts = [p for p in parts if p]
+        return parts[0] if len(parts) == 1 else "\n".join(f"- {p}" for p in parts)
+
+    rows = (("Clinical question", summary.clinical_question), ("Technique", summary.technique),
+            ("Findings", summary.findings), ("Comparison", summary.comparison), ("Impression", summary.impression),
+            ("Recommendations", summary.recommendations), ("Limitations", summary.limitations))
+    return tuple((heading, text(lines) or "None recorded.") for heading, lines in rows)
+
+
+def build_report(summary: Summary, case_id: str, patient_key: str | None, evidence: list[Evidence],
+                 study: ImageStudy | None, cards: list[ModelCard]) -> Report:
+    """The signable report of a summary: its sections, the evidence they cite, the models used (with their
+    intended use) and the pseudonymised study it is about."""
+    sections = summary_sections(summary)
+    cited = set(re.findall(r"\[(E\d+)\]", " ".join(t for _, t in sections)))
+    refs = tuple(evidence_ref(e) for e in evidence if e.id in cited or not cited)
+    intended = {c.name: c.intended_use for c in cards}
+    models = tuple({"name": r.model, "version": str(r.model_version or ""),
+                    "intended_use": r.intended_use or intended.get(r.model) or DEFAULT_INTENDED_USE}
+                   for r in {r.model: r for r in refs if r.model}.values())
+    ref = None
+    if study is not None and study.study_uid:
+        ref = StudyRef(study_uid=study.study_uid, series_uid=study.series_uid,
+                       sop_instance_uids=tuple(study.sop_instance_uids), sop_class_uid=study.sop_class_uid,
+                       modality=study.metadata.modality)
+    return Report(case_id=case_id, patient_key=patient_key, sections=sections, evidence=refs, models=models,
+                  study=ref)

@@ -80,7 +80,7 @@ class Verification:
             out.append(f"{s.text} [unsupported: {s.reason}]" if s.status == "unsupported" else s.text)
         return " ".join(out)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"sentences": [asdict(s) for s in self.sentences], "invalid_ids": self.invalid_ids,
                 "unsupported_sentences": self.unsupported, "citation_validity": self.citation_validity}
 

@@ -62,10 +62,10 @@ def main() -> int:
 
     def turn(kind: str, question: str, images: list[Path] | None = None, ttft: bool = True) -> None:
         r = consult.ask(f"bench-{uuid.uuid4().hex[:8]}", question, images=images, on_token=lambda s: None)
-        seen[kind] = [c["name"] + (" (auto)" if c.get("auto") else "") for c in r.tool_calls]
-        rows[f"{kind} turn" if ttft else kind].append(r.timings["total_ms"] / 1000)
+        seen[kind] = [c.name + (" (auto)" if c.auto else "") for c in r.tool_calls]
+        rows[f"{kind} turn" if ttft else kind].append(r.timings.total_ms / 1000)
         if ttft:
-            rows[f"{kind} TTFT"].append((r.timings["ttft_ms"] or r.timings["total_ms"]) / 1000)
+            rows[f"{kind} TTFT"].append((r.timings.ttft_ms or r.timings.total_ms) / 1000)
 
     # Phases, not interleaved: the same turn takes about a third longer in a process that has run the image
     # tools (measured, cause not found: not threads, affinity, KV layout or spinning), so guideline
@@ -97,7 +97,7 @@ def main() -> int:
 
     base_turn, base_ttft = p50(rows["LLM alone turn"]), p50(rows["LLM alone TTFT"])
     targets = {"guideline turn": 10.0, "guideline TTFT": 3.0, "guideline turn after image turns": 10.0}
-    threads = getattr(consult.backend, "n_threads", "-")
+    threads = os.environ.get("RADCONSULT_LLM_THREADS") or "auto"
     print(f"model {consult.model_name}, {args.runs} runs, {os.cpu_count()} cores, {threads} LLM threads, "
           f"load {os.getloadavg()[0]:.1f}")
     print("| metric | p50 s | target s | LLM alone p50 s | ratio |")

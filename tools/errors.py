@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class RadconsultError(Exception):
     """Base class: a failure the user can understand and act on."""
@@ -78,3 +83,16 @@ class ToolArgumentError(RadconsultError):
 
 class ToolExecutionError(RadconsultError):
     """A tool was called correctly but failed while running."""
+
+
+def validation_problems(error: ValidationError) -> str:
+    """A pydantic ``ValidationError`` as one readable line: ``field: message; other: message``.
+
+    The one formatter for every boundary that validates input with pydantic (settings, tool arguments,
+    calculator arguments); callers say what was being validated around it.
+    """
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ())) or "value"
+        parts.append(f"{where}: {str(item.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    return "; ".join(parts) or "invalid value"

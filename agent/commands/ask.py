@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tools.disclaimer import DISCLAIMER
 
 if TYPE_CHECKING:
+    from agent.results import TurnResult
     from agent.settings import Settings
 
 
@@ -39,73 +42,71 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
 
     from agent.cli import print_json
-    from agent.consultation import DISCLAIMER, Consultation
+    from agent.consultation import Consultation
 
     case_id = args.case or f"cli-{uuid.uuid4().hex[:10]}"
     consult = Consultation(settings)
-    streamed = {"any": False, "text": ""}
+    streamed: list[str] = []
 
     def on_token(piece: str) -> None:
-        streamed["any"] = True
-        streamed["text"] += piece
+        streamed.append(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
 
     try:
         result = consult.ask(case_id, args.question, images=args.image, patient=args.patient,
-                             on_token=None if args.json else on_token)
-        summary = consult.summary(case_id) if args.summary and result.error is None else None
+                             on_token=None if args.json else on_token, summary=args.summary)
     finally:
         consult.close()
-    _audit(settings, case_id, result, summary)
+    _audit(settings, result)
     if args.json:
-        out: dict[str, Any] = {
-            "case_id": case_id, "answer": result.answer, "marked_answer": result.marked_answer,
-            "citations": result.citations, "tool_calls": result.tool_calls,
-            "unsupported_sentences": result.unsupported_sentences, "citation_validity": result.citation_validity,
-            "attributed_sentences": result.attributed_sentences, "model": result.model, "timings": result.timings, "error": result.error, "disclaimer": DISCLAIMER}
-        if args.summary:
-            out["summary"] = summary.as_dict() if summary else None
-            out["summary_markdown"] = summary.to_markdown() if summary else None
-        print_json(out)
+        print_json(result.to_dict())
     else:
-        if streamed["any"]:
-            sys.stdout.write("\n")
-        # the stream may hold a draft that retrieval replaced, or lack the cited results added after it
-        final_shown = streamed["text"].strip().endswith(result.answer.strip())
-        if not final_shown or result.unsupported_sentences or result.error:
-            print(("\nAnswer:\n" if streamed["any"] else "") + result.marked_answer)
-        if result.citations:
-            print("\nReferences:")
-            for c in result.citations:
-                where = ", ".join(str(x) for x in (c.get("title"), c.get("section"),
-                                                   f"p. {c['page']}" if c.get("page") else None,
-                                                   c.get("date"), c.get("url")) if x)
-                print(f"  [{c['id']}] {c['source']}" + (f": {where}" if where else ""))
-        if result.tool_calls:
-            print("\nTools: " + ", ".join(f"{t['name']} ({t['ms']:.0f} ms{'' if t['ok'] else ', failed'})"
-                                          for t in result.tool_calls))
-        print(f"\n{DISCLAIMER}  (case {case_id}, model {result.model}, {result.timings['total_ms'] / 1000:.1f} s)")
-        if summary is not None:
-            print("\n" + summary.to_markdown())
+        _print_result(result, "".join(streamed))
     return 1 if result.error else 0
 
 
-def _audit(settings: Settings, case_id: str, result: Any, summary: Any) -> None:
+def _print_result(result: TurnResult, streamed: str) -> None:
+    if streamed:
+        sys.stdout.write("\n")
+    # the stream may hold a draft that retrieval replaced, or lack the cited results added after it
+    final_shown = streamed.strip().endswith(result.answer.strip())
+    if not final_shown or result.unsupported_sentences or result.error:
+        print(("\nAnswer:\n" if streamed else "") + result.marked_answer)
+    if result.citations:
+        print("\nReferences:")
+        for e in result.citations:
+            where = ", ".join(str(x) for x in (e.title, e.section, f"p. {e.page}" if e.page else None, e.date,
+                                               e.url) if x)
+            print(f"  [{e.id}] {e.source}" + (f": {where}" if where else ""))
+    if result.tool_calls:
+        print("\nTools: " + ", ".join(f"{t.name} ({t.ms:.0f} ms{'' if t.ok else ', failed'})"
+                                      for t in result.tool_calls))
+    print(f"\n{DISCLAIMER}  (case {result.case_id}, model {result.model}, {result.timings.total_ms / 1000:.1f} s)")
+    if result.summary is not None:
+        print("\n" + result.summary.to_markdown())
+
+
+def _audit(settings: Settings, result: TurnResult) -> None:
     """Audit records without PHI: hashes of the texts, evidence ids, model name."""
     from agent.audit import AuditLog, text_hash
+    from agent.toolbox import TOOLS
 
     log = AuditLog(settings.audit_log_path)
     versions = {"llm": str(result.model)[:128]}
-    log.append("answer", user=None, case_id=case_id, model_versions=versions,
-               evidence_ids=[c["id"] for c in result.citations],
+    for call in result.tool_calls:
+        if call.name in TOOLS:
+            log.append(TOOLS.get(call.name).audit_action, user=None, case_id=result.case_id,
+                       model_versions=versions, evidence_ids=call.evidence_ids,
+                       details={"tool": call.name, "ok": call.ok, "auto": call.auto})
+    log.append("answer", user=None, case_id=result.case_id, model_versions=versions, evidence_ids=result.cited_ids,
                details={"question_sha256": text_hash(result.question), "answer_sha256": text_hash(result.answer),
                         "tools": len(result.tool_calls), "unsupported": len(result.unsupported_sentences),
-                        "error": bool(result.error)})
-    if summary is not None:
-        log.append("summary", user=None, case_id=case_id, model_versions=versions,
-                   evidence_ids=[r["id"] for r in summary.references],
-                   details={"impression_source": summary.impression_source})
+                        "contradicted": len(result.contradicted_sentences), "error": bool(result.error)})
+    if result.summary is not None:
+        log.append("summary", user=None, case_id=result.case_id, model_versions=versions,
+                   evidence_ids=[r["id"] for r in result.summary.references],
+                   details={"impression_source": result.summary.impression_source})
 
 
 def cmd_eval_agent(args: argparse.Namespace, settings: Settings) -> int:

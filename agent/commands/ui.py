@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
-from agent.settings import Settings
-from tools.errors import InputError, ModelUnavailableError
+from tools.errors import InputError
+
+if TYPE_CHECKING:
+    from agent.consultation import Consultation
+    from agent.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,7 +102,7 @@ def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     report = verify(settings.audit_log_path)
     if args.json:
-        print_json(report.as_dict())
+        print_json(report.to_dict())
     elif report.ok:
         print(f"audit log OK: {report.records} records, chain intact ({report.path})")
     else:
@@ -108,14 +112,11 @@ def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def make_agent(settings: Settings):
+def make_agent(settings: Settings) -> Consultation:
     """The real consultation agent with the embedded defaults (built here, passed into the UI)."""
-    try:
-        from agent.consultation import Consultation
-    except ImportError as exc:
-        raise ModelUnavailableError(f"the consultation agent cannot be loaded: {exc}") from exc
-    factory = getattr(Consultation, "from_settings", None)
-    return factory(settings) if callable(factory) else Consultation(settings)
+    from agent.consultation import Consultation
+
+    return Consultation(settings)
 
 
 def run_ui(args: argparse.Namespace, settings: Settings) -> int:

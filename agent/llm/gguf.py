@@ -22,26 +22,30 @@ wrote them, so the next round finds them in the KV cache.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from agent.llm.base import ChatResult, TokenCallback, ToolSchema
+from agent.llm.llama_handle import LlamaHandle
 from agent.llm.speculative import CallDrafter, DecodeStats, call_complete, greedy_decode
-from agent.llm.toolcalls import ToolCallParseError, calls_as_text, parse_tool_calls
+from agent.llm.toolcalls import (
+    CALL_HEAD,
+    MID_CALL,
+    ToolCallParseError,
+    calls_as_text,
+    parse_tool_calls,
+    starts_call,
+    tools_instructions,
+)
 from tools.errors import LLMError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
-_CALL_OPENERS = ("<tool_call>", "{", "```", "[")
-_MID_CALL = re.compile(r"<tool_call>|```(?:json|tool_call|JSON)?\s*[{\[]")  # a call starting after prose
-_CALL_HEAD = '<tool_call>\n{"name": "'
 
 
 def tool_call_schema(tools: list[ToolSchema]) -> dict[str, Any]:
@@ -62,10 +66,7 @@ def _chatml(messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> s
     for i, msg in enumerate(messages):
         role, content = msg["role"], msg.get("content") or ""
         if i == 0 and role == "system" and tools:
-            content += ("\n\n# Tools\n\nYou may call one or more functions. Function signatures are within "
-                        "<tools></tools>:\n<tools>\n" + "\n".join(json.dumps(t.openai()["function"]) for t in tools)
-                        + "\n</tools>\n\nFor each function call, return a JSON object within <tool_call></tool_call>"
-                        " tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>")
+            content += "\n\n" + tools_instructions(tools)
         if role == "tool":
             out.append(f"<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n")
             continue
@@ -222,39 +223,29 @@ class GGUFBackend:
 
     def _restore_or_save_prefix(self, prefix: list[int]) -> None:
         """Load the KV state of ``prefix`` from disk, or compute it once and save it (atomically)."""
-        import llama_cpp
-
-        llm = self._llm
-        if _common_prefix(list(llm._input_ids[: llm.n_tokens]), prefix) == len(prefix):
+        handle = LlamaHandle(self._llm)
+        if _common_prefix(handle.cached(), prefix) == len(prefix):
             return  # already in the KV cache
         path = self._state_path(prefix)
         if path is None or str(path) in self._prefix_done:
             return  # too short to matter, or saving failed before: let llama.cpp evaluate it
-        ctx = llm._ctx.ctx
         if path.is_file():
             try:
-                data = path.read_bytes()
-                buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-                if llama_cpp.llama_state_set_data(ctx, buf, len(data)) != len(data):
-                    raise RuntimeError("size mismatch")
-                llm.input_ids[: len(prefix)] = prefix
-                llm.n_tokens = len(prefix)
+                handle.restore(path.read_bytes(), prefix)
                 log.info("restored the prompt prefix (%d tokens) from %s", len(prefix), path.name)
                 return
             except Exception as exc:  # a stale or corrupt state file: recompute it
                 log.warning("ignoring prefix state %s: %s", path.name, exc)
-                llm.reset()
+                self._llm.reset()
                 path.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        llm.reset()
-        llm.eval(prefix)
+        self._llm.reset()
+        self._llm.eval(prefix)
         try:
-            size = llama_cpp.llama_state_get_size(ctx)
-            buf = (ctypes.c_uint8 * size)()
-            n = llama_cpp.llama_state_get_data(ctx, buf, size)
+            data = handle.state()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.partial")
-            tmp.write_bytes(bytes(buf)[:n])
+            tmp.write_bytes(data)
             os.replace(tmp, path)
             stale = sorted(path.parent.glob(f"{self.model_path.stem}.prefix-*.kv"), key=lambda p: p.stat().st_mtime)
             for old in stale[:-3]:  # prompts or tools changed: keep the three newest states per model
@@ -263,7 +254,7 @@ class GGUFBackend:
             self._prefix_done.add(str(path))  # do not retry a failing save in this process
             raise
         log.info("computed the prompt prefix (%d tokens) in %.1f s and saved it (%d MB)", len(prefix),
-                 time.perf_counter() - t0, n // 2**20)
+                 time.perf_counter() - t0, len(data) // 2**20)
 
     # --- generation -----------------------------------------------------------------------------
     def _stream(self, prompt_tokens: list[int], *, max_tokens: int, stop: list[str], grammar: Any = None,
@@ -304,26 +295,30 @@ class GGUFBackend:
     def chat(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None = None, *,
              tool_choice: str = "auto", on_token: TokenCallback | None = None,
              max_tokens: int | None = None) -> ChatResult:
+        """One reply. ``tool_choice``: "auto", "none", or a tool's name to force a call of that tool."""
         with self._lock:
             return self._chat(messages, tools, tool_choice, on_token, max_tokens or self.max_tokens)
 
-    def _chat(self, messages, tools, tool_choice, on_token, max_tokens) -> ChatResult:
-        t0 = time.perf_counter()
-        deadline = t0 + self.timeout_s
-        self.decode_stats = []
+    def _prepare(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None,
+                 max_tokens: int) -> tuple[str, list[str], list[int], int, int]:
+        """(prompt, stop strings, prompt tokens, max new tokens, tokens already in the KV cache)."""
         llm = self._load()
         prompt, stop = self.render(messages, tools)
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + min(max_tokens, 64) > self.n_ctx:
             raise LLMError(f"the conversation is too long for the model's context ({len(tokens)} tokens of "
                            f"{self.n_ctx}); start a new case or raise RADCONSULT_LLM_CTX")
-        max_tokens = min(max_tokens, self.n_ctx - len(tokens))
         try:
             self._restore_or_save_prefix(self._prefix_tokens(messages, tools, tokens))
         except Exception as exc:  # the cache is an optimisation: never fail a turn for it
             log.warning("prompt prefix cache unavailable: %s", exc)
-        cached = _common_prefix(list(llm._input_ids[: llm.n_tokens]), tokens)
-        want_tools = bool(tools) and tool_choice != "none"
+        cached = _common_prefix(LlamaHandle(llm).cached(), tokens)
+        return prompt, stop, tokens, min(max_tokens, self.n_ctx - len(tokens)), cached
+
+    def _free_reply(self, tokens: list[int], stop: list[str], max_tokens: int, deadline: float, want_tools: bool,
+                    on_token: TokenCallback | None) -> tuple[str, str, float | None, bool]:
+        """Decode freely, streaming prose; stop as soon as the reply turns out to be a tool call.
+        Returns (text, finish reason, time of the first token, is a call)."""
         state = {"streamed": 0, "decided": not want_tools, "call": False}
 
         def on_text(acc: str) -> bool:
@@ -331,13 +326,14 @@ class GGUFBackend:
                 head = acc.lstrip()
                 if not head:
                     return True
-                if any(head.startswith(o) for o in _CALL_OPENERS):
-                    state["decided"], state["call"] = True, True
-                    return False  # a tool call: stop here and decode it in the canonical form below
-                if any(o.startswith(head) for o in _CALL_OPENERS):
+                kind = starts_call(head)
+                if kind is None:
                     return True  # still ambiguous: a prefix of an opener
                 state["decided"] = True
-            if want_tools and _MID_CALL.search(acc):
+                if kind:
+                    state["call"] = True
+                    return False  # a tool call: stop here and decode it in the canonical form
+            if want_tools and MID_CALL.search(acc):
                 state["call"] = True  # prose that turns into a call ("I would call ...: ```json")
                 return False
             if on_token is not None:
@@ -349,53 +345,80 @@ class GGUFBackend:
 
         text, finish, first = self._stream(tokens, max_tokens=max_tokens, stop=stop, deadline=deadline,
                                            on_text=on_text)
-        ttft = (first - t0) * 1000 if first else None
-        result = ChatResult(prompt_tokens=len(tokens), cached_tokens=cached, ttft_ms=ttft)
         if not state["decided"] and on_token is not None and text:
             on_token(text)
-        if state["call"]:
-            # Decode the call after the opening of Qwen's native form. Small models otherwise write
-            # pretty-printed fenced JSON after a prose preamble: twice the tokens, and sometimes only the
-            # arguments. Compact JSON in the trained format is faster and parses first time.
-            call_tokens = llm.tokenize((prompt + _CALL_HEAD).encode("utf-8"), add_bos=False, special=True)
-            body, finish, _ = self._stream(call_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline,
-                                           drafter=self._call_drafter(tools).draft,
-                                           on_text=lambda acc: not call_complete(acc))
-            if finish == "interrupted":  # the call object closed: the closing tag adds nothing
-                body, finish = body + "\n</tool_call>", "stop"
-            text = _CALL_HEAD + body
-        if want_tools:
-            known = {t.name for t in tools}
-            problem, failing = None, None
+        return text, finish, first, bool(state["call"])
+
+    def _decode_call(self, prompt: str, tools: list[ToolSchema], stop: list[str], max_tokens: int,
+                     deadline: float, forced: str | None = None) -> tuple[str, str]:
+        """Decode a call after the opening of Qwen's native form (and the tool's name when ``forced``).
+
+        Small models otherwise write pretty-printed fenced JSON after a prose preamble: twice the tokens,
+        and sometimes only the arguments. Compact JSON in the trained format is faster and parses first time.
+        """
+        prefill = f'{forced}", "arguments": ' if forced else ""
+        call_tokens = self._llm.tokenize((prompt + CALL_HEAD + prefill).encode("utf-8"), add_bos=False, special=True)
+        drafter = self._call_drafter(tools)
+        body, finish, _ = self._stream(call_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline,
+                                       drafter=lambda acc: drafter.draft(prefill + acc),
+                                       on_text=lambda acc: not call_complete(prefill + acc))
+        if finish == "interrupted":  # the call object closed: the closing tag adds nothing
+            body, finish = body + "\n</tool_call>", "stop"
+        return CALL_HEAD + prefill + body, finish
+
+    def _parse_calls(self, result: ChatResult, text: str, prompt: str, tools: list[ToolSchema], stop: list[str],
+                     max_tokens: int, deadline: float) -> str:
+        """Fill ``result.tool_calls`` (or ``parse_error``) from ``text``; a call that does not decode or check
+        is decoded again under the JSON-schema grammar. Returns the reply text ("" when it was a call)."""
+        known = {t.name for t in tools}
+        problem, failing = None, None
+        try:
+            result.tool_calls = parse_tool_calls(text, known)
+            checks = {t.name: t.check for t in tools if t.check}
+            for c in result.tool_calls:
+                if c.name in checks and (err := checks[c.name](c.arguments)):
+                    problem, failing = err, c.name
+                    break
+        except ToolCallParseError as exc:
+            problem = str(exc)
+        if problem:
+            log.info("tool call unusable (%s); re-decoding under the JSON-schema grammar", problem)
+            schema = next((t.parameters for t in tools if t.name == failing), None)
+            if schema is not None:
+                # the model chose a real tool: keep its choice, constrain only the arguments object
+                head = '<tool_call>\n{"name": ' + json.dumps(failing) + ', "arguments": '
+                grammar = self._grammar(schema)
+            else:
+                head, grammar = "<tool_call>\n", self._grammar(tools)
+            call_tokens = self._llm.tokenize((prompt + head).encode("utf-8"), add_bos=False, special=True)
+            body, _, _ = self._stream(call_tokens, max_tokens=max(max_tokens, 256), stop=stop, grammar=grammar,
+                                      deadline=deadline)
+            text = head + body + ("}" if schema is not None else "") + "\n</tool_call>"
             try:
                 result.tool_calls = parse_tool_calls(text, known)
-                checks = {t.name: t.check for t in tools if t.check}
-                for c in result.tool_calls:
-                    if c.name in checks and (err := checks[c.name](c.arguments)):
-                        problem, failing = err, c.name
-                        break
-            except ToolCallParseError as exc:
-                problem = str(exc)
-            if problem:
-                # the free-form call is unusable: decode it again under the tool-call grammar
-                log.info("tool call unusable (%s); re-decoding under the JSON-schema grammar", problem)
-                schema = next((t.parameters for t in tools if t.name == failing), None)
-                if schema is not None:
-                    # the model chose a real tool: keep its choice, constrain only the arguments object
-                    head = '<tool_call>\n{"name": ' + json.dumps(failing) + ', "arguments": '
-                    grammar = self._grammar(schema)
-                else:
-                    head, grammar = "<tool_call>\n", self._grammar(tools)
-                call_tokens = llm.tokenize((prompt + head).encode("utf-8"), add_bos=False, special=True)
-                body, finish, _ = self._stream(call_tokens, max_tokens=max(max_tokens, 256), stop=stop,
-                                               grammar=grammar, deadline=deadline)
-                text = head + body + ("}" if schema is not None else "") + "\n</tool_call>"
-                try:
-                    result.tool_calls = parse_tool_calls(text, known)
-                except ToolCallParseError as exc2:
-                    result.parse_error = str(exc2)
-            if result.tool_calls or result.parse_error:
-                text = ""
+            except ToolCallParseError as exc2:
+                result.parse_error = str(exc2)
+        return "" if result.tool_calls or result.parse_error else text
+
+    def _chat(self, messages, tools, tool_choice, on_token, max_tokens) -> ChatResult:
+        t0 = time.perf_counter()
+        deadline = t0 + self.timeout_s
+        self.decode_stats = []
+        prompt, stop, tokens, max_tokens, cached = self._prepare(messages, tools, max_tokens)
+        want_tools = bool(tools) and tool_choice != "none"
+        result = ChatResult(prompt_tokens=len(tokens), cached_tokens=cached)
+        if want_tools and tool_choice != "auto":
+            if tool_choice not in {t.name for t in tools}:
+                raise LLMError(f"tool_choice names no offered tool: {tool_choice}")
+            text, finish = self._decode_call(prompt, tools, stop, max_tokens, deadline, forced=tool_choice)
+        else:
+            text, finish, first, is_call = self._free_reply(tokens, stop, max_tokens, deadline, want_tools, on_token)
+            result.ttft_ms = (first - t0) * 1000 if first else None
+            if is_call:
+                text, finish = self._decode_call(prompt, tools, stop, max_tokens, deadline)
+        if want_tools:
+            text = self._parse_calls(result, text, prompt, tools, stop, max_tokens, deadline)
+        llm = self._llm
         result.text = text
         result.finish_reason = finish
         result.completion_tokens = llm.n_tokens - len(tokens) if llm.n_tokens > len(tokens) else 0

@@ -22,7 +22,6 @@ call. Tool calls are parsed with the shared :func:`agent.llm.toolcalls.parse_too
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -30,26 +29,23 @@ from pathlib import Path
 from typing import Any
 
 from agent.llm.base import ChatResult, TokenCallback, ToolSchema
-from agent.llm.toolcalls import ToolCallParseError, args_object, call_text, parse_tool_calls
+from agent.llm.toolcalls import (
+    ToolCallParseError,
+    args_object,
+    call_text,
+    parse_tool_calls,
+    starts_call,
+    tools_instructions,
+)
 from tools.errors import LLMError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
-_CALL_OPENERS = ("<tool_call>", "{", "```", "[")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # stop strings of the plain fallback prompt (a new turn beginning)
 _PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nTool result:")
-
-
-def tools_instructions(tools: list[ToolSchema]) -> str:
-    """The tool block appended to the system message when the chat template cannot carry tools."""
-    sigs = "\n".join(json.dumps(t.openai()["function"]) for t in tools)
-    return ("# Tools\n\nYou may call one or more functions to assist with the user query. Function signatures "
-            f"are within <tools></tools>:\n<tools>\n{sigs}\n</tools>\n\nFor each function call, return a JSON "
-            "object within <tool_call></tool_call> tags:\n<tool_call>\n"
-            '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
 
 
 def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -226,12 +222,12 @@ class _Streamer:
             head = text.lstrip()
             if not head:
                 return
-            if any(head.startswith(o) for o in _CALL_OPENERS):
-                self.decided = self.is_call = True
-                return
-            if any(o.startswith(head) for o in _CALL_OPENERS):
+            kind = starts_call(head)
+            if kind is None:
                 return  # still ambiguous
-            self.decided = True
+            self.decided, self.is_call = True, kind
+            if kind:
+                return
         if self.is_call or self.on_token is None:
             return
         if len(text) > len(self.streamed) and text.startswith(self.streamed):

@@ -16,15 +16,13 @@ the other way; the tests compare the two decoders on real prompts.
 
 from __future__ import annotations
 
-import ctypes
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from agent.llm.llama_handle import LlamaHandle
 from tools.errors import LLMError
 
 MAX_DRAFT = 48  # a run of unstated flags is one batch; a 25-token batch costs about 8 single steps
@@ -138,14 +136,7 @@ def call_complete(body: str) -> bool:
     return False
 
 
-def _argmax(ctx: Any, index: int, n_vocab: int) -> int:
-    import llama_cpp
-
-    ptr = llama_cpp.llama_get_logits_ith(ctx, index)
-    return int(np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,)).argmax())
-
-
-def greedy_decode(llm: Any, prompt_tokens: list[int], *, max_tokens: int, stop: list[str], deadline: float,
+def greedy_decode(model: Any, prompt_tokens: list[int], *, max_tokens: int, stop: list[str], deadline: float,
                   timeout_s: float, on_text: Callable[[str], bool] | None = None,
                   drafter: Callable[[str], str] | None = None,
                   stats: DecodeStats | None = None) -> tuple[str, str, float | None]:
@@ -155,21 +146,18 @@ def greedy_decode(llm: Any, prompt_tokens: list[int], *, max_tokens: int, stop: 
     after every accepted token and may end decoding by returning False (finish "interrupted").
     ``drafter(text) -> str`` proposes a continuation, checked in one batch.
     """
-    import llama_cpp
-
+    llm = LlamaHandle(model)
     stats = stats if stats is not None else DecodeStats()
-    ctx, n_vocab, n_ctx = llm._ctx.ctx, llm.n_vocab(), llm.n_ctx()
-    vocab = llm._model.vocab
+    n_ctx = model.n_ctx()
     keep = 0
-    for a, b in zip(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens, strict=False):
+    for a, b in zip(llm.cached(), prompt_tokens, strict=False):
         if a != b:
             break
         keep += 1
     keep = min(keep, len(prompt_tokens) - 1)  # re-evaluate at least one token: its logits start decoding
     try:
-        llm.n_tokens = max(keep, 0)
-        llm.eval(prompt_tokens[llm.n_tokens:])  # drops the cache after the common prefix first
-        nxt = _argmax(ctx, -1, n_vocab)
+        llm.eval(prompt_tokens[max(keep, 0):], keep)  # drops the cache after the common prefix first
+        nxt = llm.argmax(-1)
     except Exception as exc:
         raise LLMError(f"the language model failed while reading the prompt: {exc}") from None
 
@@ -181,12 +169,12 @@ def greedy_decode(llm: Any, prompt_tokens: list[int], *, max_tokens: int, stop: 
         nonlocal text, finish, first
         if first is None:
             first = time.perf_counter()
-        if llama_cpp.llama_vocab_is_eog(vocab, tok):
+        if llm.is_end(tok):
             finish = "stop"
             return False
         out.append(tok)
         stats.tokens += 1
-        text = llm.detokenize(out).decode("utf-8", errors="ignore")
+        text = model.detokenize(out).decode("utf-8", errors="ignore")
         for s in stop:
             if s in text:
                 text, finish = text[: text.index(s)], "stop"
@@ -204,21 +192,17 @@ def greedy_decode(llm: Any, prompt_tokens: list[int], *, max_tokens: int, stop: 
     while accept(nxt):
         draft: list[int] = []
         if drafter is not None and (guess := drafter(text)):
-            draft = llm.tokenize(guess.encode("utf-8"), add_bos=False, special=False)
+            draft = model.tokenize(guess.encode("utf-8"), add_bos=False, special=False)
         draft = draft[: min(MAX_DRAFT, max_tokens - len(out) - 1, n_ctx - llm.n_tokens - 2)]
         batch = [nxt, *draft]
-        n_past = llm.n_tokens
         try:
-            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=bool(draft))
-            llm._ctx.decode(llm._batch)
+            n_past = llm.decode(batch, logits_all=bool(draft))
         except Exception as exc:
             raise LLMError(f"the language model failed while generating: {exc}") from None
-        llm.input_ids[n_past: n_past + len(batch)] = batch
-        llm.n_tokens = n_past + len(batch)
         stats.steps += 1
         stats.drafted += len(draft)
         k = 0
-        nxt = _argmax(ctx, 0, n_vocab) if draft else _argmax(ctx, -1, n_vocab)
+        nxt = llm.argmax(0) if draft else llm.argmax(-1)
         ended = False
         while k < len(draft) and nxt == draft[k]:
             k += 1
@@ -226,10 +210,9 @@ def greedy_decode(llm: Any, prompt_tokens: list[int], *, max_tokens: int, stop: 
             if not accept(draft[k - 1]):
                 ended = True
                 break
-            nxt = _argmax(ctx, k, n_vocab)
+            nxt = llm.argmax(k)
         if ended:
             break
         if k < len(draft):  # drop the rejected guesses from the KV cache
-            llm.n_tokens = n_past + 1 + k
-            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            llm.truncate(n_past + 1 + k)
     return text, finish, first

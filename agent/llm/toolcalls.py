@@ -14,7 +14,14 @@ import re
 import uuid
 from typing import Any
 
-from agent.llm.base import ToolCall
+from agent.llm.base import ToolCall, ToolSchema
+
+# How a reply starts a tool call, shared by the backends that decode locally (gguf, hf): the reply is
+# streamed as prose until it starts with one of CALL_OPENERS or turns into a call after prose (MID_CALL).
+CALL_OPENERS = ("<tool_call>", "{", "```", "[")
+MID_CALL = re.compile(r"<tool_call>|```(?:json|tool_call|JSON)?\s*[{\[]")
+# Qwen's native opening of a call: decoding a call after it gives compact JSON in the trained format
+CALL_HEAD = '<tool_call>\n{"name": "'
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _FENCED = re.compile(r"```(?:json|tool_call|JSON)?\s*(.*?)\s*```", re.S)
@@ -22,6 +29,25 @@ _FENCED = re.compile(r"```(?:json|tool_call|JSON)?\s*(.*?)\s*```", re.S)
 
 class ToolCallParseError(ValueError):
     """The text looks like a tool call but cannot be decoded into one."""
+
+
+def starts_call(head: str) -> bool | None:
+    """Whether a reply that begins with ``head`` (leading space stripped) is a tool call: True, False, or
+    None while it is still a prefix of an opener (keep reading)."""
+    if any(head.startswith(o) for o in CALL_OPENERS):
+        return True
+    if any(o.startswith(head) for o in CALL_OPENERS):
+        return None
+    return False
+
+
+def tools_instructions(tools: list[ToolSchema]) -> str:
+    """The Hermes/Qwen tool block for a system message, where the chat template cannot carry tools."""
+    sigs = "\n".join(json.dumps(t.openai()["function"]) for t in tools)
+    return ("# Tools\n\nYou may call one or more functions to assist with the user query. Function signatures "
+            f"are within <tools></tools>:\n<tools>\n{sigs}\n</tools>\n\nFor each function call, return a JSON "
+            "object within <tool_call></tool_call> tags:\n<tool_call>\n"
+            '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
 
 
 def args_object(args: Any) -> Any:

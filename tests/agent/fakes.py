@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.evidence import Evidence, Ledger
-from agent.llm.base import ChatResult, ToolCall, ToolSchema
-from agent.tools_adapter import AgentTool, SearchArgs, StudyArgs, ToolContext
+from agent.llm.base import ChatResult, TokenCallback, ToolCall, ToolSchema
+from agent.toolbox import TOOLS, SearchArgs, StudyArgs, ToolContext, ToolSpec
 from tools.errors import LLMError, ToolExecutionError
 
 Step = ChatResult | Exception | Callable[[list[dict[str, Any]]], ChatResult]
@@ -24,7 +24,9 @@ class ScriptedBackend:
         self.steps = list(steps)
         self.requests: list[dict[str, Any]] = []
 
-    def chat(self, messages, tools=None, *, tool_choice="auto", on_token=None, max_tokens=None) -> ChatResult:
+    def chat(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None = None, *,
+             tool_choice: str = "auto", on_token: TokenCallback | None = None,
+             max_tokens: int | None = None) -> ChatResult:
         self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice})
         if not self.steps:
             raise LLMError("script exhausted")
@@ -59,8 +61,40 @@ GUIDELINE = ("For a single solid nodule 6-8 mm in a low-risk patient, CT at 6-12
              "18-24 months.")
 
 
+def spec(name: str, description: str, args_model: type[BaseModel], fn: Callable[..., list[Evidence]]) -> ToolSpec:
+    """A fake tool declared like the real one of that name (same audit action and evidence kind)."""
+    real = TOOLS.get(name) if name in TOOLS else None
+    return ToolSpec(name, description, args_model, fn, audit_action=real.audit_action if real else "search",
+                    returns=real.returns if real else "guideline")
+
+
+def real_tools(settings: Any) -> dict[str, ToolSpec]:
+    """The production tool set over this installation's services (real classifiers, real knowledge base)."""
+    from agent.services import build_services
+    from agent.toolbox import toolset
+
+    return toolset(build_services(settings).classifiers)
+
+
+def default_tools() -> dict[str, ToolSpec]:
+    """The production tool set with the bundled classifiers (for schema-level tests that have no settings)."""
+    import tempfile
+    from pathlib import Path
+
+    from agent.settings import Settings
+
+    return real_tools(Settings(data_dir=Path(tempfile.mkdtemp(prefix="rc-tools-"))))
+
+
+def real_context(settings: Any, **kw: Any) -> ToolContext:
+    """A tool context over the real services (the studies, patient key and question as given)."""
+    from agent.services import build_services
+
+    return ToolContext(build_services(settings), **kw)
+
+
 def fake_tools(guideline_quote: str = GUIDELINE, report_quote: str = "Stable 5 mm nodule in the right upper lobe.",
-               seen_patients: list[str | None] | None = None) -> dict[str, AgentTool]:
+               seen_patients: list[str | None] | None = None) -> dict[str, ToolSpec]:
     def guidelines(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
         return [ledger.add("guideline", "search_guidelines", "Fleischner Society", title="Fleischner 2017",
                            quote=guideline_quote, section="Solid nodules", year=2017, url="https://example.org/f")]
@@ -89,11 +123,11 @@ def fake_tools(guideline_quote: str = GUIDELINE, report_quote: str = "Stable 5 m
         time.sleep(3)
         return []
 
-    tools = [AgentTool("search_guidelines", "search guidelines", SearchArgs, guidelines),
-             AgentTool("search_prior_reports", "search prior reports", SearchArgs, prior),
-             AgentTool("fleischner_followup", "Fleischner", FleischnerArgs, fleischner),
-             AgentTool("classify_study", "classify", StudyArgs, classify),
-             AgentTool("slow_tool", "sleeps", SearchArgs, slow)]
+    tools = [spec("search_guidelines", "search guidelines", SearchArgs, guidelines),
+             spec("search_prior_reports", "search prior reports", SearchArgs, prior),
+             spec("fleischner_followup", "Fleischner", FleischnerArgs, fleischner),
+             spec("classify_study", "classify", StudyArgs, classify),
+             spec("slow_tool", "sleeps", SearchArgs, slow)]
     return {t.name: t for t in tools}
 
 

@@ -21,7 +21,7 @@ def ledger() -> Ledger:
 def test_ids_number_in_order_and_roundtrip():
     led = ledger()
     assert [e.id for e in led.items] == ["E1", "E2"]
-    again = Ledger.from_dicts(led.as_dicts())
+    again = Ledger.from_dicts(led.to_dicts())
     assert again.get("E2").facts["probabilities"]["pneumonia"] == 0.45
     with pytest.raises(ValueError):
         led.add("gossip", "x", "y")

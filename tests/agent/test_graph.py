@@ -22,11 +22,11 @@ def test_tool_then_cited_answer(settings):
     ])
     pieces: list[str] = []
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?", on_token=pieces.append)
-    assert [c["name"] for c in res.tool_calls] == ["search_guidelines"] and res.tool_calls[0]["ok"]
-    assert res.citations[0]["id"] == "E1" and res.citations[0]["quote"] == GUIDELINE
-    assert res.unsupported_sentences == []
+    assert [c.name for c in res.tool_calls] == ["search_guidelines"] and res.tool_calls[0].ok
+    assert res.citations[0].id == "E1" and res.citations[0].quote == GUIDELINE
+    assert res.unsupported_sentences == ()
     assert "".join(pieces).strip().startswith("For a 7 mm")
-    assert res.timings["ttft_ms"] is not None and res.timings["total_ms"] >= res.timings["tools_ms"]
+    assert res.timings.ttft_ms is not None and res.timings.total_ms >= res.timings.tools_ms
     # the tool result reached the model as fenced, quoted data under its evidence id
     tool_msg = backend.requests[1]["messages"][-1]
     assert tool_msg["role"] == "tool" and "[E1]" in tool_msg["content"] and "<<< quoted data" in tool_msg["content"]
@@ -53,8 +53,8 @@ def test_invalid_tool_call_gets_one_retry_with_the_schema_error(settings):
     res = consult.ask("c1", "7 mm nodule?")
     retry_prompt = backend.requests[1]["messages"][-1]["content"]
     assert "invalid" in retry_prompt and "size_mm" in retry_prompt
-    assert [c["name"] for c in res.tool_calls] == ["fleischner_followup"]
-    assert res.unsupported_sentences == []
+    assert [c.name for c in res.tool_calls] == ["fleischner_followup"]
+    assert res.unsupported_sentences == ()
 
 
 def test_second_invalid_call_ends_in_a_graceful_answer(settings):
@@ -66,7 +66,7 @@ def test_second_invalid_call_ends_in_a_graceful_answer(settings):
     res = consult.ask("c1", "7 mm nodule?")
     assert backend.requests[-1]["tool_choice"] == "none"
     assert "could not" in res.answer and res.error is None
-    assert any(not c["ok"] for c in res.tool_calls)
+    assert any(not c.ok for c in res.tool_calls)
 
 
 def test_tool_rounds_are_bounded(settings):
@@ -82,7 +82,7 @@ def test_tool_timeout_is_reported_not_raised(settings):
     settings = settings.model_copy(update={"tool_timeout_s": 0.2})
     consult, _ = make(settings, [call("slow_tool", query="xx"), text("The search did not finish.")])
     res = consult.ask("c1", "slow?")
-    assert res.tool_calls[0]["ok"] is False and "timed out" in res.tool_calls[0]["error"]
+    assert res.tool_calls[0].ok is False and "timed out" in res.tool_calls[0].error
     assert "timed out" in res.answer
 
 
@@ -106,8 +106,8 @@ def test_case_memory_survives_a_restart(settings):
     seen = backend2.requests[0]["messages"]
     assert any("7 mm solid nodule" in (m.get("content") or "") for m in seen)
     assert any(m["role"] == "tool" for m in seen)
-    assert res.unsupported_sentences == [] and res.citations[0]["id"] == "E1"
-    assert [t["question"] for t in consult2.history("case-7")] == ["Follow-up for a 7 mm solid nodule?", "And again?"]
+    assert res.unsupported_sentences == () and res.citations[0].id == "E1"
+    assert [t.question for t in consult2.history("case-7")] == ["Follow-up for a 7 mm solid nodule?", "And again?"]
     # another case starts empty
     consult2._backend.steps = [text("Hello.")]
     consult2.ask("other", "hi")
@@ -123,7 +123,7 @@ def test_prior_reports_use_the_case_patient_only(settings):
     assert seen == ["DEMO-0001"]
     for req in backend.requests:  # the key never reaches the model
         assert all("DEMO-0001" not in str(m.get("content")) for m in req["messages"])
-    assert res.citations[0]["kind"] == "prior_report"
+    assert res.citations[0].kind == "prior_report"
 
 
 def test_injected_patient_argument_is_rejected(settings):
@@ -156,17 +156,17 @@ def test_ungrounded_answer_gets_the_cited_results_beside_it(settings):
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert res.answer.startswith("The nodule is benign.")
     assert "From the tool results:" in res.answer and "[E1]" in res.answer
-    assert res.unsupported_sentences == ["The nodule is benign."]
-    assert [c["id"] for c in res.citations] == ["E1"]
+    assert list(res.unsupported_sentences) == ["The nodule is benign."]
+    assert [c.id for c in res.citations] == ["E1"]
 
 
 def test_study_references():
     import numpy as np
 
-    from agent.tools_adapter import AttachedStudy, ToolContext
+    from agent.toolbox import AttachedStudy, ToolContext
     from tools.errors import ToolArgumentError, ToolExecutionError
 
-    ctx = ToolContext(settings=None)
+    ctx = ToolContext(services=None)  # type: ignore[arg-type] - study lookup needs no services
     with pytest.raises(ToolExecutionError, match="no image"):
         ctx.study("latest")
     one = AttachedStudy("S1", study=np.zeros(1), label="CR")
@@ -188,7 +188,7 @@ def test_study_references():
     ("A long run-on answer without any end", "A long run-on answer without any end …"),
 ])
 def test_last_full_sentence(cut, kept):
-    from agent.graph import last_full_sentence
+    from agent.answer import last_full_sentence
 
     assert last_full_sentence(cut) == kept
 
@@ -216,14 +216,14 @@ def test_case_database_never_holds_the_image_path(settings, tmp_path):
     stored = b"".join(p.read_bytes() for p in settings.cases_db_path.parent.glob(settings.cases_db_path.name + "*"))
     assert stored and b"DOE_JOHN" not in stored and b"MRN12345" not in stored
     # after a restart the study is known by its ref and label; its pixels must be attached again
-    from agent.tools_adapter import build_tools
+    from tests.agent.fakes import real_tools
 
-    tools = {**fake_tools(), "inspect_study": build_tools(settings)["inspect_study"]}
+    tools = {**fake_tools(), "inspect_study": real_tools(settings)["inspect_study"]}
     consult2 = Consultation(settings, backend=ScriptedBackend([call("inspect_study", study="S1"), text("Done.")]),
                             tools=tools)
     res = consult2.ask("case-p", "Describe S1.")
-    assert res.tool_calls and not res.tool_calls[0]["ok"]
-    assert "attach it again" in res.tool_calls[0]["error"]
+    assert res.tool_calls and not res.tool_calls[0].ok
+    assert "attach it again" in res.tool_calls[0].error
 
 
 def test_unknown_tool_name_is_an_invalid_call_not_a_crash(settings):
@@ -234,19 +234,19 @@ def test_unknown_tool_name_is_an_invalid_call_not_a_crash(settings):
 
 
 def test_warm_up_prepares_kb_and_model_and_reports_failures(settings, monkeypatch):
-    import agent.tools_adapter as adapter
+    from agent.services import KnowledgeService
     from tools.errors import StoreError
 
     seen: list[str] = []
-    monkeypatch.setattr(adapter, "ensure_kb", lambda s: seen.append("kb"))
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: seen.append("kb"))
     consult, backend = make(settings, [text("Hi")])
     assert consult.is_warm and consult.warm_up() == [] and consult.is_warm
     assert seen == ["kb"] and backend.requests[0]["tools"]  # the prompt prefix with the tool schemas
 
-    def broken(s):
+    def broken(self):
         raise StoreError("the knowledge base directory is not writable")
 
-    monkeypatch.setattr(adapter, "ensure_kb", broken)
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", broken)
     consult2, _ = make(settings, [LLMError("server down")])
     problems = consult2.warm_up()
     assert problems == ["knowledge base: the knowledge base directory is not writable", "language model: server down"]
@@ -266,7 +266,7 @@ def test_a_cited_restatement_of_the_question_gets_the_results_beside_it(settings
 
 
 def test_grounded_in():
-    from agent.graph import grounded_in
+    from agent.answer import grounded_in
 
     q = "Follow-up for a single 10 mm solid nodule?"
     assert not grounded_in("The patient has a single 10 mm solid nodule [E1]. [E1]", {"E1"}, q)
@@ -281,8 +281,8 @@ def test_repeated_citation_marker_is_collapsed(settings):
 
 
 def test_digest_items_are_checked_each_against_its_own_evidence():
+    from agent.answer import extractive_answer
     from agent.evidence import Ledger
-    from agent.graph import extractive_answer
     from agent.verify import verify
 
     ledger = Ledger()
@@ -321,7 +321,7 @@ def test_a_failed_turn_leaves_the_case_clean(settings):
     seen = " ".join(str(m.get("content")) for m in backend.requests[-1]["messages"])
     assert "timed out" not in seen and "BI-RADS 3" not in seen and "BI-RADS 4 mean?" in seen
     # the failed turn stays in the case's history (and the audit), only the prompt leaves it out
-    assert [t["error"] is not None for t in consult.history("c-timeout")] == [True, False]
+    assert [t.error is not None for t in consult.history("c-timeout")] == [True, False]
 
 
 def test_an_answered_turn_stays_in_the_prompt(settings):
@@ -336,17 +336,17 @@ def test_the_first_question_waits_for_the_warm_up(settings, monkeypatch):
     import threading
     import time
 
-    import agent.tools_adapter as adapter
+    from agent.services import KnowledgeService
 
     order: list[str] = []
     release = threading.Event()
 
-    def slow_kb(s):
+    def slow_kb(self):
         order.append("kb start")
         release.wait(5)
         order.append("kb done")
 
-    monkeypatch.setattr(adapter, "ensure_kb", slow_kb)
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", slow_kb)
 
     def answer(messages):
         order.append("turn chat")

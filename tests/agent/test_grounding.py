@@ -25,10 +25,10 @@ def test_uncited_clinical_answer_triggers_retrieval_then_a_cited_answer(settings
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?", on_token=pieces.append)
     streamed = "".join(pieces)  # the discarded draft was streamed, then a note, then the grounded answer
     assert streamed.index(RETRIEVING) < streamed.index("CT at 6-12 months is recommended [E1].")
-    assert [(c["name"], c.get("auto")) for c in res.tool_calls] == [("search_guidelines", True)]
-    assert res.tool_calls[0]["args"] == {"query": "Follow-up for a 7 mm solid nodule?"}
-    assert res.answer == CITED and res.unsupported_sentences == []
-    assert [c["id"] for c in res.citations] == ["E1"]
+    assert [(c.name, c.auto) for c in res.tool_calls] == [("search_guidelines", True)]
+    assert res.tool_calls[0].arguments == {"query": "Follow-up for a 7 mm solid nodule?"}
+    assert res.answer == CITED and res.unsupported_sentences == ()
+    assert [c.id for c in res.citations] == ["E1"]
     # the second request carries the retrieved evidence, and the discarded answer is not in the history
     second = backend.requests[1]["messages"]
     assert second[-1]["role"] == "tool" and "[E1]" in second[-1]["content"]
@@ -42,7 +42,7 @@ def test_uncited_clinical_answer_triggers_retrieval_then_a_cited_answer(settings
 def test_answer_citing_a_missing_id_also_triggers(settings):
     consult, _ = make(settings, [text("CT at 6-12 months is advised [E4]."), text(CITED)])
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
-    assert [c["name"] for c in res.tool_calls] == ["search_guidelines"]
+    assert [c.name for c in res.tool_calls] == ["search_guidelines"]
 
 
 @pytest.mark.parametrize("question,answer", [
@@ -55,40 +55,41 @@ def test_answer_citing_a_missing_id_also_triggers(settings):
 def test_smalltalk_and_out_of_scope_do_not_trigger(settings, question, answer):
     consult, backend = make(settings, [text(answer)])
     res = consult.ask("c1", question)
-    assert res.tool_calls == [] and res.answer == answer
+    assert res.tool_calls == () and res.answer == answer
     assert len(backend.requests) == 1
 
 
 def test_answer_after_a_tool_does_not_trigger(settings):
     consult, backend = make(settings, [call("fleischner_followup", size_mm=7), text(UNCITED)])
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
-    assert [c["name"] for c in res.tool_calls] == ["fleischner_followup"]
-    assert not any(c.get("auto") for c in res.tool_calls) and len(backend.requests) == 2
+    assert [c.name for c in res.tool_calls] == ["fleischner_followup"]
+    assert not any(c.auto for c in res.tool_calls) and len(backend.requests) == 2
     # the model forgot the marker, but the calculator's result says exactly this: the verifier cites it,
     # and the result itself is shown beside the answer (the model cited nothing itself)
-    assert res.attributed_sentences == [UNCITED] and res.unsupported_sentences == []
+    assert list(res.attributed_sentences) == [UNCITED] and res.unsupported_sentences == ()
     assert res.answer.startswith(UNCITED[:-1] + " [E1].") and "From the tool results:" in res.answer
 
 
 def test_uncited_guideline_claims_after_only_image_tools_trigger_retrieval(settings):
-    from agent.tools_adapter import AgentTool
+    from tests.agent.fakes import spec
 
     backend = ScriptedBackend([call("inspect_study", query="S1"), text(UNCITED), text(CITED)])
     tools = fake_tools()
-    tools["inspect_study"] = AgentTool("inspect_study", "describe the study",
+    tools["inspect_study"] = spec("inspect_study", "describe the study",
                                        tools["search_prior_reports"].args_model,
                                        lambda args, ctx, ledger: [])
     res = Consultation(settings, backend=backend, tools=tools).ask("c1", "Follow-up for a 7 mm solid nodule?")
-    assert [(c["name"], bool(c.get("auto"))) for c in res.tool_calls] == [
+    assert [(c.name, bool(c.auto)) for c in res.tool_calls] == [
         ("inspect_study", False), ("search_guidelines", True)]
     assert res.answer == CITED
 
 
 def test_plan_classifies_an_attached_study_not_yet_classified():
     tools = fake_tools()
-    from agent.tools_adapter import AgentTool, ClassifyArgs
+    from agent.toolbox import ClassifyArgs
+    from tests.agent.fakes import spec
 
-    tools["classify_study"] = AgentTool("classify_study", "classify", ClassifyArgs, lambda a, c, ledger: [])
+    tools["classify_study"] = spec("classify_study", "classify", ClassifyArgs, lambda a, c, ledger: [])
     state = {"messages": [{"role": "user", "question": "What do you see? Any pneumonia?"}], "turn_start": 0,
              "studies": [{"ref": "S1", "label": "CR CHEST"}], "evidence": [], "calls": []}
     planned = plan_fallback(state, "There is consolidation in the right lower lobe consistent with pneumonia.",
@@ -113,9 +114,9 @@ def test_fallback_fires_at_most_once_per_turn(settings):
     # and it may fire again in the next turn of the same case
     consult._backend.steps = [text("A 9 mm solid nodule needs CT at 3 months."), text(CITED)]
     res2 = consult.ask("c1", "And for a 9 mm solid nodule?")
-    assert [(c["name"], c.get("auto")) for c in res2.tool_calls] == [("search_guidelines", True)]
+    assert [(c.name, c.auto) for c in res2.tool_calls] == [("search_guidelines", True)]
     # a short follow-up is searched together with the earlier question
-    assert "7 mm solid nodule" in res2.tool_calls[0]["args"]["query"]
+    assert "7 mm solid nodule" in res2.tool_calls[0].arguments["query"]
 
 
 def test_answer_citing_earlier_turn_evidence_does_not_trigger(settings):
@@ -123,7 +124,7 @@ def test_answer_citing_earlier_turn_evidence_does_not_trigger(settings):
                                        text("As said, CT at 6-12 months [E1].")])
     consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     res = consult.ask("c1", "Repeat the interval please?")
-    assert res.tool_calls == [] and len(backend.requests) == 3
+    assert res.tool_calls == () and len(backend.requests) == 3
 
 
 def test_prior_reports_are_searched_only_when_the_case_has_a_patient(settings):
@@ -131,15 +132,15 @@ def test_prior_reports_are_searched_only_when_the_case_has_a_patient(settings):
     consult, _ = make(settings, [text("The nodule was stable on the last CT."),
                                  text("A stable 5 mm nodule was reported [E2].")], seen_patients=seen)
     res = consult.ask("c1", "Was the nodule stable on the last CT?", patient="DEMO-0001")
-    assert [c["name"] for c in res.tool_calls] == ["search_guidelines", "search_prior_reports"]
-    assert all(c["auto"] and c["ok"] for c in res.tool_calls) and seen == ["DEMO-0001"]
-    assert res.unsupported_sentences == [] and res.citations[0]["kind"] == "prior_report"
+    assert [c.name for c in res.tool_calls] == ["search_guidelines", "search_prior_reports"]
+    assert all(c.auto and c.ok for c in res.tool_calls) and seen == ["DEMO-0001"]
+    assert res.unsupported_sentences == () and res.citations[0].kind == "prior_report"
 
     seen.clear()
     consult2, _ = make(settings.model_copy(update={"data_dir": settings.data_dir / "d2"}),
                        [text("The nodule was stable on the last CT."), text(CITED)], seen_patients=seen)
     res = consult2.ask("c1", "Was the nodule stable on the last CT?")
-    assert [c["name"] for c in res.tool_calls] == ["search_guidelines"] and seen == []
+    assert [c.name for c in res.tool_calls] == ["search_guidelines"] and seen == []
 
 
 def test_no_retrieval_tool_means_no_fallback(settings):
@@ -149,22 +150,23 @@ def test_no_retrieval_tool_means_no_fallback(settings):
     consult = Consultation(settings, backend=backend, tools=tools)
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     # no guideline tool and no patient: nothing to schedule, the uncited answer stands, marked
-    assert res.tool_calls == [] and len(backend.requests) == 1 and res.unsupported_sentences == [UNCITED]
+    assert res.tool_calls == () and len(backend.requests) == 1 and list(res.unsupported_sentences) == [UNCITED]
 
 
 def test_failed_auto_search_is_recorded_but_not_listed_as_not_done(settings):
-    from agent.tools_adapter import AgentTool, SearchArgs
+    from agent.toolbox import SearchArgs
+    from tests.agent.fakes import spec
     from tools.errors import ToolExecutionError
 
     def broken(args, ctx, ledger):
         raise ToolExecutionError("no guideline passage matches that query")
 
     tools = fake_tools()
-    tools["search_guidelines"] = AgentTool("search_guidelines", "search guidelines", SearchArgs, broken)
+    tools["search_guidelines"] = spec("search_guidelines", "search guidelines", SearchArgs, broken)
     backend = ScriptedBackend([text(UNCITED), text("I could not find a guideline passage for this.")])
     consult = Consultation(settings, backend=backend, tools=tools)
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
-    assert res.tool_calls[0]["auto"] and not res.tool_calls[0]["ok"]
+    assert res.tool_calls[0].auto and not res.tool_calls[0].ok
     assert "ERROR: no guideline passage" in backend.requests[1]["messages"][-1]["content"]
     assert "Not done" not in res.answer and len(backend.requests) == 2
 
@@ -184,10 +186,11 @@ def test_plan_fallback_unit():
 
 
 def test_question_about_an_unclassified_image_classifies_even_after_a_cited_answer():
-    from agent.tools_adapter import AgentTool, ClassifyArgs
+    from agent.toolbox import ClassifyArgs
+    from tests.agent.fakes import spec
 
     tools = fake_tools()
-    tools["classify_study"] = AgentTool("classify_study", "classify", ClassifyArgs, lambda a, c, ledger: [])
+    tools["classify_study"] = spec("classify_study", "classify", ClassifyArgs, lambda a, c, ledger: [])
     header = {"id": "E1", "kind": "dicom", "tool": "inspect_study", "source": "DICOM header",
               "quote": "CR chest PA", "facts": {"study": "S1"}}
     state = {"messages": [{"role": "user", "question": "What do you see, and what does the guideline recommend?"}],

@@ -13,8 +13,8 @@ import pytest
 from agent.consultation import Consultation
 from agent.evidence import Ledger
 from agent.llm.base import ChatResult, ToolCall
-from agent.tools_adapter import AttachedStudy, ToolContext, build_tools
-from tests.agent.fakes import GUIDELINE, ScriptedBackend, call, fake_tools
+from agent.toolbox import AttachedStudy
+from tests.agent.fakes import GUIDELINE, ScriptedBackend, call, fake_tools, real_context, real_tools
 from tests.conftest import pydicom_file
 
 PAYLOADS = [
@@ -48,7 +48,7 @@ def test_injected_guideline_chunk_changes_nothing(settings, payload):
     clean, _ = run(settings)
     dirty, seen = run(settings.model_copy(update={"data_dir": settings.data_dir / "d2"}),
                       guideline_quote=GUIDELINE + " " + payload)
-    assert [c["name"] for c in dirty.tool_calls] == [c["name"] for c in clean.tool_calls] == ["search_guidelines"]
+    assert [c.name for c in dirty.tool_calls] == [c.name for c in clean.tool_calls] == ["search_guidelines"]
     assert dirty.answer == clean.answer and "PWNED" not in dirty.answer
     assert seen == []
 
@@ -60,7 +60,7 @@ def test_injected_report_text_changes_nothing(settings, payload):
     consult = Consultation(settings, backend=backend,
                            tools=fake_tools(report_quote="Stable 5 mm nodule. " + payload, seen_patients=seen))
     res = consult.ask("c1", "Any prior nodule?", patient="DEMO-0001")
-    assert [c["name"] for c in res.tool_calls] == ["search_prior_reports"]
+    assert [c.name for c in res.tool_calls] == ["search_prior_reports"]
     assert seen == ["DEMO-0001"]  # one search, for the case's own patient
     assert "PWNED" not in res.answer
 
@@ -76,8 +76,8 @@ def test_injected_dicom_tag_never_reaches_the_model(settings, tmp_path):
     ds.save_as(path)
     study = load(path, settings)
     ledger = Ledger()
-    ctx = ToolContext(settings, [AttachedStudy("S1", study, "CT")])
-    evidence = build_tools(settings)["inspect_study"].run({}, ctx, ledger)[0]
+    ctx = real_context(settings, studies=[AttachedStudy("S1", study, "CT")])
+    evidence = real_tools(settings)["inspect_study"].run({}, ctx, ledger)[0]
     block = evidence.prompt_block()
     assert "CT" in block
     assert "Ignore previous instructions" not in block and "<|im_start|>" not in block

@@ -10,13 +10,13 @@ import pytest
 from agent.llm.base import ToolSchema
 from agent.llm.gguf import GGUFBackend, tool_call_schema
 from agent.llm.toolcalls import parse_tool_calls
-from agent.tools_adapter import build_tools
+from tests.agent.fakes import default_tools
 from tests.agent.llm_fixtures import qwen_path  # noqa: F401 - fixture
 from tools.calculators import BiradsArgs
 from tools.errors import LLMError, ModelUnavailableError
 
 SYSTEM = "You are a radiology assistant. Use the tools when they help."
-TOOLS = [build_tools()["birads_category"].schema()]
+TOOLS = [default_tools()["birads_category"].schema()]
 
 
 @pytest.fixture(scope="module")

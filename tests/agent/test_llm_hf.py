@@ -202,9 +202,9 @@ def test_native_template_receives_the_tool_schemas(backend):
 
 
 def test_the_agents_real_tool_schemas_render(backend):
-    from agent.tools_adapter import build_tools
+    from tests.agent.fakes import default_tools
 
-    schemas = [tool.schema() for tool in build_tools().values()]
+    schemas = [tool.schema() for tool in default_tools().values()]
     prompt, _ = backend.render(MSGS, schemas)
     assert all(f'"name": "{s.name}"' in prompt for s in schemas) and '"BI-RADS category' in prompt
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from agent.llm.openai_compat import OpenAIBackend
-from agent.tools_adapter import build_tools
+from tests.agent.fakes import default_tools
 from tests.agent.llm_fixtures import qwen_path  # noqa: F401 - fixture
 from tools.errors import LLMError
 
@@ -70,7 +70,7 @@ def test_streamed_answer(server):
 
 def test_tool_call_native_or_text_fallback(server):
     url, _ = server
-    tool = build_tools()["birads_category"]
+    tool = default_tools()["birads_category"]
     res = OpenAIBackend(url, "qwen", timeout_s=120, max_tokens=48).chat(
         [{"role": "system", "content": "Use the tools when they help."},
          {"role": "user", "content": "What does BI-RADS 4A mean? Use the birads_category tool."}], [tool.schema()])

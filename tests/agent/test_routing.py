@@ -6,10 +6,9 @@ import pytest
 
 from agent.consultation import Consultation
 from agent.routing import ACTION_ANSWER, hint, is_action_request, needs_no_retrieval, suggested_tools
-from agent.tools_adapter import build_tools
-from tests.agent.fakes import ScriptedBackend, call, fake_tools, text
+from tests.agent.fakes import ScriptedBackend, call, default_tools, fake_tools, text
 
-TOOLS = set(build_tools())
+TOOLS = set(default_tools())
 
 
 @pytest.mark.parametrize(("question", "patient", "expected"), [
@@ -60,7 +59,7 @@ def test_request_to_act_gets_the_fixed_answer_without_the_model(settings):
     pieces: list[str] = []
     res = consult.ask("c-act", "Prescribe an antibiotic dose for this patient's pneumonia.", on_token=pieces.append)
     assert res.answer == ACTION_ANSWER and res.error is None and backend.requests == []
-    assert "".join(pieces) == ACTION_ANSWER and res.unsupported_sentences == [] and res.tool_calls == []
+    assert "".join(pieces) == ACTION_ANSWER and res.unsupported_sentences == () and res.tool_calls == ()
 
 
 def test_hint_reaches_the_model_in_the_user_message(settings):
@@ -79,7 +78,7 @@ def test_hint_reaches_the_model_in_the_user_message(settings):
 def test_align_enums_takes_the_value_the_question_states():
     from agent.routing import align_enums
 
-    tools = build_tools()
+    tools = default_tools()
     lung, fleischner = tools["lung_rads_category"].args_model, tools["fleischner_followup"].args_model
     q = "Lung-RADS category for a new solid nodule of 7 mm on annual screening CT?"
     args, changes = align_enums({"nodule_type": "solid", "size_mm": 7, "status": "baseline"}, lung, q)
@@ -97,11 +96,11 @@ def test_align_enums_takes_the_value_the_question_states():
 
 
 def test_graph_aligns_calculator_arguments_and_records_it(settings):
-    tools = {**fake_tools(), "lung_rads_category": build_tools()["lung_rads_category"]}
+    tools = {**fake_tools(), "lung_rads_category": default_tools()["lung_rads_category"]}
     backend = ScriptedBackend([call("lung_rads_category", nodule_type="solid", size_mm=7, status="baseline"),
                                text("Category 4A [E1].")])
     res = Consultation(settings, backend=backend, tools=tools).ask(
         "c-align", "Lung-RADS category for a new solid nodule of 7 mm on annual screening CT?")
-    assert res.tool_calls[0]["args"]["status"] == "new" and res.tool_calls[0]["ok"]
-    assert res.tool_calls[0]["aligned"] == ["lung_rads_category status: baseline -> new (as the question states)"]
-    assert "4A" in res.citations[0]["quote"]
+    assert res.tool_calls[0].arguments["status"] == "new" and res.tool_calls[0].ok
+    assert res.tool_calls[0].aligned == ("lung_rads_category status: baseline -> new (as the question states)",)
+    assert "4A" in res.citations[0].quote

@@ -8,13 +8,14 @@ import time
 
 import pytest
 
-from agent.llm.gguf import _CALL_HEAD, GGUFBackend
+from agent.llm.gguf import GGUFBackend
 from agent.llm.speculative import CallDrafter, DecodeStats, call_complete, greedy_decode
+from agent.llm.toolcalls import CALL_HEAD
 from agent.prompts import render
-from agent.tools_adapter import build_tools
+from tests.agent.fakes import default_tools
 from tests.agent.llm_fixtures import qwen_path  # noqa: F401 - fixture
 
-SCHEMAS = {name: tool.schema().parameters for name, tool in build_tools().items()}
+SCHEMAS = {name: tool.schema().parameters for name, tool in default_tools().items()}
 FLEISCHNER_CALL = ('fleischner_followup", "arguments": {"size_mm": 7, "nodule_type": "solid", '
                    '"solid_component_mm": null, "multiple": false, "risk": "low", "patient_age_years": 60, '
                    '"lung_cancer_screening": false, "known_primary_cancer": false, "immunocompromised": false, '
@@ -69,17 +70,18 @@ def test_call_complete(body, done):
 
 @pytest.fixture(scope="module")
 def backend(qwen_path, tmp_path_factory):  # noqa: F811
-    b = GGUFBackend(qwen_path, n_ctx=4096, max_tokens=64, timeout_s=300)
+    # threads fixed: the float reduction order (and so a near-tie) depends on the thread count, not the load
+    b = GGUFBackend(qwen_path, n_ctx=4096, n_threads=2, max_tokens=64, timeout_s=300)
     b._load()
     yield b
     b.close()
 
 
 def call_prompt(backend: GGUFBackend, question: str) -> tuple[list[int], list[str]]:
-    tools = [t.schema() for t in build_tools().values()]
+    tools = [t.schema() for t in default_tools().values()]
     prompt, stop = backend.render([{"role": "system", "content": render("system")},
                                    {"role": "user", "content": question}], tools)
-    return backend._llm.tokenize((prompt + _CALL_HEAD).encode(), add_bos=False, special=True), stop
+    return backend._llm.tokenize((prompt + CALL_HEAD).encode(), add_bos=False, special=True), stop
 
 
 def decode(backend, tokens, stop, drafter=None, stats=None):
@@ -89,7 +91,9 @@ def decode(backend, tokens, stop, drafter=None, stats=None):
 
 
 def test_drafting_does_not_change_the_decoded_call(backend):
-    tokens, stop = call_prompt(backend, "Fleischner follow-up for a single 6 mm solid nodule, low risk, age 50?")
+    # a question without a near-tie between two argument values: a batch and a single step may round a
+    # logit differently, so a near-tie (seen: solid_component_mm 0 vs 6 for a 6 mm nodule) can flip either way
+    tokens, stop = call_prompt(backend, "Fleischner follow-up for a single 7 mm solid nodule in a low-risk 64-year-old?")
     plain = decode(backend, tokens, stop)
     stats = DecodeStats()
     drafted = decode(backend, tokens, stop, CallDrafter(SCHEMAS).draft, stats)

@@ -38,7 +38,7 @@ def test_sections_and_references(settings):
                     "## Recommendations", "## Limitations", "## References"):
         assert heading in md
     assert md.index("## Findings") < md.index("## Impression") < md.index("## References")
-    json.dumps(s.as_dict())  # JSON-able
+    json.dumps(s.to_dict())  # JSON-able
 
 
 def test_uncited_impression_is_replaced_by_a_deterministic_one(settings):

@@ -32,9 +32,11 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.llm.base import ChatResult, TokenCallback, ToolSchema
 from tests.conftest import REPO_ROOT, shared_file
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -64,7 +66,9 @@ class PolicyBackend:
     def __init__(self) -> None:
         self.lock = threading.Lock()
 
-    def chat(self, messages, tools=None, *, tool_choice="auto", on_token=None, max_tokens=None):
+    def chat(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None = None, *,
+             tool_choice: str = "auto", on_token: TokenCallback | None = None,
+             max_tokens: int | None = None) -> ChatResult:
         from agent.llm.base import ChatResult, ToolCall
 
         last = messages[-1]

@@ -708,15 +708,16 @@ def test_uspstf_breast_dense_breasts_note_and_bad_input() -> None:
 # registry
 # =================================================================================================
 def test_registry_entries_run_and_results_serialise() -> None:
-    assert set(CALCULATORS) >= {"fleischner_followup", "lung_rads_category", "birads_category"}
+    assert {c.name for c in CALCULATORS} == {"fleischner_followup", "lung_rads_category", "birads_category",
+                                             "uspstf_lung_screening", "uspstf_breast_screening"}
     result = run_calculator("fleischner_followup", {"size_mm": 7, "nodule_type": "solid", "risk": "low"})
-    as_dict = result.as_dict()
+    as_dict = result.to_dict()
     assert as_dict["citation"]["section"] == "Solid nodules: single > Single solid nodule 6 to 8 mm"
     assert as_dict["follow_up"][0]["months"] == (6, 12)
-    for model, function in CALCULATORS.values():
-        schema = model.model_json_schema()
+    for calc in CALCULATORS:
+        schema = calc.args_model.model_json_schema()
         assert schema["properties"] and all("description" in p for p in schema["properties"].values())
-        assert function.__doc__
+        assert calc.function.__doc__ and calc.guideline
 
 
 def test_unknown_calculator_name() -> None:

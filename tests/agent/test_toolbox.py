@@ -1,18 +1,19 @@
-"""The agent's tool adapters over the real pure functions: imaging, classifier, calculators, knowledge base."""
+"""The agent's tools over the real pure functions (imaging, classifier, calculators, knowledge base) and the registry."""
 
 from __future__ import annotations
 
 import pytest
 
 from agent.evidence import Ledger
-from agent.tools_adapter import AttachedStudy, ToolContext, build_tools
+from agent.toolbox import AttachedStudy
+from tests.agent.fakes import real_context, real_tools
 from tests.conftest import pydicom_file, shared_file
 from tools.errors import ToolArgumentError, ToolExecutionError
 
 
 @pytest.fixture
 def tools(settings):
-    return build_tools(settings)
+    return real_tools(settings)
 
 
 def test_every_tool_has_a_schema(tools):
@@ -27,7 +28,7 @@ def test_every_tool_has_a_schema(tools):
 def test_fleischner_evidence_cites_its_section(tools, settings):
     ledger = Ledger()
     e = tools["fleischner_followup"].run({"size_mm": 7, "nodule_type": "solid", "risk": "low",
-                                          "solid_component_mm": 0, "patient_age_years": 0}, ToolContext(settings),
+                                          "solid_component_mm": 0, "patient_age_years": 0}, real_context(settings),
                                          ledger)[0]
     assert e.kind == "calculator" and e.id == "E1"
     assert "6-12 months" in e.quote and e.section and "6 to 8 mm" in e.section and e.url
@@ -36,16 +37,16 @@ def test_fleischner_evidence_cites_its_section(tools, settings):
 
 def test_bad_arguments_are_argument_errors(tools, settings):
     with pytest.raises(ToolArgumentError, match="nodule_type"):
-        tools["fleischner_followup"].run({"size_mm": 7, "nodule_type": "round"}, ToolContext(settings), Ledger())
+        tools["fleischner_followup"].run({"size_mm": 7, "nodule_type": "round"}, real_context(settings), Ledger())
     with pytest.raises(ToolArgumentError):
-        tools["search_guidelines"].run({"query": "x", "patient": "DEMO-0002"}, ToolContext(settings), Ledger())
+        tools["search_guidelines"].run({"query": "x", "patient": "DEMO-0002"}, real_context(settings), Ledger())
 
 
 def test_inspect_real_dicom(tools, settings):
     from tools.imaging import load
 
     study = load(pydicom_file("CT_small.dcm"), settings)
-    e = tools["inspect_study"].run({}, ToolContext(settings, [AttachedStudy("S1", study, "CT")]), Ledger())[0]
+    e = tools["inspect_study"].run({}, real_context(settings, studies=[AttachedStudy("S1", study, "CT")]), Ledger())[0]
     assert e.kind == "dicom" and e.facts["modality"] == "CT" and "modality: CT" in e.quote
 
 
@@ -53,7 +54,7 @@ def test_classify_real_image(tools, settings):
     from tools.imaging import load
 
     study = load(shared_file("cxr/nih_00027426_000_no_finding.png"), settings)
-    ctx = ToolContext(settings, [AttachedStudy("S1", study, "OT")])
+    ctx = real_context(settings, studies=[AttachedStudy("S1", study, "OT")])
     e = tools["classify_study"].run({"model": "pneumonia-cxr"}, ctx, Ledger())[0]
     assert e.kind == "classifier" and e.facts["model"] == "pneumonia-cxr" and e.facts["version"]
     assert 0 <= e.facts["probabilities"]["pneumonia"] <= 1 and "P(pneumonia)" in e.quote
@@ -62,18 +63,18 @@ def test_classify_real_image(tools, settings):
 
 def test_tools_without_an_image_or_patient_fail_clearly(tools, settings):
     with pytest.raises(ToolExecutionError, match="no image"):
-        tools["classify_study"].run({}, ToolContext(settings), Ledger())
+        tools["classify_study"].run({}, real_context(settings), Ledger())
     with pytest.raises(ToolExecutionError, match="no patient"):
-        tools["search_prior_reports"].run({"query": "nodule"}, ToolContext(settings), Ledger())
+        tools["search_prior_reports"].run({"query": "nodule"}, real_context(settings), Ledger())
 
 
 @pytest.mark.slow  # builds the bundled knowledge base (embeds the corpus)
 def test_guideline_and_prior_report_search(tools, settings):
     ledger = Ledger()
-    g = tools["search_guidelines"].run({"query": "BI-RADS 3 probably benign management"}, ToolContext(settings),
+    g = tools["search_guidelines"].run({"query": "BI-RADS 3 probably benign management"}, real_context(settings),
                                        ledger)
     assert g and all(e.kind == "guideline" and e.quote and e.source for e in g)
-    ctx = ToolContext(settings, patient_key="DEMO-0001")
+    ctx = real_context(settings, patient_key="DEMO-0001")
     p = tools["search_prior_reports"].run({"query": "breast ultrasound fibroadenoma"}, ctx, ledger)
     assert p and all(e.kind == "prior_report" and e.date for e in p)
     assert not any("fibroadenoma" in e.quote.lower() for e in p)  # DEMO-0002's finding never leaks

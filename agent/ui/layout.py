@@ -1,0 +1,251 @@
+"""The Gradio page: creates the components and binds each event to one :class:`UIController` method.
+
+Nothing here decides anything: the controller does the work and the audit records and returns view
+models; the functions below only turn those into component updates. ``launch`` starts the page with
+the limits from settings (queue, concurrency, upload size, the only paths served); ``bind_policy``
+decides whether a login is needed: off only on loopback, and a public bind without users is refused.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.audit import AuditLog
+from agent.signoff import DEFAULT_INTENDED_USE
+from agent.ui.controller import AskUpdate, CasePanel, SummaryPanel, UIController, ViewerPanel, make_login
+from agent.ui.render import WINDOW_PRESETS
+from agent.ui.session import cleanup_state
+from agent.ui.style import CSS, theme
+from tools.disclaimer import DISCLAIMER
+from tools.errors import InputError
+
+if TYPE_CHECKING:
+    from agent.protocol import ConsultationAPI
+    from agent.settings import Settings
+
+UPLOAD_TYPES = [".dcm", ".dicom", ".zip", ".png", ".jpg", ".jpeg", ".nii", ".gz", ".ima", ""]
+# the box empties after each upload (the viewer shows the study): its label says it adds a study
+UPLOAD_LABEL = "Add a study: DICOM, series .zip, PNG/JPEG, NIfTI"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_policy(host: str, settings: Settings) -> Callable[[str, str], bool] | None:
+    """The login check for ``launch`` (None: no login, loopback only). A non-loopback ``host``
+    without users raises :class:`InputError` before anything else starts."""
+    from agent.users import UserStore
+
+    if not UserStore(settings.users_path).has_users():
+        if is_loopback(host):
+            return None
+        raise InputError(f"refusing to bind {host} without users: anyone on the network could use it. "
+                         "Add one with `radconsult users add NAME`, or bind 127.0.0.1.")
+    return make_login(settings)
+
+
+def _user(request: Any) -> str | None:
+    return request.username if request is not None else None
+
+
+def _key(request: Any) -> str | None:
+    return request.session_hash if request is not None else None
+
+
+def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
+    """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`."""
+    import gradio as gr
+
+    ctl = UIController(agent, settings)
+
+    def viewer_updates(v: ViewerPanel) -> tuple:
+        if v.image is None:
+            return (None, gr.update(visible=False, value="Default"), gr.update(visible=False, value=0),
+                    gr.update(value=False, interactive=False), "", v.metadata_html)
+        return (v.image, gr.update(visible=v.is_ct, value=v.preset),
+                gr.update(visible=v.depth > 1, maximum=max(1, v.depth - 1), value=v.slice_index),
+                gr.update(value=v.overlay_on, interactive=v.overlay_available), v.caption, v.metadata_html)
+
+    def case_updates(p: CasePanel) -> tuple:
+        return (gr.update(choices=p.choices, value=p.case_id), p.info_md, *viewer_updates(p.viewer), p.chat,
+                p.evidence_html, p.trace_html, "", p.summary_status_html, "")
+
+    def ask_updates(u: AskUpdate) -> tuple:
+        keep = gr.update()
+        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * 6
+        return (u.chat, "", u.evidence_html if u.evidence_html is not None else keep,
+                u.trace_html if u.trace_html is not None else keep, *view,
+                u.status_html if u.status_html is not None else keep)
+
+    def summary_updates(p: SummaryPanel, with_edit: bool = False) -> tuple:
+        out = (p.markdown if p.markdown is not None else gr.update(), p.status_html)
+        return out + ((p.edit_text if p.edit_text is not None else gr.update(),) if with_edit else ())
+
+    iu = "; ".join(f"{c.name}: {c.intended_use}" for c in ctl.cards) or DEFAULT_INTENDED_USE
+    # Gradio's own cache (uploads before staging, returned export copies): files older than an hour go.
+    with gr.Blocks(title="radconsult · consultation", fill_width=True, delete_cache=(600, 3600)) as demo:
+        state = gr.State(None, delete_callback=cleanup_state)
+        gr.HTML(f'<div id="rc-header"><span class="rc-title">radconsult</span>'
+                f'<span class="rc-sub">imaging consultation · local, offline</span></div>'
+                f'<div class="rc-disclaimer" id="rc-disclaimer"><b>{html.escape(DISCLAIMER)}</b> '
+                f'<details style="display:inline"><summary style="display:inline;cursor:pointer">'
+                f'Models\' intended use</summary>{html.escape(iu)}</details></div>')
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=320):
+                with gr.Row():
+                    case_dd = gr.Dropdown(label="Case", choices=[], scale=3, elem_id="rc-case")
+                    new_btn = gr.Button("+ New case", scale=1, size="sm", elem_id="rc-new-case")
+                case_info = gr.Markdown(elem_id="rc-case-info")
+                upload = gr.File(label=UPLOAD_LABEL, file_count="multiple", file_types=UPLOAD_TYPES, height=150,
+                                 elem_id="rc-upload")
+                upload_msg = gr.Markdown(elem_id="rc-upload-msg")
+                viewer = gr.Image(show_label=False, interactive=False, height=440, elem_id="rc-viewer",
+                                  buttons=["fullscreen"], format="png")
+                with gr.Row():
+                    preset = gr.Radio(list(WINDOW_PRESETS), value="Default", label="CT window", visible=False,
+                                      elem_id="rc-preset")
+                    overlay = gr.Checkbox(label="Saliency overlay", value=False, interactive=False,
+                                          elem_id="rc-overlay")
+                slice_sl = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False, elem_id="rc-slice")
+                overlay_caption = gr.Markdown(elem_id="rc-overlay-caption")
+                with gr.Accordion("De-identified metadata", open=True):
+                    meta = gr.HTML(elem_id="rc-meta")
+            with gr.Column(scale=6, min_width=420):
+                chatbot = gr.Chatbot(show_label=False, height=500, elem_id="rc-chat", layout="panel",
+                                     buttons=["copy"], feedback_options=None,
+                                     placeholder="Upload a study, then ask a question. Answers cite "
+                                                 "evidence as [E1], [E2]… listed on the right.")
+                with gr.Row():
+                    question = gr.Textbox(show_label=False, placeholder="Ask about this case…", lines=2,
+                                          max_lines=6, scale=6, elem_id="rc-question", max_length=4000)
+                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="rc-send")
+                turn_status = gr.HTML(elem_id="rc-turn-status")
+                with gr.Accordion("Tool calls (trace)", open=False, elem_id="rc-trace-acc"):
+                    trace = gr.HTML(elem_id="rc-trace")
+                with gr.Accordion("Summary & sign-off", open=True, elem_id="rc-summary-acc"):
+                    with gr.Row():
+                        draft_btn = gr.Button("Draft summary", size="sm", elem_id="rc-draft")
+                        sign_btn = gr.Button("Sign", size="sm", variant="stop", elem_id="rc-sign")
+                        md_btn = gr.Button("Export Markdown", size="sm", elem_id="rc-export-md")
+                        pdf_btn = gr.Button("Export PDF", size="sm", elem_id="rc-export-pdf")
+                        sr_btn = gr.Button("Export DICOM SR", size="sm", elem_id="rc-export-sr")
+                    sum_status = gr.HTML(elem_id="rc-summary-status")
+                    with gr.Accordion("Edit before signing", open=False, elem_id="rc-edit-acc"):
+                        edit_box = gr.Textbox(show_label=False, lines=10, max_lines=30, elem_id="rc-edit",
+                                              placeholder="Draft a summary first; edit its sections here. "
+                                                          "Editing a signed summary makes a new version.")
+                        save_btn = gr.Button("Save edit", size="sm", elem_id="rc-save-edit")
+                    summary_md = gr.Markdown(elem_id="rc-summary")
+                    export_file = gr.File(label="Export", interactive=False, elem_id="rc-export-file", visible=False)
+            with gr.Column(scale=3, min_width=280):
+                gr.Markdown("**Evidence**")
+                evidence = gr.HTML(elem_id="rc-evidence")
+
+        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta]
+        case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status, turn_status]
+
+        def on_load(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *case_updates(ctl.case_panel(sess)))
+
+        def on_new_case(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *case_updates(ctl.new_case(sess, _user(request))))
+
+        def on_switch(case_id, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *case_updates(ctl.switch_case(sess, case_id)))
+
+        def on_upload(files, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
+            msg = ctl.upload(sess, _user(request), paths)
+            return (sess, msg, None, *case_updates(ctl.case_panel(sess)))
+
+        def on_view(preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return viewer_updates(ctl.viewer(sess.case, preset_v or "Default", int(slice_v or 0), bool(overlay_v)))
+
+        def on_ask(q, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            for update in ctl.ask(sess, _user(request), q):
+                yield (sess, *ask_updates(update))
+
+        def on_draft(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *summary_updates(ctl.draft(sess, _user(request)), with_edit=True))
+
+        def on_save_edit(text, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *summary_updates(ctl.save_edit(sess, _user(request), text)))
+
+        def on_sign(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *summary_updates(ctl.sign(sess, _user(request))))
+
+        def make_export(fmt: str):
+            def on_export(st, request: gr.Request):
+                res = ctl.export(ctl.session(st, _key(request)), _user(request), fmt)
+                shown = gr.update(value=str(res.path), visible=True) if res.path else gr.update(value=None,
+                                                                                                  visible=False)
+                return shown, res.status_html
+            on_export.__annotations__["request"] = gr.Request
+            return on_export
+
+        def on_unload(request: gr.Request):
+            ctl.unload(_key(request))
+
+        for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_ask, on_draft, on_sign, on_unload,
+                   on_save_edit):
+            fn.__annotations__["request"] = gr.Request  # string annotations: tell Gradio what to inject
+        priv = {"api_visibility": "private"}
+        demo.load(on_load, [state], [state, *case_comps], **priv)
+        new_btn.click(on_new_case, [state], [state, *case_comps], **priv)
+        case_dd.input(on_switch, [case_dd, state], [state, *case_comps], **priv)
+        upload.upload(on_upload, [upload, state], [state, upload_msg, upload, *case_comps], **priv)
+        for comp in (preset, slice_sl, overlay):
+            comp.input(on_view, [preset, slice_sl, overlay, state], view_comps, show_progress="hidden", **priv)
+        ask_out = [state, chatbot, question, evidence, trace, *view_comps, turn_status]
+        ask_kw = {"concurrency_id": "llm", "concurrency_limit": 1, **priv}
+        send.click(on_ask, [question, state], ask_out, **ask_kw)
+        question.submit(on_ask, [question, state], ask_out, **ask_kw)
+        draft_btn.click(on_draft, [state], [state, summary_md, sum_status, edit_box], **ask_kw)
+        save_btn.click(on_save_edit, [edit_box, state], [state, summary_md, sum_status], **priv)
+        sign_btn.click(on_sign, [state], [state, summary_md, sum_status], **priv)
+        md_btn.click(make_export("md"), [state], [export_file, sum_status], **priv)
+        pdf_btn.click(make_export("pdf"), [state], [export_file, sum_status], **priv)
+        sr_btn.click(make_export("sr"), [state], [export_file, sum_status], **priv)
+        demo.unload(on_unload)
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
+    demo.rc_controller = ctl  # type: ignore[attr-defined]
+    return demo
+
+
+def launch(demo: Any, settings: Settings, *, host: str, port: int,
+           auth: Callable[[str, str], bool] | None, block: bool = True) -> Any:
+    """Start ``demo`` with the page theme, the upload limit and only the session directories served."""
+    if auth is None and not is_loopback(host):
+        raise InputError(f"refusing to bind {host} without authentication")
+    root = settings.cache_dir / "ui-sessions"
+    root.mkdir(parents=True, exist_ok=True)
+    AuditLog(settings.audit_log_path).append("ui_start", user=None,
+                                             details={"loopback": is_loopback(host), "auth": auth is not None})
+    return demo.launch(
+        server_name=host, server_port=port, auth=auth,
+        auth_message="radconsult: log in with the account from `radconsult users add`.",
+        max_file_size=settings.max_upload_bytes, allowed_paths=[str(root)],
+        blocked_paths=[str(p) for p in (settings.kb_dir, settings.audit_log_path, settings.users_path,
+                                        settings.secret_path, settings.cases_db_path, settings.data_dir / "reports")],
+        show_error=False, quiet=True, footer_links=[], prevent_thread_lock=not block,
+        theme=theme(), css=CSS, ssr_mode=False, pwa=False, mcp_server=False,
+    )

@@ -1,0 +1,139 @@
+"""What one browser session holds: its cases, their studies, chat and evidence, and a private upload folder.
+
+Two browsers never share a case. The session's folder (uploads as staged, exports) is deleted when the
+session ends (see :func:`cleanup_state`).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.errors import FileTooLargeError, InputError
+
+if TYPE_CHECKING:
+    from agent.results import SaliencyMap, ToolCallRecord
+    from agent.signoff import EvidenceRef
+    from tools.imaging import ImageStudy
+
+CASE_PREFIX = "case-"
+
+
+@dataclass
+class CaseView:
+    """One case in one browser session. ``studies`` are loaded ImageStudy objects, newest last."""
+
+    case_id: str
+    created: float = field(default_factory=time.time)
+    studies: list[ImageStudy] = field(default_factory=list)
+    sent_studies: int = 0                       # how many studies the agent has already been given
+    chat: list[dict[str, str]] = field(default_factory=list)
+    evidence: dict[str, EvidenceRef] = field(default_factory=dict)   # "E1" -> what the panel shows
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    saliency: SaliencyMap | None = None         # where the cited classifier looked, on the current study
+    report_version: int | None = None
+
+    @property
+    def patient_key(self) -> str | None:
+        return next((s.patient_key for s in reversed(self.studies) if s.patient_key), None)
+
+    @property
+    def study(self) -> ImageStudy | None:
+        return self.studies[-1] if self.studies else None
+
+
+class SessionState:
+    """Everything one browser session holds; ``close()`` deletes its upload directory."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
+        self.cases: dict[str, CaseView] = {}
+        self.current: str = self.new_case().case_id
+        self.closed_at: float | None = None   # set when the browser disconnects; cleared on the next event
+
+    def touch(self) -> None:
+        """The browser is (back) in use: cancel a pending cleanup, recreate the directory if needed."""
+        self.closed_at = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def new_case(self) -> CaseView:
+        case = CaseView(case_id=CASE_PREFIX + uuid.uuid4().hex[:10])
+        self.cases[case.case_id] = case
+        self.current = case.case_id
+        return case
+
+    @property
+    def case(self) -> CaseView:
+        return self.cases[self.current]
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __deepcopy__(self, memo: dict) -> SessionState:  # gr.State deep-copies initial values only
+        return self
+
+
+def cleanup_state(value: object) -> None:
+    """gr.State's delete callback: the session's files go with it."""
+    if isinstance(value, SessionState):
+        value.close()
+
+
+def _safe_extract(zip_path: Path, dest: Path, max_bytes: int, max_members: int = 5000) -> list[Path]:
+    """Extract a zip without path traversal, links or a decompression bomb (total ``max_bytes``)."""
+    out: list[Path] = []
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > max_members:
+                raise InputError(f"zip holds {len(members)} files (limit {max_members})")
+            total = sum(m.file_size for m in members)
+            if total > max_bytes:
+                raise FileTooLargeError(f"zip expands to {total / 1e6:.0f} MB (limit {max_bytes / 1e6:.0f} MB)")
+            for i, m in enumerate(members):
+                name = Path(m.filename).name
+                if not name or name.startswith(".") or "__MACOSX" in m.filename:
+                    continue
+                target = dest / f"{i:05d}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
+                with zf.open(m) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                out.append(target)
+    except zipfile.BadZipFile as exc:
+        raise InputError(f"the zip file is corrupt: {exc}") from exc
+    if not out:
+        raise InputError("the zip file holds no files")
+    return out
+
+
+def stage_upload(paths: list[Path], session_dir: Path, max_bytes: int) -> Path:
+    """Copy uploaded files into a fresh directory of the session (sizes checked first); return the
+    one file to load, or the directory when the upload is a series (several files or a zip)."""
+    if not paths:
+        raise InputError("no file uploaded")
+    total = 0
+    for p in paths:
+        if not p.is_file():
+            raise InputError("an uploaded file is missing")
+        total += p.stat().st_size
+    if total > max_bytes:
+        raise FileTooLargeError(f"upload is {total / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB "
+                                "(settings.max_upload_bytes)")
+    dest = Path(tempfile.mkdtemp(prefix="upload-", dir=session_dir))
+    staged: list[Path] = []
+    for i, p in enumerate(paths):
+        if p.suffix.lower() == ".zip":
+            staged += _safe_extract(p, dest, max_bytes)
+        else:
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", p.name)[-80:] or "upload"
+            target = dest / f"{i:05d}_{name}"
+            shutil.copyfile(p, target)
+            staged.append(target)
+    return staged[0] if len(staged) == 1 else dest
