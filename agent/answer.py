@@ -71,42 +71,86 @@ def last_full_sentence(text: str) -> str:
 
 @dataclass
 class ComposedAnswer:
-    """The final answer of a turn with the verifier's findings."""
+    """The final answer of a turn with the verifier's findings. ``unsupported`` and ``contradicted``
+    sentences are not in ``answer``: the clinician reads only what the evidence supports."""
 
     answer: str
     marked_answer: str
     cited: list[str]
     unsupported: list[str]
     attributed: list[str] = field(default_factory=list)
+    contradicted: list[str] = field(default_factory=list)
     citation_validity: float | None = None
     invalid_ids: list[str] = field(default_factory=list)
 
 
+def _drop(answer: str, sentences: list[str]) -> str:
+    """``answer`` without ``sentences`` (each removed once, with its list marker or line if it stood alone)."""
+    for sentence in sentences:
+        i = answer.find(sentence)
+        if i < 0:
+            continue
+        answer = answer[:i] + answer[i + len(sentence):]
+    lines = [ln.rstrip() for ln in answer.splitlines()]
+    lines = [ln for ln in lines if re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", ln).strip(" .")]
+    return re.sub(r"[ \t]{2,}", " ", "\n".join(lines)).strip()
+
+
+def _best_quote(items: list[Evidence]) -> str:
+    """The first evidence item quoted as one cited line: what retrieval found, when the prose said nothing."""
+    return quote_line(items[0])
+
+
+def quote_line(e: Evidence) -> str:
+    """One evidence item as a cited quotation: "Title, Section: "passage" [E1]."."""
+    from agent.evidence import sanitize_data
+
+    where = ", ".join(x for x in (e.title or e.source, e.section.split(" > ")[-1] if e.section else None) if x)
+    quote = sanitize_data(" ".join(e.quote.split()), 10_000)[0]  # data, never instructions
+    if len(quote) > 400:
+        quote = quote[:400].rsplit(" ", 1)[0] + " ..."
+    return f"{where}: \"{quote}\" [{e.id}]."
+
+
 def compose(answer: str, ledger: Ledger, turn_items: list[Evidence], question: str,
-            failed_calls: list[str], error: str | None) -> ComposedAnswer:
-    """The answer as shown: ``answer`` (the model's, or the error message), ``ledger`` the whole case's
-    evidence, ``turn_items`` this turn's, ``failed_calls`` the errors of tools the model chose."""
-    model_grounded = grounded_in(answer, {e.id for e in turn_items}, question)
+            failed_calls: list[str], error: str | None, rendered: bool = False) -> ComposedAnswer:
+    """The answer as shown: ``answer`` (the model's, the rendered one, or the error message), ``ledger`` the
+    whole case's evidence, ``turn_items`` this turn's, ``failed_calls`` the errors of tools that did not run.
+
+    Contradicted sentences are removed; so are clinical sentences no evidence supports, when the turn has
+    evidence (without any, a greeting or an out-of-scope reply stands, its claims marked). A classifier
+    result the answer cites without its probability is stated with it. When the model's prose carries none
+    of this turn's results, the best evidence item is quoted after it. Tool results the answer does not
+    cite are not appended: the evidence panel lists them.
+    """
     attributed: list[str] = []
     answer = REPEATED_CITE.sub(r"\1", answer)  # "... [E1]. [E1]": small models repeat the marker
-    if not error:
+    if not error and not rendered:
         # uncited sentences that one evidence item clearly supports get its id (recorded as the verifier's)
         answer, attributed = attribute(answer, ledger, question)
-    show: list[Evidence] = []
-    if turn_items and not error and not model_grounded:
-        show = turn_items[:3]  # the model did not ground its answer in this turn's results: show them
-    if not error:
-        shown = {e.id for e in show}
-        show = show + [e for e in unstated_classifier_results(answer, turn_items) if e.id not in shown]
-    if show:
-        digest = extractive_answer(Ledger(show), limit=len(show))
-        if digest not in answer:
-            answer = f"{answer}\n\n{digest}" if answer.strip() else digest
-    if failed_calls and not error:
-        what = "; ".join(failed_calls)
-        if what not in answer:
-            answer += f"\n\nNot done: {what}."
     check = verify(answer, ledger, question)
-    return ComposedAnswer(answer=answer, marked_answer=check.marked_answer(), cited=check.cited_ids,
-                          unsupported=check.unsupported, attributed=attributed,
-                          citation_validity=check.citation_validity, invalid_ids=check.invalid_ids)
+    contradicted = [s.text for s in check.sentences if s.status == "contradicted"]
+    unsupported = [s.text for s in check.sentences if s.status == "unsupported"] if turn_items else []
+    empty = [s.text for s in check.sentences if s.status == "empty"]
+    if not error:
+        answer = _drop(answer, contradicted + unsupported + empty)
+        cited_now = verify(answer, ledger, question).cited_ids
+        if not rendered and turn_items and not grounded_in(answer, {e.id for e in turn_items}, question):
+            answer = (answer + "\n" if answer else "") + _best_quote(turn_items)
+            cited_now = verify(answer, ledger, question).cited_ids
+        missing = [e for e in unstated_classifier_results(answer, turn_items) if e.id in cited_now]
+        if missing:
+            from agent.frame.compose import classifier_sentences
+
+            answer += "\n" + " ".join(s for e in missing for s in classifier_sentences(e))
+        if failed_calls:
+            what = "; ".join(failed_calls)
+            if what not in answer:
+                answer += f"\n\nNot done: {what}."
+        if not answer.strip():
+            answer = NO_ANSWER
+    final = verify(answer, ledger, question)
+    return ComposedAnswer(answer=answer, marked_answer=final.marked_answer(), cited=final.cited_ids,
+                          unsupported=unsupported + final.unsupported, attributed=attributed,
+                          contradicted=contradicted, citation_validity=check.citation_validity,
+                          invalid_ids=final.invalid_ids)

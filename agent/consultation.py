@@ -15,6 +15,7 @@ model sees studies only as S1, S2 ... and never the patient key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -25,13 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.evidence import Evidence, Ledger
+from agent.frame.model import CaseFrame
 from agent.graph import AgentGraph, GraphLimits, TurnContext, turn_update
 from agent.llm.base import ChatBackend, TokenCallback
 from agent.prompts import render
 from agent.results import ModelCard, StudyRecord, Timings, ToolCallRecord, TurnResult
 from agent.services import build_services
 from agent.toolbox import AttachedStudy, ToolContext, ToolServices, ToolSpec, toolset
-from tools.errors import FileMissingError, InputError, RadconsultError
+from tools.errors import CaseBusyError, FileMissingError, InputError, RadconsultError
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -68,7 +70,9 @@ def result_from_record(case_id: str, record: dict[str, Any], ledger: Ledger, mod
         attributed_sentences=tuple(record.get("attributed_sentences", [])),
         contradicted_sentences=tuple(record.get("contradicted_sentences", [])),
         citation_validity=record["citation_validity"], error=record.get("error"),
-        studies=tuple(StudyRecord(s["ref"], s["label"]) for s in studies), saliency=saliency)
+        studies=tuple(StudyRecord(s["ref"], s["label"]) for s in studies), saliency=saliency,
+        frame=CaseFrame.from_dict(record["frame"]) if record.get("frame") else None,
+        clarifying_question=record.get("clarifying_question"))
 
 
 class Consultation:
@@ -76,8 +80,9 @@ class Consultation:
 
     def __init__(self, settings: Settings, backend: ChatBackend | None = None,
                  tools: dict[str, ToolSpec] | None = None, services: ToolServices | None = None,
-                 checkpoint_path: Path | None = None) -> None:
+                 checkpoint_path: Path | None = None, read_frames: bool = True) -> None:
         self.settings = settings
+        self._read_frames = read_frames
         self._backend = backend
         self._services = services
         self._tools = tools
@@ -122,7 +127,7 @@ class Consultation:
             self._conn = sqlite3.connect(str(self._checkpoint_path), check_same_thread=False)
             limits = GraphLimits(max_tool_rounds=self.settings.max_tool_rounds,
                                  tool_timeout_s=self.settings.tool_timeout_s)
-            self._graph = AgentGraph(self.backend, self.tools, limits, SqliteSaver(self._conn))
+            self._graph = AgentGraph(self.backend, self.tools, limits, SqliteSaver(self._conn), self._read_frames)
         return self._graph
 
     def _config(self, case_id: str) -> dict[str, Any]:
@@ -178,12 +183,34 @@ class Consultation:
         # The first question must not race the warm-up: on 2 cores the knowledge-base build and the
         # model's prompt prefix would starve the turn until it timed out. Wait (the UI shows a status).
         self.wait_until_ready()
-        with self._lock:
+        with self._lock, self._case_lock(case_id):
             t0 = time.perf_counter()
             result = self._turn(case_id, question, list(images or []), patient, on_token, t0)
             if summary and result.error is None:
                 result = _with_summary(result, self.summary(case_id))
             return result
+
+    @contextlib.contextmanager
+    def _case_lock(self, case_id: str) -> Iterator[None]:
+        """One turn per case at a time, across processes (two `radconsult ask --case X` at once): a second
+        turn is refused at once, before anything is read or written, rather than branch the case."""
+        import hashlib
+
+        from filelock import FileLock, Timeout
+
+        locks = self._checkpoint_path.parent / "case-locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(case_id.encode()).hexdigest()[:24]  # the case id may carry anything
+        lock = FileLock(str(locks / f"{name}.lock"), timeout=0, is_singleton=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise CaseBusyError(f"case {case_id!r} is answering another question; ask again when it has "
+                                "finished") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _turn(self, case_id: str, question: str, images: list[Any], patient: str | None,
               on_token: TokenCallback | None, t0: float) -> TurnResult:

@@ -4,14 +4,17 @@ Each line: ``id, category, question, images (relative to the shared data folder)
 (earlier questions of the same case, asked first and not scored), expected_tools (names; "a|b"
 means either, a trailing "|" means "or none"), facts (each a list of accepted alternatives, matched
 case-insensitively after normalising dashes and "6 to 12" -> "6-12"), forbidden (strings that
-must not appear)``.
+must not appear), frame (the case-frame fields the question states, e.g. {"intent": "followup",
+"system": "fleischner", "size_mm": 7}), clarify (true when the right answer is a clarifying question)``.
 
-Metrics: tool-selection accuracy (every expected tool called; no tool when none is expected),
-fact accuracy (share of facts present, forbidden strings count as a missed fact), citation validity
-(share of citations that exist and support their sentence), unsupported-sentence rate (unsupported
-sentences / sentences), attributed-sentence rate (sentences the model left uncited that the verifier
-attributed to the evidence item that supports them), p50 and p95 turn latency. The baseline
-answers the same questions with the same model, no tools and no retrieval.
+Metrics, all on what the clinician reads (the answer's own prose): fact accuracy (share of facts
+present, forbidden strings count as a missed fact; per category and over the guideline categories),
+contradiction rate (contradicted sentences left in the answer / sentences; the ones removed are counted
+apart), unsupported rate (clinical sentences without support left in the answer / sentences; the ones
+withheld are counted apart), clarifying-question correctness (asked exactly when expected), frame
+accuracy (every expected frame field as read), tool-selection accuracy (every expected tool called),
+citation validity, p50 and p95 turn latency. The baseline answers the same questions with the same model,
+no tools and no retrieval.
 """
 
 from __future__ import annotations
@@ -46,6 +49,36 @@ class EvalItem:
     expected_tools: list[str] = field(default_factory=list)
     facts: list[list[str]] = field(default_factory=list)
     forbidden: list[str] = field(default_factory=list)
+    frame: dict[str, Any] = field(default_factory=dict)
+    clarify: bool = False
+
+
+GUIDELINE_CATEGORIES = ("guideline", "clarify", "followup", "not-applicable")
+NOT_TOOLS = ("(invalid)", "read_case")
+
+
+def frame_ok(expected: dict[str, Any], got: dict[str, Any] | None) -> bool | None:
+    """Every expected frame field read as expected (numbers within 0.05); None when nothing is expected."""
+    if not expected:
+        return None
+    got = got or {}
+    for key, want in expected.items():
+        have = got.get(key)
+        if isinstance(want, int | float) and isinstance(have, int | float):
+            if abs(float(want) - float(have)) > 0.05:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def shown_problems(answer: str, ledger: Any, question: str) -> tuple[int, int, int]:
+    """(sentences, unsupported, contradicted) in the answer as the clinician reads it."""
+    from agent.verify import verify
+
+    check = verify(answer, ledger, question)
+    return (max(1, len(check.sentences)), sum(1 for s in check.sentences if s.status == "unsupported"),
+            sum(1 for s in check.sentences if s.status == "contradicted"))
 
 
 def load_set(path: str | Path) -> list[EvalItem]:
@@ -110,7 +143,6 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
              consult: Any = None) -> dict[str, Any]:
     from agent.consultation import Consultation
     from agent.prompts import render
-    from agent.verify import split_sentences
 
     tmp_cases = settings.data_dir / "eval-cases.sqlite"
     consult = consult or Consultation(settings, checkpoint_path=tmp_cases)
@@ -128,17 +160,24 @@ def run_eval(items: list[EvalItem], settings: Settings, baseline: bool = True,
             t0 = time.perf_counter()
             res = consult.ask(case, item.question, images=None if item.history else images, patient=item.patient)
             agent_ms = (time.perf_counter() - t0) * 1000
-            called = [c.name for c in res.tool_calls if c.name != "(invalid)"]
-            sentences = max(1, len(split_sentences(res.answer)))  # the verifier's split: rate <= 1
-            chosen = [c.name for c in res.tool_calls if c.name != "(invalid)" and not c.auto]
+            called = [c.name for c in res.tool_calls if c.name not in NOT_TOOLS]
+            chosen = [c.name for c in res.tool_calls if c.name not in NOT_TOOLS and not c.auto]
+            from agent.evidence import Ledger
+
+            sentences, unsupported, contradicted = shown_problems(res.answer, Ledger(list(res.evidence)),
+                                                                 item.question)
+            frame = res.frame.to_dict() if res.frame is not None else None
             row = {"id": item.id, "category": item.category, "tools": called,
                    "tools_ok": tools_ok(item.expected_tools, called),
-                   "auto_tools": [c.name for c in res.tool_calls if c.auto],
+                   "auto_tools": [c.name for c in res.tool_calls if c.auto and c.name not in NOT_TOOLS],
                    "model_tools_ok": tools_ok(item.expected_tools, chosen),
                    "facts": fact_score(res.answer, item.facts, item.forbidden),
                    "citation_validity": res.citation_validity,
-                   "unsupported": len(res.unsupported_sentences), "sentences": sentences,
+                   "unsupported": unsupported, "contradicted": contradicted, "sentences": sentences,
+                   "withheld": len(res.unsupported_sentences), "removed_contradicted": len(res.contradicted_sentences),
                    "attributed": len(res.attributed_sentences),
+                   "frame_ok": frame_ok(item.frame, frame), "frame": frame,
+                   "clarify_ok": (res.clarifying_question is not None) == item.clarify,
                    "ms": round(agent_ms, 1), "error": res.error, "answer": res.answer}
             if baseline:
                 question = " ".join(item.history + [item.question])
@@ -169,35 +208,45 @@ def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], model: 
         return round(statistics.fmean(xs), 3) if xs else None
 
     cv = [r["citation_validity"] for r in rows if r["citation_validity"] is not None]
+    total = max(1, sum(r["sentences"] for r in rows))
+    frames = [r["frame_ok"] for r in rows if r.get("frame_ok") is not None]
+    guideline = [r for r in rows if r["category"] in GUIDELINE_CATEGORIES]
     agent = {"tool_selection_accuracy": mean([1.0 if r["tools_ok"] else 0.0 for r in rows]),
-             # the same without the grounding fallback's automatic retrieval: what the model chose itself
+             # the same without the agent's own calls (frame plan, grounding fallback): what the model chose
              "model_tool_selection_accuracy": mean([1.0 if r.get("model_tools_ok", r["tools_ok"]) else 0.0
                                                     for r in rows]),
-             "auto_retrieval_turns": sum(1 for r in rows if r.get("auto_tools")),
+             "auto_tool_turns": sum(1 for r in rows if r.get("auto_tools")),
              "fact_accuracy": mean([r["facts"] for r in rows]),
+             "guideline_fact_accuracy": mean([r["facts"] for r in guideline]),
+             "contradiction_rate": round(sum(r.get("contradicted", 0) for r in rows) / total, 3),
+             "contradicted_removed": sum(r.get("removed_contradicted", 0) for r in rows),
+             "unsupported_sentence_rate": round(sum(r["unsupported"] for r in rows) / total, 3),
+             "withheld_sentence_rate": round(sum(r.get("withheld", 0) for r in rows) / total, 3),
+             "clarify_accuracy": mean([1.0 if r.get("clarify_ok", True) else 0.0 for r in rows]),
+             "frame_accuracy": mean([1.0 if ok else 0.0 for ok in frames]),
              "citation_validity": mean(cv),
-             "unsupported_sentence_rate": round(sum(r["unsupported"] for r in rows)
-                                                / max(1, sum(r["sentences"] for r in rows)), 3),
              # sentences the model left uncited that the verifier attributed (share of all sentences)
-             "attributed_sentence_rate": round(sum(r.get("attributed", 0) for r in rows)
-                                               / max(1, sum(r["sentences"] for r in rows)), 3),
+             "attributed_sentence_rate": round(sum(r.get("attributed", 0) for r in rows) / total, 3),
              "p50_ms": _pct([r["ms"] for r in rows], 0.5), "p95_ms": _pct([r["ms"] for r in rows], 0.95),
              "errors": sum(1 for r in rows if r["error"])}
     out: dict[str, Any] = {"model": model, "n": len(rows), "skipped": skipped, "agent": agent}
     if baseline:
         out["llm_alone"] = {"fact_accuracy": mean([r["baseline_facts"] for r in rows]),
+                            "guideline_fact_accuracy": mean([r["baseline_facts"] for r in guideline]),
                             "p50_ms": _pct([r["baseline_ms"] for r in rows], 0.5),
                             "p95_ms": _pct([r["baseline_ms"] for r in rows], 0.95)}
     cats: dict[str, dict[str, Any]] = {}
     for r in rows:
-        c = cats.setdefault(r["category"], {"n": 0, "tools_ok": 0, "facts": [], "baseline_facts": []})
+        c = cats.setdefault(r["category"], {"n": 0, "tools_ok": 0, "facts": [], "baseline_facts": [], "ms": []})
         c["n"] += 1
         c["tools_ok"] += int(r["tools_ok"])
         c["facts"].append(r["facts"])
+        c["ms"].append(r["ms"])
         if "baseline_facts" in r:
             c["baseline_facts"].append(r["baseline_facts"])
     out["by_category"] = {k: {"n": v["n"], "tool_selection_accuracy": round(v["tools_ok"] / v["n"], 3),
-                              "fact_accuracy": mean(v["facts"]), "llm_alone_fact_accuracy": mean(v["baseline_facts"])}
+                              "fact_accuracy": mean(v["facts"]), "llm_alone_fact_accuracy": mean(v["baseline_facts"]),
+                              "p50_ms": _pct(v["ms"], 0.5)}
                           for k, v in cats.items()}
     out["items"] = rows
     return out
@@ -206,16 +255,20 @@ def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], model: 
 def format_report(report: dict[str, Any]) -> str:
     a = report["agent"]
     lines = [f"model {report['model']}: {report['n']} questions ({len(report['skipped'])} skipped)", "",
-             "| | tool selection | fact accuracy | citation validity | unsupported rate | p50 s | p95 s |",
-             "|---|---|---|---|---|---|---|",
-             f"| agent | {a['tool_selection_accuracy']} | {a['fact_accuracy']} | {a['citation_validity']} | "
-             f"{a['unsupported_sentence_rate']} | {(a['p50_ms'] or 0) / 1000:.1f} | {(a['p95_ms'] or 0) / 1000:.1f} |"]
+             "| | facts (guideline cats) | facts (all) | contradicted shown | unsupported shown | withheld | "
+             "clarify | frame | tools | citation validity | p50 s | p95 s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|",
+             f"| agent | {a['guideline_fact_accuracy']} | {a['fact_accuracy']} | {a['contradiction_rate']} | "
+             f"{a['unsupported_sentence_rate']} | {a['withheld_sentence_rate']} | {a['clarify_accuracy']} | "
+             f"{a['frame_accuracy']} | {a['tool_selection_accuracy']} | {a['citation_validity']} | "
+             f"{(a['p50_ms'] or 0) / 1000:.1f} | {(a['p95_ms'] or 0) / 1000:.1f} |"]
     if "llm_alone" in report:
         b = report["llm_alone"]
-        lines.append(f"| LLM alone | - | {b['fact_accuracy']} | - | - | {(b['p50_ms'] or 0) / 1000:.1f} | "
-                     f"{(b['p95_ms'] or 0) / 1000:.1f} |")
-    lines += ["", "| category | n | tool selection | facts (agent) | facts (LLM alone) |", "|---|---|---|---|---|"]
+        lines.append(f"| LLM alone | {b.get('guideline_fact_accuracy')} | {b['fact_accuracy']} | - | - | - | - | - | - "
+                     f"| - | {(b['p50_ms'] or 0) / 1000:.1f} | {(b['p95_ms'] or 0) / 1000:.1f} |")
+    lines += ["", "| category | n | tool selection | facts (agent) | facts (LLM alone) | p50 s |",
+              "|---|---|---|---|---|---|"]
     for k, v in report["by_category"].items():
         lines.append(f"| {k} | {v['n']} | {v['tool_selection_accuracy']} | {v['fact_accuracy']} | "
-                     f"{v['llm_alone_fact_accuracy']} |")
+                     f"{v['llm_alone_fact_accuracy']} | {(v.get('p50_ms') or 0) / 1000:.1f} |")
     return "\n".join(lines)

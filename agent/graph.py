@@ -39,6 +39,9 @@ from langgraph.runtime import Runtime
 
 from agent.answer import NO_ANSWER, compose, extractive_answer, last_full_sentence
 from agent.evidence import Ledger
+from agent.frame import CaseFrame, compose_answer, plan_for, read_case
+from agent.frame.model import READ_CASE, frame_draft, frame_schema, previous_frame
+from agent.frame.reader import is_smalltalk
 from agent.grounding import plan_fallback, tool_call_message
 from agent.history import prompt_messages
 from agent.llm.base import ChatBackend, ChatResult, TokenCallback, ToolCall
@@ -51,6 +54,7 @@ from tools.errors import LLMError, RadconsultError, ToolArgumentError
 log = logging.getLogger(__name__)
 
 RETRIEVING = "No source cited yet: searching the knowledge base, then answering again."
+FRAME_TOKENS = 200  # the frame's JSON: about 40-120 tokens
 
 
 class CaseState(TypedDict, total=False):
@@ -69,6 +73,8 @@ class CaseState(TypedDict, total=False):
     calls: list[dict[str, Any]]   # ToolCallRecord.to_dict() of this turn's calls
     again: bool              # check_calls asks for another model call (retry or forced answer)
     answered: bool           # the gate answered without the model
+    frame: dict[str, Any]    # this turn's case frame (CaseFrame.to_dict())
+    plan: dict[str, Any]     # what the frame needs: answer_by, clarify, statement
     llm_ms: float
     tools_ms: float
     error: str | None
@@ -102,7 +108,8 @@ def turn_update(patient_key: str | None, user: dict[str, Any], studies: list[dic
     """The input that starts a turn: the user's message, new studies, and every per-turn key reset."""
     return {"messages": [user], "studies": studies, "patient_key": patient_key, "turn_start": turn_start,
             "ev_start": ev_start, "round": 0, "retries": 0, "force": False, "reply": {}, "pending": [],
-            "calls": [], "again": False, "answered": False, "llm_ms": 0.0, "tools_ms": 0.0, "error": None}
+            "calls": [], "again": False, "answered": False, "frame": {}, "plan": {}, "llm_ms": 0.0,
+            "tools_ms": 0.0, "error": None}
 
 
 def _question(state: CaseState) -> str:
@@ -123,11 +130,13 @@ class AgentGraph:
     """The compiled graph and the tool executor it owns (shut down by :meth:`close`)."""
 
     def __init__(self, backend: ChatBackend, tools: dict[str, ToolSpec], limits: GraphLimits,
-                 checkpointer: Any = None) -> None:
+                 checkpointer: Any = None, read_frames: bool = True) -> None:
         self.backend = backend
+        self.read_frames = read_frames  # False: every question goes to the model's own tool loop
         self.tools = tools
         self.limits = limits
-        self.schemas = [t.schema() for t in tools.values()]
+        # the frame's schema first: it is part of the cached prompt prefix like every tool's
+        self.schemas = [frame_schema(), *(t.schema() for t in tools.values())]
         self.system = render("system")
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="radconsult-tool")
         self.compiled = self._build(checkpointer)
@@ -137,20 +146,40 @@ class AgentGraph:
 
     def _build(self, checkpointer: Any) -> Any:
         g = StateGraph(CaseState, context_schema=TurnContext)
-        for name, node in (("gate", self.gate), ("model", self.model), ("check_calls", self.check_calls),
-                           ("tools", self.run_tools), ("review", self.review), ("finish", self.finish)):
+        for name, node in (("gate", self.gate), ("read_frame", self.read_frame), ("model", self.model),
+                           ("check_calls", self.check_calls), ("tools", self.run_tools), ("render", self.render),
+                           ("review", self.review), ("finish", self.finish)):
             g.add_node(name, node)
         g.add_edge(START, "gate")
-        g.add_conditional_edges("gate", lambda s: "finish" if s.get("answered") else "model",
-                                ["finish", "model"])
+        g.add_conditional_edges("gate", self._after_gate, ["finish", "read_frame", "model"])
+        g.add_conditional_edges("read_frame", self._after_frame, ["tools", "render", "model", "finish"])
         g.add_conditional_edges("model", self._after_model, ["check_calls", "review", "finish"])
         g.add_conditional_edges("check_calls", self._after_check, ["model", "tools", "review", "finish"])
-        g.add_edge("tools", "model")
+        g.add_conditional_edges("tools", self._after_tools, ["render", "model"])
+        g.add_edge("render", "finish")
         g.add_conditional_edges("review", lambda s: "tools" if s.get("pending") else "finish", ["tools", "finish"])
         g.add_edge("finish", END)
         return g.compile(checkpointer=checkpointer)
 
     # --- routing ----------------------------------------------------------------------------------
+    def _after_gate(self, state: CaseState) -> str:
+        if state.get("answered"):
+            return "finish"
+        return "read_frame" if self.read_frames else "model"
+
+    @staticmethod
+    def _after_frame(state: CaseState) -> str:
+        if state.get("error"):
+            return "finish"
+        if state.get("pending"):
+            return "tools"
+        return "render" if (state.get("plan") or {}).get("answer_by") == "render" else "model"
+
+    @staticmethod
+    def _after_tools(state: CaseState) -> str:
+        """A frame whose answer is rendered from the results goes on to render it; otherwise the model answers."""
+        return "render" if (state.get("plan") or {}).get("answer_by") == "render" else "model"
+
     @staticmethod
     def _after_model(state: CaseState) -> str:
         if state.get("error"):
@@ -167,7 +196,10 @@ class AgentGraph:
         return "tools" if state.get("pending") else "review"
 
     def _forced(self, state: CaseState) -> bool:
-        return state.get("force", False) or state.get("round", 0) >= self.limits.max_tool_rounds
+        """The next model call must answer without tools: asked to, out of rounds, or the frame already ran
+        the tools the answer needs."""
+        return (state.get("force", False) or state.get("round", 0) >= self.limits.max_tool_rounds
+                or (state.get("plan") or {}).get("answer_by") == "model")
 
     # --- nodes ------------------------------------------------------------------------------------
     def gate(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
@@ -176,6 +208,54 @@ class AgentGraph:
             return {}
         runtime.context.emit(ACTION_ANSWER)
         return {"messages": [{"role": "assistant", "content": ACTION_ANSWER, "meta": "answer"}], "answered": True}
+
+    def read_frame(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """Read the question into a case frame (the LLM under the frame's JSON schema, checked against the
+        text), then plan: the calls the agent makes itself, a clarifying question or a statement."""
+        question, ctx = _question(state), runtime.context
+        t0, draft = time.perf_counter(), None
+        if not is_smalltalk(question):
+            messages = prompt_messages(state.get("messages", []), state.get("turn_start", 0), self.system)
+            try:
+                res = self.backend.chat(messages, self.schemas, tool_choice=READ_CASE, max_tokens=FRAME_TOKENS)
+                draft = frame_draft(res)
+            except LLMError as exc:
+                log.error("LLM failure while reading the case: %s", exc)
+                return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000}
+        frame_ms = (time.perf_counter() - t0) * 1000
+        frame = read_case(question, draft, previous_frame(state), has_image=bool(state.get("studies")),
+                          has_patient=bool(state.get("patient_key")))
+        installed = [m.name for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
+        plan = plan_for(frame, question, installed, bool(state.get("patient_key")))
+        ctx.tools.frame = frame
+        calls = []
+        for n, (name, args) in enumerate(plan.calls, start=1):
+            try:
+                self.tools[name].validate(args)
+            except (KeyError, ToolArgumentError) as exc:
+                log.info("frame plan skips %s: %s", name, exc)
+                continue
+            calls.append({"id": f"frame_{n}", "name": name, "args": args, "auto": True})
+        record = ToolCallRecord(READ_CASE, frame.to_dict(), round(frame_ms, 1), True)
+        update: dict[str, Any] = {"frame": frame.to_dict(), "pending": calls, "calls": [record.to_dict()],
+                                  "plan": {"answer_by": plan.answer_by, "clarify": plan.clarify,
+                                           "statement": plan.statement},
+                                  "llm_ms": state.get("llm_ms", 0.0) + frame_ms}
+        if calls:
+            update["messages"] = [tool_call_message(calls)]
+        return update
+
+    def render(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """The answer rendered from the frame's results (the recommendation is the calculator's own words)."""
+        frame = CaseFrame.from_dict(state.get("frame") or {})
+        plan = state.get("plan") or {}
+        items = Ledger.from_dicts(state.get("evidence", [])[state.get("ev_start", 0):]).items
+        answer = compose_answer(frame, items, plan.get("clarify"), plan.get("statement"))
+        failed = [c.get("error") or c["name"] for c in state.get("calls", []) if not c["ok"]]
+        if failed:
+            answer += f"\nNot done: {'; '.join(failed)}."
+        runtime.context.emit(answer)
+        return {"messages": [{"role": "assistant", "content": answer, "meta": "answer"}], "pending": []}
 
     def model(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         """One LLM call; its reply goes to ``check_calls`` (tool calls) or ``review`` (text)."""
@@ -214,8 +294,11 @@ class AgentGraph:
     def check_calls(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         """Validate the model's tool calls: retry once with the error, then force an answer."""
         reply, force = state.get("reply") or {}, self._forced(state)
-        calls = [ToolCall(c["name"], c["arguments"], c["id"]) for c in reply.get("tool_calls", [])]
+        calls = [ToolCall(c["name"], c["arguments"], c["id"]) for c in reply.get("tool_calls", [])
+                 if c["name"] != READ_CASE]  # the frame is read once, before the model's own turn
         problem = reply.get("parse_error")
+        if not calls and not problem:
+            return {"force": True, "pending": [], "again": True}
         corrections: list[str] = []
         if not problem:
             calls, corrections, problem = self._validate_calls(calls, _question(state))
@@ -293,9 +376,11 @@ class AgentGraph:
         answer = (reply.get("text") or "").strip()
         if reply.get("finish_reason") == "length":
             answer = last_full_sentence(answer)
-        # the fallback also follows a forced answer (a repeated or invalid call), not the round limit
+        # the fallback also follows a forced answer (a repeated or invalid call), not the round limit; it
+        # is for the model's own loop only (a frame already chose what to retrieve)
         rounds_left = state.get("round", 0) < self.limits.max_tool_rounds
-        auto = plan_fallback(state, answer, self.tools) if rounds_left else []
+        loop = (state.get("plan") or {}).get("answer_by", "loop") == "loop"
+        auto = plan_fallback(state, answer, self.tools) if rounds_left and loop else []
         if auto:  # an uncited clinical answer before any tool ran: retrieve, then answer again
             # the draft was already streamed: say why another answer follows
             runtime.context.emit(f"\n\n({RETRIEVING})\n\n")
@@ -321,12 +406,16 @@ class AgentGraph:
                 msgs_out = [{"role": "assistant", "content": answer, "meta": "error"}]
         ledger = Ledger.from_dicts(state.get("evidence", []))
         turn_items = ledger.items[state.get("ev_start", 0):]
-        failed = [c.get("error") or c["name"] for c in state.get("calls", []) if not c["ok"] and not c.get("auto")]
-        shown = compose(answer, ledger, turn_items, _question(state), failed, state.get("error"))
+        rendered = (state.get("plan") or {}).get("answer_by") == "render"
+        failed = [] if rendered else [c.get("error") or c["name"] for c in state.get("calls", [])
+                                      if not c["ok"] and not c.get("auto")]
+        shown = compose(answer, ledger, turn_items, _question(state), failed, state.get("error"), rendered)
         record = {"question": _question(state), "answer": shown.answer, "marked_answer": shown.marked_answer,
                   "cited": shown.cited, "unsupported_sentences": shown.unsupported,
                   "attributed_sentences": shown.attributed, "citation_validity": shown.citation_validity,
                   "invalid_ids": shown.invalid_ids, "tool_calls": state.get("calls", []), "error": state.get("error"),
+                  "contradicted_sentences": shown.contradicted, "frame": state.get("frame") or None,
+                  "clarifying_question": (state.get("plan") or {}).get("clarify"),
                   "evidence_ids": [e.id for e in turn_items],
                   "timings": {"llm_ms": round(state.get("llm_ms", 0.0), 1),
                               "tools_ms": round(state.get("tools_ms", 0.0), 1),

@@ -70,7 +70,7 @@ def plan_fallback(state: dict[str, Any], answer: str, tools: dict[str, Any]) -> 
 
     Each call is ``{"id", "name", "args", "auto": True}``, validated against the tool's schema.
     """
-    calls_so_far = state.get("calls", [])
+    calls_so_far = [c for c in state.get("calls", []) if c.get("name") != "read_case"]
     # Image tools describe the study, not what to do about it: an answer that adds uncited guideline
     # claims after only looking at the image still needs retrieval. Any other tool (retrieval, a
     # calculator), or the fallback itself having fired, means the turn was already grounded.

@@ -16,7 +16,7 @@ from tools.disclaimer import DISCLAIMER
 if TYPE_CHECKING:
     import numpy as np
 
-    from agent.frame import CaseFrame
+    from agent.frame.model import CaseFrame
     from agent.summary import Summary
 
 

@@ -49,10 +49,6 @@ ACTION_ANSWER = ("I can't do that: I am a decision-support assistant for reading
                  "prior reports.")
 
 
-CALCULATOR_TOOLS = frozenset({"fleischner_followup", "lung_rads_category", "birads_category",
-                              "uspstf_lung_screening", "uspstf_breast_screening"})
-
-
 def is_action_request(question: str) -> bool:
     return bool(ACTION.search(question or ""))
 

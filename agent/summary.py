@@ -19,6 +19,7 @@ from agent.evidence import Evidence, Ledger
 from agent.llm.base import ChatBackend
 from agent.prompts import render
 from agent.signoff import DEFAULT_INTENDED_USE, EvidenceRef, Report, StudyRef
+from agent.verify import CITE as CITE_MARK
 from agent.verify import verify
 from tools.errors import LLMError
 
@@ -145,8 +146,29 @@ def _llm_impression(question: str, ledger: Ledger, backend: ChatBackend) -> tupl
     res = backend.chat([{"role": "system", "content": render("system")}, {"role": "user", "content": prompt}],
                        None, tool_choice="none", max_tokens=200)
     check = verify(res.text, ledger)
+    # a sentence of citation markers alone ("[E1] [E4]") says nothing: only supported prose is kept
     kept = [SummaryLine(s.text, []) for s in check.sentences if s.status == "supported" and s.cited]
     return kept, check.unsupported
+
+
+def recommendations(state: dict[str, Any], ledger: Ledger) -> list[SummaryLine]:
+    """What to do, from the rules that applied: each calculator result in its rendered words, and only the
+    guideline passages an answer cited (never every retrieved section, most of them for other cases)."""
+    from agent.frame.compose import sentences_for
+    from agent.frame.model import CaseFrame
+
+    frames = {}
+    for record in state.get("turns", []):
+        for eid in record.get("evidence_ids", []):
+            frames[eid] = CaseFrame.from_dict(record.get("frame") or {})
+    lines = []
+    for e in ledger.of_kind("calculator"):
+        text = " ".join(CITE_MARK.sub("", s).strip() for s in sentences_for(e, frames.get(e.id, CaseFrame())))
+        lines.append(SummaryLine(re.sub(r"\s+\.", ".", text), [e.id]))
+    cited = {c for record in state.get("turns", []) for c in record.get("cited", [])}
+    lines += [SummaryLine(f"{e.source}{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
+              for e in ledger.of_kind("guideline") if e.id in cited]
+    return lines
 
 
 def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, model_name: str = "") -> Summary:
@@ -160,9 +182,7 @@ def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, mod
     comparison = [SummaryLine(f"Prior report{' dated ' + e.date if e.date else ' (undated)'}"
                               f"{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
                   for e in sorted(ledger.of_kind("prior_report"), key=lambda x: x.date or "")]
-    recs = [SummaryLine(f"{e.title or e.source}: {e.quote}", [e.id]) for e in ledger.of_kind("calculator")]
-    recs += [SummaryLine(f"{e.source}{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
-             for e in ledger.of_kind("guideline")]
+    recs = recommendations(state, ledger)
     impression, source, unsupported = [], "deterministic", []
     if backend is not None and ledger.items:
         try:

@@ -1,6 +1,7 @@
 """Citation verifier: every cited id exists and supports its sentence; uncited clinical claims are marked.
 
-Support is lexical: the sentence's content words (lower-cased, cut to a 5-letter stem) must overlap
+Support is lexical, and a cited sentence must not contradict its evidence (agent/contradiction.py:
+intervals, categories, probabilities, labels, negations). Lexical support: the sentence's content words (lower-cased, cut to a 5-letter stem) must overlap
 the cited evidence's text (quote, title, section, facts), and every number in the sentence must occur
 in the cited evidence. Cheap, deterministic and explainable: the verifier says *why* a sentence is
 unsupported. A sentence is a clinical claim when it names a clinical or imaging concept or a
@@ -13,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agent.contradiction import contradiction
 from agent.evidence import Evidence, Ledger
 
 CITE = re.compile(r"\[(E\d+(?:\s*[,;]\s*E?\d+)*)\]")
@@ -29,6 +31,9 @@ _CLINICAL = re.compile(
 _NOT_CLAIM = re.compile(
     r"^(hello|hi|thanks|thank you|you're welcome|i can help|i'm|i am|how can i|feel free|let me know|"
     r"please (attach|provide|ask|consult)|i could not|i cannot|i can't|sorry)\b|"
+    # the agent's own statements about how it read the question and what its tools cover
+    r"^(read as|assumed|not done|no installed model|the installed models|the bundled (nodule )?guidelines|"
+    r"no patient is attached|the recommendation depends on)\b|"
     r"decision support|not a diagnosis|clinician (decides|must)|consult (a|your) (radiologist|clinician|physician)",
     re.I)
 
@@ -37,7 +42,7 @@ _NOT_CLAIM = re.compile(
 class SentenceCheck:
     text: str
     cited: list[str]
-    status: str          # supported | unsupported | no_claim
+    status: str          # supported | unsupported | contradicted | empty | no_claim
     reason: str = ""
 
 
@@ -66,7 +71,8 @@ class Verification:
         if not pairs:
             return None
         bad = sum(1 for s in self.sentences for c in s.cited
-                  if c in self.invalid_ids or (s.status == "unsupported" and "does not support" in s.reason))
+                  if c in self.invalid_ids or s.status == "contradicted"
+                  or (s.status == "unsupported" and "does not support" in s.reason))
         return 1 - bad / pairs
 
     @property
@@ -77,7 +83,7 @@ class Verification:
         """The answer with each unsupported sentence visibly marked."""
         out = []
         for s in self.sentences:
-            out.append(f"{s.text} [unsupported: {s.reason}]" if s.status == "unsupported" else s.text)
+            out.append(f"{s.text} [{s.status}: {s.reason}]" if s.status in ("unsupported", "contradicted") else s.text)
         return " ".join(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,8 +109,28 @@ def _numbers(text: str) -> set[str]:
     return {n.lstrip("0") or "0" for n in re.findall(r"(?<![E\w])\d+(?:\.\d+)?", text)}
 
 
+def _support_numbers(text: str) -> set[str]:
+    """The numbers of evidence text, with each probability also as a percentage (0.03 supports "3%")."""
+    nums = _numbers(text)
+    for n in list(nums):
+        value = float(n)
+        if 0 < value < 1:
+            pct = round(value * 100, 1)
+            nums.add(f"{pct:g}")
+    return nums
+
+
 def parse_ids(token: str) -> list[str]:
     return [("E" + x.lstrip("Ee")) for x in re.split(r"\s*[,;]\s*", token.strip())]
+
+
+_DANGLING = re.compile(r"\b(as|of|to|at|in|for|with|is|are|was|were|by|the|a|an|and|or|from|than|be)\W*$", re.I)
+
+
+def is_empty(plain: str) -> bool:
+    """A sentence with no content of its own: only markers, or cut off ("The follow-up is recommended as")."""
+    words = re.findall(r"[A-Za-z]{2,}", plain)
+    return len(words) < 2 or bool(_DANGLING.search(plain.strip().rstrip(".!?:;, ")))
 
 
 def is_claim(sentence: str) -> bool:
@@ -144,6 +170,8 @@ def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> Sentenc
     for token in CITE.findall(sentence):
         ids += parse_ids(token)
     plain = CITE.sub("", sentence)
+    if ids and is_empty(plain):
+        return SentenceCheck(sentence, ids, "empty", "says nothing but its citation")
     if not ids:
         if is_claim(sentence):
             if restates(plain, question):
@@ -157,9 +185,12 @@ def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> Sentenc
     support = " ".join(e.support_text() for e in evidence)
     words = _stems(plain)
     overlap = words & _stems(support)
-    nums = _numbers(plain) - _numbers(support) - _numbers(question)
+    nums = _numbers(plain) - _support_numbers(support) - _numbers(question)
     if words and not overlap:
         return SentenceCheck(sentence, ids, "unsupported", f"cited {', '.join(ids)} does not support this sentence")
+    conflict = contradiction(plain, evidence)
+    if conflict:
+        return SentenceCheck(sentence, ids, "contradicted", conflict)
     if nums:
         return SentenceCheck(sentence, ids, "unsupported",
                              f"number(s) {', '.join(sorted(nums))} not found in {', '.join(ids)} (does not support)")

@@ -69,6 +69,10 @@ class UnknownNameError(RadconsultError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class CaseBusyError(RadconsultError):
+    """Another question of the same case is being answered (by this process or another)."""
+
+
 class StoreError(RadconsultError):
     """The knowledge base cannot be opened or written."""
 

@@ -81,27 +81,33 @@ def _chatml(messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> s
 
 
 def busy_cores(interval_s: float = 0.25) -> float | None:
-    """Cores in use by other work right now, from two samples of /proc/stat; None where unavailable.
+    """Cores in use by *other* processes right now, from two samples of /proc/stat; None where unavailable.
 
-    The load average is the wrong signal: it lags by a minute and counts tasks waiting on I/O, and some
-    virtual machines sit at a load of 1 while idle (measured here: load 1.0 on an idle 2-core VM picked
-    one thread, and the 1.5B guideline turn took 13.7 s instead of 8.7 s).
+    This process's own CPU time in the window (from /proc/self/stat) is subtracted: a process that is still
+    starting (imports, loading the model) would otherwise count itself as load and pick one thread on an
+    idle machine. The load average is the wrong signal too: it lags by a minute and counts tasks waiting on
+    I/O, and some virtual machines sit at a load of 1 while idle (measured here: load 1.0 on an idle 2-core
+    VM picked one thread, and the 1.5B guideline turn took 13.7 s instead of 8.7 s).
     """
-    def sample() -> tuple[int, int]:
+    def sample() -> tuple[int, int, int]:
         with open("/proc/stat", encoding="ascii") as fh:
             values = [int(v) for v in fh.readline().split()[1:]]
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            own = fh.read().rsplit(")", 1)[1].split()
         idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values[:8]), idle
+        return sum(values[:8]), idle, int(own[11]) + int(own[12])  # utime + stime of this process
 
     try:
-        total0, idle0 = sample()
+        total0, idle0, own0 = sample()
         time.sleep(interval_s)
-        total1, idle1 = sample()
+        total1, idle1, own1 = sample()
     except (OSError, ValueError, IndexError):
         return None
     if total1 <= total0:
         return None
-    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+    cores = os.cpu_count() or 1
+    busy = (total1 - total0) - (idle1 - idle0) - (own1 - own0)
+    return max(0.0, cores * busy / (total1 - total0))
 
 
 def auto_threads() -> int:

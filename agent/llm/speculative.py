@@ -93,13 +93,15 @@ class CallDrafter:
             tool = self.tools[names[0]]
             return names[0][len(text):] + '", "arguments": {' + self._rest_of_arguments(tool, set(), None)
         tool = self.tools.get(text.split('"', 1)[0])
-        m = re.match(r'[^"]*", "arguments": \{', text)
+        if tool is not None and re.fullmatch(r'[^"]*", "arguments": ?', text):  # a forced call, before its "{"
+            return "{" + self._rest_of_arguments(tool, set(), None)
+        m = re.match(r'[^"]*", "arguments": ?\{', text)
         if tool is None or m is None:
             return ""
         args = text[m.end():]
         keys = re.findall(r'"(\w+)":', args)
-        if not keys:
-            return ""
+        if not keys:  # the arguments just opened (a forced call starts here): the first key
+            return self._rest_of_arguments(tool, set(), None) if not args.strip() else ""
         last = keys[-1]
         if args.count('"') % 2:  # inside a string value: finish an enum value once it is unambiguous
             partial = args[args.rindex('"') + 1:]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from tools.errors import ToolArgumentError, ToolExecutionError
 
 if TYPE_CHECKING:
+    from agent.frame.model import CaseFrame
     from agent.results import SaliencyMap
     from knowledge.retrieve import Citation
     from tools.classifiers.bundle import Bundle
@@ -69,6 +70,7 @@ class ToolContext:
     patient_key: str | None = None
     question: str = ""
     saliency: list[SaliencyMap] = field(default_factory=list)
+    frame: CaseFrame | None = None   # how the question was read (retrieval keeps the sections that match it)
 
     def study(self, ref: str | None) -> AttachedStudy:
         if not self.studies:

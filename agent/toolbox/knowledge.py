@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from knowledge.retrieve import Citation
 
 RESULTS = 3  # passages per search: enough to cover the question, few enough to read before answering
+CANDIDATES = 8  # passages retrieved before the ones that do not fit the case frame are left out
 
 
 class SearchArgs(BaseModel):
@@ -34,9 +35,15 @@ def citations_to_evidence(cits: list[Citation], kind: str, tool: str, ledger: Le
 
 
 def _search_guidelines(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
+    from agent.frame.sections import applicable
+
     kb = ctx.services.knowledge
     kb.ensure_ready()
-    cits = kb.search(args.query, "guideline", k=RESULTS)
+    if ctx.frame is not None:  # the sections whose conditions match how the question was read
+        cits = applicable(kb.search(args.query, "guideline", k=CANDIDATES), lambda c: c.section, ctx.frame)
+        cits = cits[:RESULTS]
+    else:
+        cits = kb.search(args.query, "guideline", k=RESULTS)
     if not cits:
         raise ToolExecutionError("no guideline passage matches that query")
     return citations_to_evidence(cits, "guideline", "search_guidelines", ledger)

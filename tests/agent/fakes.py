@@ -28,6 +28,8 @@ class ScriptedBackend:
              tool_choice: str = "auto", on_token: TokenCallback | None = None,
              max_tokens: int | None = None) -> ChatResult:
         self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice})
+        if tool_choice not in ("auto", "none") and not self._next_calls(tool_choice):
+            return ChatResult()  # a forced call (the case frame) the script does not answer: no draft
         if not self.steps:
             raise LLMError("script exhausted")
         step = self.steps.pop(0)
@@ -40,8 +42,17 @@ class ScriptedBackend:
                 on_token(word + " ")
         return step
 
+    def _next_calls(self, name: str) -> bool:
+        step = self.steps[0] if self.steps else None
+        return isinstance(step, ChatResult) and any(c.name == name for c in step.tool_calls)
+
     def close(self) -> None:
         return None
+
+
+def frame(**fields: Any) -> ChatResult:
+    """The model's draft of the case frame (its forced ``read_case`` call)."""
+    return ChatResult(tool_calls=[ToolCall("read_case", fields, "c_frame")])
 
 
 def call(name: str, **args: Any) -> ChatResult:
@@ -108,14 +119,24 @@ def fake_tools(guideline_quote: str = GUIDELINE, report_quote: str = "Stable 5 m
                            date="2023-03-14", section="Findings")]
 
     def fleischner(args: FleischnerArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
+        # the facts have the production shape (agent.toolbox.calculators: inputs and the structured result)
+        result = {"applicable": True, "recommendation": "CT at 6-12 months, then consider CT at 18-24 months.",
+                  "rule": "solid, single, 6-8 mm, low risk", "size_mm_used": round(args.size_mm), "notes": [],
+                  "guideline": "Fleischner Society 2017"}
         return [ledger.add("calculator", "fleischner_followup", "Fleischner Society 2017", title="Fleischner 2017",
-                           quote="CT at 6-12 months, then consider CT at 18-24 months", section="Solid nodules")]
+                           quote="CT at 6-12 months, then consider CT at 18-24 months", section="Solid nodules",
+                           facts={"inputs": args.model_dump(mode="json"), "result": result})]
 
     def classify(args: StudyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
+        # the facts have the production shape (agent.toolbox.imaging.finding_facts)
+        facts = {"study": "S1", "model": "pneumonia-cxr", "version": "1.0.0", "label": "normal",
+                 "probabilities": {"normal": 0.97, "pneumonia": 0.03}, "probability": 0.03,
+                 "positive_label": "pneumonia", "threshold": 0.74, "abstained": False, "abstain_reason": None,
+                 "caution": "trained on paediatric chest radiographs", "ood_flag": False, "saliency": False,
+                 "model_card": {"name": "pneumonia-cxr", "intended_use": "Frontal chest radiographs of young children."}}
         return [ledger.add("classifier", "classify_study", "pneumonia-cxr", title="pneumonia-cxr on study S1",
                            quote="pneumonia-cxr 1.0.0: P(pneumonia) = 0.03 (threshold 0.74) -> normal; caution: "
-                                 "trained on paediatric chest radiographs",
-                           facts={"probability": 0.03, "abstained": False, "label": "normal"})]
+                                 "trained on paediatric chest radiographs", facts=facts)]
 
     def slow(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
         import time

@@ -75,7 +75,7 @@ def _scripted(monkeypatch, steps):
 
     class Scripted(consultation.Consultation):
         def __init__(self, settings, **kw):
-            super().__init__(settings, backend=ScriptedBackend(steps), tools=fake_tools())
+            super().__init__(settings, backend=ScriptedBackend(steps), tools=fake_tools(), read_frames=False)
 
     monkeypatch.setattr(consultation, "Consultation", Scripted)
 
@@ -95,9 +95,9 @@ def test_text_mode_streams_the_draft_the_retrieval_note_then_the_final_answer(en
 def test_text_mode_prints_the_final_answer_when_it_differs_from_the_stream(env, capsys, monkeypatch):
     from tests.agent.fakes import call, text
 
-    # an answer that cites nothing gets the cited results added after it: the stream lacks them
+    # an answer that carries none of the results gets the retrieved passage quoted after it: the stream lacks it
     _scripted(monkeypatch, [call("search_guidelines", query="7 mm nodule"), text("Here is what I found.")])
     assert main(["ask", "Follow-up for a 7 mm solid nodule?", "--case", "c-digest"]) == 0
     out = capsys.readouterr().out
     answer = out[out.index("Answer:"):]
-    assert answer.index("Here is what I found.") < answer.index("From the tool results:") < answer.index("[E1]")
+    assert answer.index("Here is what I found.") < answer.index("Fleischner 2017, Solid nodules:") < answer.index("[E1]")

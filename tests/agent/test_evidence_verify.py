@@ -60,9 +60,9 @@ def test_nonexistent_id_and_unrelated_citation_and_invented_number():
     reasons = [s.reason for s in check.sentences]
     assert "does not exist" in reasons[0]
     assert "does not support" in reasons[1]
-    assert "3" in reasons[2]
+    assert "3 months" in reasons[2] and check.sentences[2].status == "contradicted"  # 3 months is not 6-12
     assert check.invalid_ids == ["E9"] and check.citation_validity == 0.0
-    assert check.marked_answer().count("[unsupported:") == 3
+    assert check.marked_answer().count("[unsupported:") == 2 and check.marked_answer().count("[contradicted:") == 1
 
 
 def test_uncited_claim_marked_but_small_talk_not():

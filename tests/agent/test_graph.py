@@ -12,7 +12,7 @@ from tools.errors import InputError, LLMError
 
 def make(settings, steps, **kw):
     backend = ScriptedBackend(steps)
-    return Consultation(settings, backend=backend, tools=fake_tools(**kw)), backend
+    return Consultation(settings, backend=backend, tools=fake_tools(**kw), read_frames=False), backend
 
 
 def test_tool_then_cited_answer(settings):
@@ -32,7 +32,7 @@ def test_tool_then_cited_answer(settings):
     assert tool_msg["role"] == "tool" and "[E1]" in tool_msg["content"] and "<<< quoted data" in tool_msg["content"]
 
 
-def test_uncited_and_wrongly_cited_claims_are_marked(settings):
+def test_uncited_and_wrongly_cited_claims_are_withheld(settings):
     consult, _ = make(settings, [
         call("search_guidelines", query="nodule"),
         text("CT at 6-12 months is advised [E1]. The nodule is certainly malignant. Biopsy now [E7]."),
@@ -40,7 +40,8 @@ def test_uncited_and_wrongly_cited_claims_are_marked(settings):
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert "The nodule is certainly malignant." in res.unsupported_sentences
     assert "Biopsy now [E7]." in res.unsupported_sentences
-    assert "[unsupported:" in res.marked_answer
+    # the clinician reads only what the evidence supports; the withheld sentences are listed apart
+    assert res.answer == "CT at 6-12 months is advised [E1]." and "malignant" not in res.marked_answer
     assert res.citation_validity == 0.5
 
 
@@ -154,8 +155,8 @@ def test_stream_yields_pieces_then_result(settings):
 def test_ungrounded_answer_gets_the_cited_results_beside_it(settings):
     consult, _ = make(settings, [call("search_guidelines", query="nodule"), text("The nodule is benign.")])
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
-    assert res.answer.startswith("The nodule is benign.")
-    assert "From the tool results:" in res.answer and "[E1]" in res.answer
+    # the uncited claim is withheld; the one retrieved passage is quoted, not a digest of every result
+    assert "benign" not in res.answer and res.answer.startswith("Fleischner 2017, Solid nodules: \"For a single")
     assert list(res.unsupported_sentences) == ["The nodule is benign."]
     assert [c.id for c in res.citations] == ["E1"]
 
@@ -220,6 +221,7 @@ def test_case_database_never_holds_the_image_path(settings, tmp_path):
 
     tools = {**fake_tools(), "inspect_study": real_tools(settings)["inspect_study"]}
     consult2 = Consultation(settings, backend=ScriptedBackend([call("inspect_study", study="S1"), text("Done.")]),
+                            read_frames=False,
                             tools=tools)
     res = consult2.ask("case-p", "Describe S1.")
     assert res.tool_calls and not res.tool_calls[0].ok
@@ -258,7 +260,7 @@ def test_a_cited_restatement_of_the_question_gets_the_results_beside_it(settings
     consult, _ = make(settings, [call("fleischner_followup", size_mm=10),
                                  text("The patient has a single 10 mm solid nodule [E1]. [E1]")])
     res = consult.ask("c-restate", "Follow-up for a single 10 mm solid nodule?")
-    assert "From the tool results:\n- Fleischner 2017: CT at 6-12 months" in res.answer
+    assert res.answer.endswith("Fleischner 2017, Solid nodules: \"CT at 6-12 months, then consider CT at 18-24 months\" [E1].")
     # an answer that states the result with its citation stands alone
     consult2, _ = make(settings, [call("fleischner_followup", size_mm=7), text("CT at 6-12 months [E1].")],)
     res2 = consult2.ask("c-states", "Follow-up for a single 7 mm solid nodule?")
@@ -304,16 +306,18 @@ def test_a_classifier_result_is_never_shown_without_its_probability(settings, an
     consult, _ = make(settings, [call("classify_study", study="latest"), text(answer)])
     res = consult.ask("c1", "Classify this image for pneumonia.")
     assert res.answer.startswith(answer)
-    assert ("From the tool results:" in res.answer) is shown
+    # a cited classifier result without its probability is stated with it, from the result itself
+    assert (res.answer != answer) is shown
     if shown:
-        assert "P(pneumonia) = 0.03" in res.answer and "paediatric" in res.answer
+        assert "P(pneumonia) = 0.03" in res.answer or "0.03" in res.answer
 
 
 def test_a_failed_turn_leaves_the_case_clean(settings):
     # a timed-out turn must not reach later prompts: the small model copied its error text forever
     consult, backend = make(settings, [LLMError("the language model timed out after 2 s"),
                                        call("search_guidelines", query="BI-RADS 4"),
-                                       text("BI-RADS 4 means a suspicious finding; biopsy is advised [E1].")])
+                                       text("BI-RADS 4 means a suspicious finding; biopsy is advised [E1].")],
+                            guideline_quote="BI-RADS 4: a suspicious finding; biopsy (tissue diagnosis) is advised.")
     first = consult.ask("c-timeout", "What does BI-RADS 3 mean?")
     assert first.error and "timed out" in first.answer
     second = consult.ask("c-timeout", "What does BI-RADS 4 mean?")

@@ -16,7 +16,7 @@ CITED = "For a 7 mm solid nodule, CT at 6-12 months is recommended [E1]."
 
 def make(settings, steps, **kw):
     backend = ScriptedBackend(steps)
-    return Consultation(settings, backend=backend, tools=fake_tools(**kw)), backend
+    return Consultation(settings, backend=backend, tools=fake_tools(**kw), read_frames=False), backend
 
 
 def test_uncited_clinical_answer_triggers_retrieval_then_a_cited_answer(settings):
@@ -64,10 +64,9 @@ def test_answer_after_a_tool_does_not_trigger(settings):
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert [c.name for c in res.tool_calls] == ["fleischner_followup"]
     assert not any(c.auto for c in res.tool_calls) and len(backend.requests) == 2
-    # the model forgot the marker, but the calculator's result says exactly this: the verifier cites it,
-    # and the result itself is shown beside the answer (the model cited nothing itself)
+    # the model forgot the marker, but the calculator's result says exactly this: the verifier cites it
     assert list(res.attributed_sentences) == [UNCITED] and res.unsupported_sentences == ()
-    assert res.answer.startswith(UNCITED[:-1] + " [E1].") and "From the tool results:" in res.answer
+    assert res.answer == UNCITED[:-1] + " [E1]."
 
 
 def test_uncited_guideline_claims_after_only_image_tools_trigger_retrieval(settings):
@@ -78,7 +77,7 @@ def test_uncited_guideline_claims_after_only_image_tools_trigger_retrieval(setti
     tools["inspect_study"] = spec("inspect_study", "describe the study",
                                        tools["search_prior_reports"].args_model,
                                        lambda args, ctx, ledger: [])
-    res = Consultation(settings, backend=backend, tools=tools).ask("c1", "Follow-up for a 7 mm solid nodule?")
+    res = Consultation(settings, backend=backend, tools=tools, read_frames=False).ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert [(c.name, bool(c.auto)) for c in res.tool_calls] == [
         ("inspect_study", False), ("search_guidelines", True)]
     assert res.answer == CITED
@@ -108,8 +107,8 @@ def test_fallback_fires_at_most_once_per_turn(settings):
     consult, backend = make(settings, [text(UNCITED), text(wrong)])
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert len(backend.requests) == 2 and len(res.tool_calls) == 1
-    # the still-uncited answer is marked, with the retrieved evidence shown beside it
-    assert res.answer.startswith(wrong) and "From the tool results:" in res.answer
+    # the still-uncited answer is withheld; the retrieved passage is quoted instead
+    assert wrong not in res.answer and res.answer.startswith("Fleischner 2017") and "[E1]" in res.answer
     assert wrong in res.unsupported_sentences
     # and it may fire again in the next turn of the same case
     consult._backend.steps = [text("A 9 mm solid nodule needs CT at 3 months."), text(CITED)]
@@ -147,7 +146,7 @@ def test_no_retrieval_tool_means_no_fallback(settings):
     tools = fake_tools()
     del tools["search_guidelines"]
     backend = ScriptedBackend([text(UNCITED)])
-    consult = Consultation(settings, backend=backend, tools=tools)
+    consult = Consultation(settings, backend=backend, tools=tools, read_frames=False)
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     # no guideline tool and no patient: nothing to schedule, the uncited answer stands, marked
     assert res.tool_calls == () and len(backend.requests) == 1 and list(res.unsupported_sentences) == [UNCITED]
@@ -164,7 +163,7 @@ def test_failed_auto_search_is_recorded_but_not_listed_as_not_done(settings):
     tools = fake_tools()
     tools["search_guidelines"] = spec("search_guidelines", "search guidelines", SearchArgs, broken)
     backend = ScriptedBackend([text(UNCITED), text("I could not find a guideline passage for this.")])
-    consult = Consultation(settings, backend=backend, tools=tools)
+    consult = Consultation(settings, backend=backend, tools=tools, read_frames=False)
     res = consult.ask("c1", "Follow-up for a 7 mm solid nodule?")
     assert res.tool_calls[0].auto and not res.tool_calls[0].ok
     assert "ERROR: no guideline passage" in backend.requests[1]["messages"][-1]["content"]

@@ -37,7 +37,7 @@ def obedient(messages: list[dict]) -> ChatResult:
 def run(settings, guideline_quote=GUIDELINE, report_quote="Stable nodule."):
     seen: list = []
     backend = ScriptedBackend([call("search_guidelines", query="7 mm nodule"), obedient])
-    consult = Consultation(settings, backend=backend,
+    consult = Consultation(settings, backend=backend, read_frames=False,
                            tools=fake_tools(guideline_quote=guideline_quote, report_quote=report_quote,
                                             seen_patients=seen))
     return consult.ask("c1", "Follow-up for a 7 mm solid nodule?", patient="DEMO-0001"), seen
@@ -57,7 +57,7 @@ def test_injected_guideline_chunk_changes_nothing(settings, payload):
 def test_injected_report_text_changes_nothing(settings, payload):
     backend = ScriptedBackend([call("search_prior_reports", query="nodule"), obedient])
     seen: list = []
-    consult = Consultation(settings, backend=backend,
+    consult = Consultation(settings, backend=backend, read_frames=False,
                            tools=fake_tools(report_quote="Stable 5 mm nodule. " + payload, seen_patients=seen))
     res = consult.ask("c1", "Any prior nodule?", patient="DEMO-0001")
     assert [c.name for c in res.tool_calls] == ["search_prior_reports"]

@@ -55,7 +55,7 @@ def test_questions_are_not_requests_to_act(question):
 
 def test_request_to_act_gets_the_fixed_answer_without_the_model(settings):
     backend = ScriptedBackend([])  # any call to the model would fail the turn ("script exhausted")
-    consult = Consultation(settings, backend=backend, tools=fake_tools())
+    consult = Consultation(settings, backend=backend, tools=fake_tools(), read_frames=False)
     pieces: list[str] = []
     res = consult.ask("c-act", "Prescribe an antibiotic dose for this patient's pneumonia.", on_token=pieces.append)
     assert res.answer == ACTION_ANSWER and res.error is None and backend.requests == []
@@ -64,13 +64,13 @@ def test_request_to_act_gets_the_fixed_answer_without_the_model(settings):
 
 def test_hint_reaches_the_model_in_the_user_message(settings):
     backend = ScriptedBackend([call("fleischner_followup", size_mm=7), text("CT at 6-12 months [E1].")])
-    consult = Consultation(settings, backend=backend, tools=fake_tools())
+    consult = Consultation(settings, backend=backend, tools=fake_tools(), read_frames=False)
     consult.ask("c-hint", "Fleischner follow-up for a 7 mm solid nodule?")
     user = backend.requests[0]["messages"][-1]
     assert user["role"] == "user" and user["content"].endswith("Tool to call for this question: fleischner_followup.")
     # the system prompt (the cached prefix) is unchanged
     plain = ScriptedBackend([text("Hello.")])
-    Consultation(settings, backend=plain, tools=fake_tools()).ask("c-plain", "Hello!")
+    Consultation(settings, backend=plain, tools=fake_tools(), read_frames=False).ask("c-plain", "Hello!")
     assert plain.requests[0]["messages"][0] == backend.requests[0]["messages"][0]
     assert "Tool to call" not in plain.requests[0]["messages"][-1]["content"]
 
@@ -99,7 +99,7 @@ def test_graph_aligns_calculator_arguments_and_records_it(settings):
     tools = {**fake_tools(), "lung_rads_category": default_tools()["lung_rads_category"]}
     backend = ScriptedBackend([call("lung_rads_category", nodule_type="solid", size_mm=7, status="baseline"),
                                text("Category 4A [E1].")])
-    res = Consultation(settings, backend=backend, tools=tools).ask(
+    res = Consultation(settings, backend=backend, tools=tools, read_frames=False).ask(
         "c-align", "Lung-RADS category for a new solid nodule of 7 mm on annual screening CT?")
     assert res.tool_calls[0].arguments["status"] == "new" and res.tool_calls[0].ok
     assert res.tool_calls[0].aligned == ("lung_rads_category status: baseline -> new (as the question states)",)

@@ -19,7 +19,7 @@ def case(settings, impression: str):
         text("The nodule was 5 mm before [E1]. CT at 6-12 months, then consider CT at 18-24 months [E2]."),
         text(impression),
     ])
-    consult = Consultation(settings, backend=backend, tools=fake_tools())
+    consult = Consultation(settings, backend=backend, tools=fake_tools(), read_frames=False)
     consult.ask("c1", "Follow-up for this 7 mm nodule?", patient="DEMO-0001")
     return consult
 
@@ -51,7 +51,7 @@ def test_uncited_impression_is_replaced_by_a_deterministic_one(settings):
 
 
 def test_summary_of_an_empty_case_is_an_input_error(settings):
-    consult = Consultation(settings, backend=ScriptedBackend([]), tools=fake_tools())
+    consult = Consultation(settings, backend=ScriptedBackend([]), tools=fake_tools(), read_frames=False)
     with pytest.raises(InputError):
         consult.summary("never-asked")
 

@@ -195,8 +195,9 @@ def test_cli_ui_refuses_public_bind_without_users(settings, monkeypatch, capsys)
     assert "without users" in capsys.readouterr().err
 
 
-def scripted_consultation(settings, steps) -> Consultation:
-    return Consultation(settings, backend=ScriptedBackend(steps), tools=real_tools(settings))
+def scripted_consultation(settings, steps, read_frames: bool = False) -> Consultation:
+    """The real Consultation and tools over a scripted model (its own tool loop unless ``read_frames``)."""
+    return Consultation(settings, backend=ScriptedBackend(steps), tools=real_tools(settings), read_frames=read_frames)
 
 
 def test_build_ui_constructs(settings):

@@ -72,6 +72,8 @@ class PolicyBackend:
         from agent.llm.base import ChatResult, ToolCall
 
         last = messages[-1]
+        if tool_choice not in ("auto", "none"):
+            return ChatResult()  # the forced case-frame call: no draft (the frame is read from the words)
         if tool_choice != "none" and last["role"] == "user":
             return ChatResult(tool_calls=[
                 ToolCall("classify_study", {"study": "latest", "saliency": True}, "c1"),

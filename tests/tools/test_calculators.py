@@ -708,8 +708,8 @@ def test_uspstf_breast_dense_breasts_note_and_bad_input() -> None:
 # registry
 # =================================================================================================
 def test_registry_entries_run_and_results_serialise() -> None:
-    assert {c.name for c in CALCULATORS} == {"fleischner_followup", "lung_rads_category", "birads_category",
-                                             "uspstf_lung_screening", "uspstf_breast_screening"}
+    assert {c.name for c in CALCULATORS} == {"fleischner_followup", "lung_rads_category", "lung_rads_meaning",
+                                             "birads_category", "uspstf_lung_screening", "uspstf_breast_screening"}
     result = run_calculator("fleischner_followup", {"size_mm": 7, "nodule_type": "solid", "risk": "low"})
     as_dict = result.to_dict()
     assert as_dict["citation"]["section"] == "Solid nodules: single > Single solid nodule 6 to 8 mm"
@@ -723,3 +723,16 @@ def test_registry_entries_run_and_results_serialise() -> None:
 def test_unknown_calculator_name() -> None:
     with pytest.raises(ToolArgumentError, match="unknown calculator 'fleischner'"):
         run_calculator("fleischner", {})
+
+
+@pytest.mark.parametrize(("category", "descriptor", "management"), [
+    ("0", "Incomplete", "comparison"), ("1", "Negative", "12 months"), ("2", "Benign", "12 months"),
+    ("3", "Probably benign", "6 months"), ("4a", "Suspicious", "3 months"), ("Lung-RADS 4B", "Very suspicious", "PET"),
+    ("4X", "Very suspicious", "tissue sampling"),
+])
+def test_lung_rads_meaning_of_every_category(category, descriptor, management) -> None:
+    result = run_calculator("lung_rads_meaning", {"category": category})
+    assert result.descriptor.startswith(descriptor) and management in result.management
+    assert result.citation.section in heading_paths(result.citation.source)
+    with pytest.raises(ToolArgumentError):
+        run_calculator("lung_rads_meaning", {"category": "5"})

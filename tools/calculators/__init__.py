@@ -95,6 +95,7 @@ class Calculator:
 CALCULATORS: tuple[Calculator, ...] = (
     Calculator("fleischner_followup", FleischnerArgs, fleischner_followup, "Fleischner Society 2017"),
     Calculator("lung_rads_category", LungRadsArgs, lung_rads_category, "ACR Lung-RADS v2022"),
+    Calculator("lung_rads_meaning", LungRadsMeaningArgs, lung_rads_meaning, "ACR Lung-RADS v2022"),
     Calculator("birads_category", BiradsArgs, birads_category, "ACR BI-RADS Atlas, 5th edition"),
     Calculator("uspstf_lung_screening", LungScreeningArgs, uspstf_lung_screening, "USPSTF 2021"),
     Calculator("uspstf_breast_screening", BreastScreeningArgs, uspstf_breast_screening, "USPSTF 2024"),

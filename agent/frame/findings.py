@@ -1,0 +1,77 @@
+"""Which image finding a question asks about, and which installed classifier (if any) answers it.
+
+A finding is a canonical name with the words clinicians use for it. A classifier covers the findings its
+labels name (pneumonia-cxr: pneumonia; brain-mri-tumour: the tumour type, given a tumour; breast-us:
+malignancy of a breast-ultrasound finding). A question about any other finding (heart size, pneumothorax,
+a fracture ...) gets no finding stated: the answer says which findings the models do cover.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FINDINGS: dict[str, re.Pattern[str]] = {
+    "pneumonia": re.compile(r"\bpneumon\w*|\bconsolidat\w*|\bairspace\s+(?:disease|opacit\w*)|\bchest\s+infection\b|"
+                            r"\blobar\s+infiltrat\w*|\binfiltrat\w*", re.I),
+    "tumour type": re.compile(r"\bwhat\s+(?:kind|type|sort)\s+of\s+(?:brain\s+)?tumou?r|\btumou?r\s+type\b|"
+                              r"\bwhich\s+(?:kind\s+of\s+|type\s+of\s+)?tumou?r|\bglioma\b|\bmeningioma\b|"
+                              r"\bpituitary\s+(?:tumou?r|adenoma)|\bclassify\s+(?:the|this)\s+tumou?r", re.I),
+    "tumour presence": re.compile(r"\b(?:is|are)\s+there\s+(?:a|any)\s+(?:brain\s+)?tumou?r|\bany\s+(?:brain\s+)?"
+                                  r"tumou?rs?\b|\btumou?r\s+(?:present|visible|seen)|\bdoes\s+(?:s?he|the\s+patient)\s+"
+                                  r"have\s+a\s+(?:brain\s+)?tumou?r|\bmass\s+in\s+the\s+brain", re.I),
+    "breast malignancy": re.compile(r"\bmalignan\w*|\bbenign\b|\bbreast\s+cancer\b|\bcancerous\b|\bsuspicious\s+for\s+"
+                                    r"(?:malignan\w*|cancer)", re.I),
+    "cardiomegaly": re.compile(r"\bcardiomegal\w*|\bheart\s+(?:size|enlarg\w*|is\s+(?:enlarged|big|large))|\benlarged\s+"
+                               r"(?:heart|cardiac)|\bcardiothoracic\s+ratio\b|\bbig\s+heart\b|\bheart\b[^.?!]{0,20}"
+                               r"\benlarged\b", re.I),
+    "pneumothorax": re.compile(r"\bpneumothora\w*|\bcollapsed\s+lung\b|\bPTX\b", re.I),
+    "pleural effusion": re.compile(r"\beffusion\b|\bpleural\s+fluid\b|\bfluid\s+(?:in|around)\s+the\s+lung", re.I),
+    "fracture": re.compile(r"\bfractur\w*|\bbroken\s+(?:rib|bone|clavicle)", re.I),
+    "lung nodule or mass": re.compile(r"\bnodul\w*|\blung\s+(?:mass|cancer|tumou?r)\b|\bmass\b", re.I),
+    "pulmonary oedema": re.compile(r"\boedema\b|\bedema\b|\bpulmonary\s+congestion\b|\bkerley\b", re.I),
+    "atelectasis": re.compile(r"\batelecta\w*|\blobar\s+collapse\b", re.I),
+    "tuberculosis": re.compile(r"\btubercul\w*|\bTB\b", re.I),
+    "line or tube position": re.compile(r"\b(?:line|tube|catheter|ETT|NG\s+tube|PICC)\b[^.?!]{0,30}\b(?:position|"
+                                        r"placement|tip)\b", re.I),
+    "stroke or haemorrhage": re.compile(r"\bstroke\b|\binfarct\w*|\bhaemorrhag\w*|\bhemorrhag\w*|\bbleed\w*", re.I),
+}
+# findings each bundled model's labels answer (a user bundle covers the labels it names)
+COVERAGE: dict[str, tuple[str, ...]] = {
+    "pneumonia-cxr": ("pneumonia",),
+    "brain-mri-tumour": ("tumour type",),
+    "breast-us": ("breast malignancy",),
+}
+WHAT_IT_COVERS: dict[str, str] = {
+    "pneumonia-cxr": "pneumonia versus normal on a frontal chest radiograph (trained on young children)",
+    "brain-mri-tumour": "the type of a brain tumour (glioma, meningioma or pituitary) on a contrast-enhanced T1 MR "
+                        "slice, given that a tumour is present (it cannot tell whether there is one)",
+    "breast-us": "malignant versus normal-or-benign on a breast ultrasound image",
+}
+@dataclass(frozen=True)
+class FindingQuery:
+    """The findings a question names; ``generic`` when it names none ("what do you see?", "is it normal?")."""
+
+    findings: tuple[str, ...]
+    generic: bool
+
+
+def asked_findings(question: str, model_hint: str | None = None) -> FindingQuery:
+    """The canonical findings ``question`` (or the model's reading of it, ``model_hint``) asks about."""
+    found = [name for name, pattern in FINDINGS.items() if pattern.search(question)]
+    if "tumour type" in found and "tumour presence" in found:
+        found.remove("tumour presence")
+    if not found and model_hint:
+        found = [name for name, pattern in FINDINGS.items() if pattern.search(model_hint)]
+    return FindingQuery(tuple(found), not found)
+
+
+def covering_models(finding: str, installed: list[str]) -> list[str]:
+    """Installed classifiers whose labels answer ``finding``."""
+    return [m for m in installed if finding in COVERAGE.get(m, ())]
+
+
+def what_models_cover(installed: list[str]) -> str:
+    """One clause per installed model: what it can and cannot be asked."""
+    parts = [f"{WHAT_IT_COVERS.get(m, 'its own labels')} ({m})" for m in installed]
+    return "; ".join(parts) if parts else "no image classifier is installed"

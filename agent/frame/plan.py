@@ -1,0 +1,175 @@
+"""What to do with a checked frame: the tool calls the agent makes itself, a clarifying question, or a
+statement that needs no tool (a finding no model covers, a question outside decision support).
+
+* A frame whose guideline a calculator covers runs that calculator, whatever the model would have
+  chosen; its answer is rendered from the result (agent/frame/compose.py).
+* A missing parameter the guideline needs gets one short question (for Fleischner risk, both labelled
+  branches are shown with it); nothing is guessed.
+* An image question runs the classifier that covers the asked finding; when none does, the answer says
+  so and names what the models cover.
+* Prior-report and general questions retrieve first; the model then answers from that evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.frame.findings import asked_findings, covering_models, what_models_cover
+from agent.frame.model import SYSTEM_NAMES, CaseFrame
+
+OUT_OF_SCOPE = ("That is outside what I can help with: I am a decision-support assistant for reading medical images. "
+                "I can help interpret an attached study, look up imaging guidelines (Fleischner, Lung-RADS, BI-RADS, "
+                "USPSTF screening) or this patient's prior reports.")
+RADIOGRAPH_ONLY = ("The bundled nodule guidelines apply to nodules characterised on CT: a nodule seen only on a "
+                   "chest radiograph needs CT first, after which the Fleischner table can be applied.")
+_BRCA = re.compile(r"\bBRCA\w*|\bhigh[- ]risk\b|\bchest\s+(?:wall\s+)?radiation\b|\bprior\s+breast\s+cancer\b|"
+                   r"\bhistory\s+of\s+breast\s+cancer\b|\bgenetic\s+(?:mutation|predisposition)\b", re.I)
+_DENSE = re.compile(r"\bdense\s+breasts?\b|\b(?:heterogeneously|extremely)\s+dense\b|\bdensity\s+[cd]\b", re.I)
+_BREAST_MODALITY = (("ultrasound", re.compile(r"\bultrasound\b|\bsonograph\w*|\bUS\b")),
+                    ("mri", re.compile(r"\bMRI?\b|\bmagnetic\b", re.I)),
+                    ("mammography", re.compile(r"\bmammo\w*|\btomosynthesis\b", re.I)))
+_QUESTIONS = {
+    "size": "What is the nodule's size (average of its long and short axes, in mm)?",
+    "solid component size": "What is the size of the solid component (mm)?",
+    "risk": ("Is the patient at low or high risk of lung cancer (smoking history, age, exposures, family history, "
+             "emphysema or fibrosis, spiculated or upper-lobe nodule)?"),
+    "setting": "Was the nodule found on a lung cancer screening CT (Lung-RADS) or incidentally (Fleischner)?",
+    "age": "How old is the patient?",
+    "smoking history": "What is the smoking history (never, current or former smoker)?",
+    "pack-years": "How many pack-years has the patient smoked?",
+    "years since quitting": "How many years ago did the patient quit smoking?",
+    "BI-RADS category": "Which BI-RADS category was assigned?",
+    "prior category": "What was the Lung-RADS category at the previous screen?",
+}
+
+
+@dataclass
+class Plan:
+    """``calls``: (tool, arguments) the agent runs itself; ``clarify``: the question to ask; ``statement``: a
+    sentence that needs no evidence; ``answer_by``: "render" (from the results), "model" (prose from the
+    evidence) or "loop" (the model chooses tools, as without a frame)."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    clarify: str | None = None
+    statement: str | None = None
+    answer_by: str = "loop"
+
+
+def clarifying_question(missing: list[str]) -> str | None:
+    """One short question for the first missing parameter (two when the first needs its companion)."""
+    asks = [_QUESTIONS[m] for m in missing if m in _QUESTIONS]
+    return " ".join(asks[:2]) if asks else None
+
+
+def _fleischner_args(frame: CaseFrame) -> dict[str, Any]:
+    args: dict[str, Any] = {"size_mm": frame.size_mm, "nodule_type": frame.nodule_type,
+                            "multiple": frame.count == "multiple", "known_primary_cancer": frame.known_cancer,
+                            "immunocompromised": frame.immunocompromised}
+    if frame.nodule_type == "part_solid":
+        args["solid_component_mm"] = frame.solid_mm
+    if frame.risk:
+        args["risk"] = frame.risk
+    if frame.age is not None:
+        args["patient_age_years"] = frame.age
+    if frame.typical_perifissural and frame.nodule_type == "solid":
+        args["typical_perifissural"] = True
+    return args
+
+
+def _lung_rads_call(frame: CaseFrame) -> tuple[str, dict[str, Any]]:
+    if frame.no_nodule:
+        return "lung_rads_meaning", {"category": "1"}
+    args: dict[str, Any] = {"nodule_type": frame.nodule_type, "size_mm": frame.size_mm,
+                            "status": frame.status or "baseline", "benign_features": frame.calcified}
+    if frame.nodule_type == "part_solid":
+        args["solid_component_mm"] = frame.solid_mm
+    if frame.typical_perifissural:
+        args["nodule_type"] = "juxtapleural"
+    if frame.status == "stable" and frame.category:
+        args["prior_category"] = frame.category
+    return "lung_rads_category", args
+
+
+def _screening_call(frame: CaseFrame, question: str) -> tuple[str, dict[str, Any]]:
+    if frame.system == "uspstf_breast":
+        return "uspstf_breast_screening", {"age_years": frame.age, "high_risk": bool(_BRCA.search(question)),
+                                           "dense_breasts": bool(_DENSE.search(question))}
+    args: dict[str, Any] = {"age_years": frame.age, "smoking_status": frame.smoking,
+                            "pack_years": 0.0 if frame.smoking == "never" else frame.pack_years}
+    if frame.smoking == "former":
+        args["years_since_quit"] = frame.quit_years
+    return "uspstf_lung_screening", args
+
+
+def _guideline_plan(frame: CaseFrame, question: str) -> Plan:
+    if frame.system == "lung_rads" and frame.status == "stable" and not frame.category and not frame.no_nodule:
+        frame.missing.append("prior category")
+    blocking = [m for m in frame.missing if m != "risk"]  # without risk, both columns are shown and asked
+    if blocking:
+        return Plan(clarify=clarifying_question(frame.missing), answer_by="render")
+    plan = Plan(answer_by="render", clarify=clarifying_question(frame.missing))
+    if frame.system == "fleischner":
+        plan.calls.append(("fleischner_followup", _fleischner_args(frame)))
+    elif frame.system == "lung_rads":
+        plan.calls.append(("lung_rads_meaning", {"category": frame.category}) if frame.intent == "category"
+                          and frame.size_mm is None and frame.category else _lung_rads_call(frame))
+    elif frame.system == "birads":
+        args: dict[str, Any] = {"category": frame.category}
+        modality = next((name for name, pattern in _BREAST_MODALITY if pattern.search(question)), None)
+        if modality and not (modality == "mri" and (frame.category or "").endswith(("A", "B", "C"))):
+            args["modality"] = modality
+        plan.calls.append(("birads_category", args))
+    else:
+        plan.calls.append(_screening_call(frame, question))
+    return plan
+
+
+def _image_plan(frame: CaseFrame, question: str, installed: list[str]) -> Plan:
+    query = asked_findings(question, frame.finding)
+    covered = [f for f in query.findings if covering_models(f, installed)]
+    uncovered = [f for f in query.findings if not covering_models(f, installed)]
+    plan = Plan(answer_by="render")
+    if uncovered:
+        plan.statement = (f"No installed model assesses {' or '.join(uncovered)}, so I cannot state whether it is "
+                          f"present; a clinician must read the image for that. The installed models cover: "
+                          f"{what_models_cover(installed)}.")
+    if covered:
+        models = {m for f in covered for m in covering_models(f, installed)}
+        for model in sorted(models):
+            plan.calls.append(("classify_study", {"study": "latest", "model": model, "saliency": True}))
+    elif query.generic:
+        plan.calls.append(("classify_study", {"study": "latest", "saliency": True}))
+        plan.statement = ("The installed models do not describe an image in general; they cover: "
+                          f"{what_models_cover(installed)}.")
+    return plan
+
+
+def plan_for(frame: CaseFrame, question: str, installed_models: list[str], has_patient: bool) -> Plan:
+    """The plan for ``frame`` (see the module docstring)."""
+    if frame.intent == "out_of_scope":
+        return Plan(statement=OUT_OF_SCOPE, answer_by="render")
+    if frame.intent == "smalltalk":
+        return Plan(answer_by="model")
+    if frame.intent == "image":
+        return _image_plan(frame, question, installed_models)
+    if frame.intent == "prior":
+        if not has_patient:
+            return Plan(statement="No patient is attached to this case, so there are no prior reports to compare "
+                                  "with.", answer_by="render")
+        return Plan(calls=[("search_prior_reports", {"query": question[:400]})], answer_by="model")
+    if frame.intent in ("followup", "category", "screening"):
+        if frame.system == "none":
+            organ = f" a {frame.organ} finding" if frame.organ else " this finding"
+            return Plan(statement=(f"The bundled guidelines ({', '.join(SYSTEM_NAMES.values())}) do not cover{organ}, "
+                                   "so I give no recommendation from them; use the guideline for that organ."),
+                        answer_by="render")
+        if frame.system == "fleischner" and frame.radiograph_only:
+            return Plan(statement=RADIOGRAPH_ONLY, answer_by="render",
+                        calls=[("search_guidelines", {"query": "Fleischner scope: nodules seen on a chest radiograph "
+                                                               "without CT characterisation"})])
+        return _guideline_plan(frame, question)
+    if frame.source == "text":  # the model's reading failed and the words say little: its own tool loop
+        return Plan(answer_by="loop")
+    return Plan(calls=[("search_guidelines", {"query": question[:400]})], answer_by="model")

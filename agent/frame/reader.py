@@ -1,0 +1,271 @@
+"""From the question (and the model's draft of it) to a checked :class:`CaseFrame`.
+
+Rules, in order of authority:
+
+1. What the text states (agent/frame/text.py) wins: sizes with their units, nodule type, count,
+   "screening" vs "incidental", status, age, smoking history, named categories, exclusions.
+2. The model's draft fills in only what needs understanding (the intent of an unusual phrasing, the
+   finding an image question asks about); a value the text does not support is dropped and recorded
+   in ``corrections`` (a size the text does not contain, a perifissural morphology it does not name).
+3. A follow-up turn ("and if she smoked?", "what if it were 9 mm?") starts from the previous frame and
+   changes only what it states.
+4. What a guideline needs and nobody said is ``missing`` (the answer asks for it); the usual reading
+   of an unstated detail (a single nodule, a solid one, a baseline screen) is ``assumed`` and stated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from agent.frame.findings import asked_findings
+from agent.frame.model import CaseFrame, FrameDraft
+from agent.frame.text import TextFacts, read_text
+
+# a short turn that changes one parameter of the previous question
+_FOLLOW_ON = re.compile(r"^\W*(?:and|but|so)\b|^\W*(?:what|how)\s+(?:if|about)\b|^\W*(?:if|suppose|assuming|"
+                        r"instead)\b|\binstead\b|^\W*(?:same|also)\b|^\W*(?:she|he|they|it|the\s+patient)\s+(?:is|"
+                        r"was|has|had|smokes|smoked|quit)\b", re.I)
+_SMALLTALK = re.compile(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening)|thanks?|thank\s+you|cheers|ok(?:ay)?|"
+                        r"great|bye|goodbye|who\s+are\s+you|what\s+can\s+you\s+do|how\s+are\s+you)\b[\w\s,!.?']{0,40}$",
+                        re.I)
+_ABOUT_IMAGE = re.compile(r"\b(see|seen|show|shows|showing|look|looks|finding|findings|abnormal\w*|normal|image|x-?ray|"
+                          r"radiograph|film|scan|study|slice|ultrasound|sonograph\w*|mammogra\w*|classif\w*|read|"
+                          r"interpret\w*|what\s+kind|what\s+type|which\s+type|is\s+there|are\s+there|any\s+(?:sign|"
+                          r"evidence)|signs?\s+of|tumou?r|enlarged|pneumo\w*|effusion|fracture|mass|lesion|opacit\w*|"
+                          r"consolidat\w*|cardiomegal\w*|heart)\b", re.I)
+_PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history)\b.*\b(report|study|studies|ct|scan|"
+                    r"imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|\b(compar\w*|change[ds]?|"
+                    r"interval|progress\w*|since\s+(?:the\s+)?last)\b|\bprior\s+reports?\b", re.I)
+_MANAGEMENT = re.compile(r"\bfollow[- ]?(?:up|it|this)\b|\bmanage\w*|\bnext\s+step|\bwhat\s+(?:now|next)\b|"
+                         r"\b(?:how|when)\s+(?:do|should)\s+we\b|\bsurveillance\b|\binterval\b|\brecommend\w*|"
+                         r"\brepeat\s+(?:CT|scan|imaging)|\bplan\b", re.I)
+
+
+
+def is_smalltalk(question: str) -> bool:
+    """A greeting, thanks or a question about the assistant itself: no frame and no tools."""
+    return bool(_SMALLTALK.search(question or ""))
+
+
+def is_follow_on(question: str, facts: TextFacts) -> bool:
+    """A turn that changes a parameter of the previous question rather than asking a new one."""
+    short = len(question) < 90
+    return short and (bool(_FOLLOW_ON.search(question)) or (not facts.mentions_nodule and not facts.sizes_mm
+                                                           and (facts.smoking is not None or facts.risk is not None
+                                                                or facts.nodule_type is not None)))
+
+
+def _pick_size(facts: TextFacts, question: str) -> float | None:
+    """The nodule size to use: the one said to be current, else the largest of several nodules, else the first."""
+    if not facts.sizes_mm:
+        return None
+    now = re.search(r"\b(?:now|currently|today|grown\s+to|increased\s+to|measures?|measuring)\b[^.?!]{0,20}?"
+                    r"(\d+(?:[.,]\d+)?)\s*(mm|cm)", question, re.I)
+    if now:
+        value = float(now.group(1).replace(",", ".")) * (10 if now.group(2).lower() == "cm" else 1)
+        if any(abs(value - s) < 0.05 for s in facts.sizes_mm):
+            return value
+    if facts.count == "multiple":
+        return max(facts.sizes_mm)
+    return facts.sizes_mm[0]
+
+
+def _risk(facts: TextFacts) -> tuple[str | None, str | None]:
+    """(risk, why) from what the text says; (None, None) when it does not say enough."""
+    if facts.risk:
+        return facts.risk, f"stated {facts.risk} risk"
+    if facts.risk_factors:
+        smoking = [f"{facts.pack_years:g} pack-years"] if facts.pack_years and facts.pack_years >= 10 else []
+        return "high", ", ".join(dict.fromkeys(smoking + facts.risk_factors))
+    if facts.pack_years is not None and facts.smoking != "never":
+        if facts.pack_years >= 10 or facts.heavy_smoker:
+            return "high", f"smoking history of {facts.pack_years:g} pack-years"
+        return "low", f"minimal smoking history ({facts.pack_years:g} pack-years)"
+    if facts.heavy_smoker:
+        return "high", "heavy smoking history"
+    if facts.smoking == "current":
+        return "high", "current smoker"
+    if facts.smoking == "never":
+        return "low", "never smoker, no other risk factor stated"
+    return None, None
+
+
+def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image: bool, has_patient: bool) -> str:
+    if is_smalltalk(question):
+        return "smalltalk"
+    if facts.eligibility and (facts.mentions_lung or facts.mentions_breast or facts.smoking or facts.pack_years):
+        return "screening"
+    if has_image and not facts.sizes_mm and (_ABOUT_IMAGE.search(question) or asked_findings(question).findings):
+        return "image"
+    if has_patient and _PRIOR.search(question):
+        return "prior"
+    if facts.sizes_mm and (facts.mentions_nodule or facts.nodule_type):
+        return "followup"
+    if facts.no_nodule and facts.setting == "screening":
+        return "followup"
+    if (facts.lung_rads or facts.birads) and not facts.sizes_mm:
+        return "category"
+    if facts.mentions_nodule and _MANAGEMENT.search(question):
+        return "followup"  # a nodule's management without its size: the answer asks for it
+    if draft is not None and _draft_intent_fits(draft.intent, facts, question, has_image, has_patient):
+        return draft.intent
+    return "knowledge"
+
+
+def _draft_intent_fits(intent: str, facts: TextFacts, question: str, has_image: bool, has_patient: bool) -> bool:
+    """The model's intent stands only where the text could support it (a category needs a category named)."""
+    if intent == "category":
+        return bool(facts.lung_rads or facts.birads)
+    if intent == "followup":
+        return bool(facts.mentions_nodule or facts.sizes_mm or facts.no_nodule)
+    if intent == "screening":
+        return bool(facts.eligibility or (facts.setting == "screening" and (facts.age or facts.smoking)))
+    if intent == "image":
+        return has_image
+    if intent == "prior":
+        return has_patient
+    return True
+
+
+def _system(frame: CaseFrame, facts: TextFacts, draft: FrameDraft | None) -> str:
+    if frame.intent == "screening":
+        return "uspstf_breast" if facts.mentions_breast else "uspstf_lung"
+    if frame.intent == "category":
+        if facts.birads or (facts.mentions_breast and not facts.lung_rads):
+            return "birads"
+        if facts.lung_rads or facts.mentions_lung:
+            return "lung_rads"
+        return draft.system if draft is not None and draft.system in ("birads", "lung_rads") else "none"
+    if frame.intent != "followup":
+        return "none"
+    if facts.birads:
+        return "birads"
+    if frame.organ is not None or facts.mentions_breast:
+        return "none"  # a nodule outside the lung: the bundled nodule guidelines do not apply
+    return "lung_rads" if frame.setting == "screening" else "fleischner"
+
+
+def _setting(facts: TextFacts, frame: CaseFrame) -> None:
+    if facts.setting:
+        frame.setting = facts.setting
+        return
+    eligible_profile = (frame.age is not None and 50 <= frame.age <= 80
+                        and ((frame.pack_years or 0) >= 20 or facts.heavy_smoker)
+                        and not (frame.smoking == "former" and (frame.quit_years or 0) >= 15))
+    if eligible_profile:
+        frame.missing.append("setting")  # screening or incidental: both are plausible for this patient
+    else:
+        frame.setting = "incidental"
+        frame.assumed.append("an incidental finding (no screening CT mentioned)")
+
+
+def _take_text(frame: CaseFrame, facts: TextFacts, question: str) -> None:
+    """Every value the text states overrides the frame (the previous turn's or the empty one)."""
+    size = _pick_size(facts, question)
+    if size is not None:
+        frame.size_mm = size
+        frame.no_nodule = False
+    if facts.no_nodule:
+        frame.no_nodule, frame.size_mm = True, None
+    if facts.nodule_type and facts.nodule_type != "subsolid":
+        frame.nodule_type = facts.nodule_type
+    if facts.solid_component_mm is not None:
+        frame.solid_mm = facts.solid_component_mm
+    for name in ("count", "status", "age", "pack_years", "smoking"):
+        value = getattr(facts, name)
+        if value is not None:
+            setattr(frame, name, value)
+    if facts.years_since_quit is not None:
+        frame.quit_years = facts.years_since_quit
+    if facts.lung_rads or facts.birads:
+        frame.category = facts.lung_rads or facts.birads
+    for flag in ("known_cancer", "immunocompromised", "calcified", "typical_perifissural", "radiograph_only"):
+        if getattr(facts, flag):
+            setattr(frame, flag, True)
+    if facts.other_organ and facts.mentions_nodule and not facts.mentions_lung:
+        frame.organ = facts.other_organ
+    frame.notes += facts.notes
+
+
+def _check_draft(frame: CaseFrame, draft: FrameDraft, facts: TextFacts, question: str) -> None:
+    """Record where the model's draft disagrees with the text (the text's value is the one kept)."""
+    if draft.size_mm is not None and frame.size_mm is not None and abs(draft.size_mm - frame.size_mm) > 0.05:
+        frame.corrections.append(f"size_mm: {draft.size_mm:g} -> {frame.size_mm:g} (as the text states)")
+    elif draft.size_mm is not None and frame.size_mm is None:
+        frame.corrections.append(f"size_mm: {draft.size_mm:g} dropped (no size in the text)")
+    for name in ("nodule_type", "count", "setting", "status", "smoking"):
+        said, kept = getattr(draft, name), getattr(frame, name)
+        if said is not None and kept is not None and said != kept:
+            frame.corrections.append(f"{name}: {said} -> {kept} (as the text states)")
+    if draft.risk is not None and draft.risk != frame.risk:
+        kept = frame.risk or "not stated"
+        frame.corrections.append(f"risk: {draft.risk} -> {kept} (risk is read from what the text says)")
+    if draft.age is not None and frame.age is None and str(draft.age) not in question:
+        frame.corrections.append(f"age: {draft.age} dropped (not in the text)")
+
+
+def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | None = None, *,
+              has_image: bool = False, has_patient: bool = False) -> CaseFrame:
+    """The checked frame of ``question`` (see the module docstring for the rules)."""
+    facts = read_text(question)
+    follow_on = previous is not None and previous.intent in ("followup", "category", "screening") \
+        and is_follow_on(question, facts)
+    if follow_on and previous is not None:
+        frame = dataclasses.replace(previous, missing=[], assumed=[], corrections=[], notes=[], source="previous")
+        if facts.smoking or facts.pack_years is not None or facts.risk or facts.risk_factors:
+            frame.risk = frame.risk_basis = None  # new risk information: read the risk again
+    else:
+        frame = CaseFrame(source="model" if draft is not None else "text")
+        frame.intent = _intent(facts, draft, question, has_image, has_patient)
+        if draft is not None and frame.intent == "image":
+            frame.finding = draft.finding
+    _take_text(frame, facts, question)
+    lung_nodule = frame.intent == "followup" and not facts.mentions_breast and not facts.birads and frame.organ is None
+    if lung_nodule and frame.setting is None:
+        _setting(facts, frame)
+    elif facts.setting:
+        frame.setting = facts.setting
+    if frame.risk is None:
+        risk, why = _risk(dataclasses.replace(facts, smoking=frame.smoking, pack_years=frame.pack_years))
+        frame.risk, frame.risk_basis = risk, why
+    frame.system = _system(frame, facts, draft) if not follow_on else frame.system
+    if follow_on and facts.setting:  # "and if it was on a screening CT?"
+        frame.system = "lung_rads" if facts.setting == "screening" else "fleischner"
+    if draft is not None:
+        _check_draft(frame, draft, facts, question)
+    _defaults_and_missing(frame)
+    return frame
+
+
+def _defaults_and_missing(frame: CaseFrame) -> None:
+    """The usual reading of unstated details (stated in the answer) and what must be asked."""
+    meaning_only = frame.intent == "category" and frame.category is not None and frame.size_mm is None
+    if frame.system in ("fleischner", "lung_rads") and not frame.no_nodule and not meaning_only:
+        if frame.size_mm is None:
+            frame.missing.append("size")
+        if frame.nodule_type is None:
+            frame.nodule_type = "solid"
+            frame.assumed.append("a solid nodule (type not stated)")
+        if frame.count is None:
+            frame.count = "single"
+        if frame.nodule_type == "part_solid" and frame.solid_mm is None:
+            frame.missing.append("solid component size")
+    if frame.system == "fleischner" and frame.nodule_type == "solid" and frame.risk is None \
+            and (frame.size_mm is None or frame.size_mm < 8.5):
+        frame.missing.append("risk")
+    if frame.system == "lung_rads" and frame.status is None and not frame.no_nodule and not meaning_only:
+        frame.status = "baseline"
+        frame.assumed.append("the baseline screen (no prior screen mentioned)")
+    if frame.system == "uspstf_lung":
+        for need, value in (("age", frame.age), ("smoking history", frame.smoking)):
+            if value is None:
+                frame.missing.append(need)
+        if frame.smoking in ("current", "former") and frame.pack_years is None:
+            frame.missing.append("pack-years")
+        if frame.smoking == "former" and frame.quit_years is None:
+            frame.missing.append("years since quitting")
+    if frame.system == "uspstf_breast" and frame.age is None:
+        frame.missing.append("age")
+    if frame.system == "birads" and frame.category is None:
+        frame.missing.append("BI-RADS category")

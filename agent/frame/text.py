@@ -1,0 +1,315 @@
+"""What the words of a question state, read deterministically: sizes (units normalised to mm), nodule type,
+count, setting, status, age, smoking history, risk factors, categories, exclusions and negations.
+
+These readings check the LLM's case frame against the text (agent/frame/reader.py): a number the text
+does not contain, a type it does not name or a setting it contradicts is corrected or dropped. Every
+value here comes from a phrase in the text; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_NUM = r"(\d+(?:[.,]\d+)?)"
+_UNIT = r"(mm|millimet(?:er|re)s?|cm|centimet(?:er|re)s?)"
+# "8 x 6 mm", "8x6mm", "1.2 x 0.9 cm", "8 by 6 mm"
+_AXES = re.compile(rf"{_NUM}\s*(?:{_UNIT})?\s*(?:x|×|by)\s*{_NUM}\s*{_UNIT}\b", re.I)
+_SIZE = re.compile(rf"(?<![\w.]){_NUM}\s*-?\s*{_UNIT}(?![\w])", re.I)
+_SOLID_PART = re.compile(rf"(?:solid\s+(?:component|portion|part|core)|solid\s+element)\s*(?:of|measuring|is|=|:)?\s*"
+                         rf"(?:about\s+|approximately\s+|~\s*)?{_NUM}\s*{_UNIT}|{_NUM}\s*-?\s*{_UNIT}\s+solid\s+"
+                         rf"(?:component|portion|part|core)", re.I)
+
+_GROUND_GLASS = re.compile(r"\b(pure\s+)?ground[- ]?glass\b|\bGGNs?\b|\bGGOs?\b|\bpGGNs?\b|\bnon-?solid\b", re.I)
+_PART_SOLID = re.compile(r"\bpart[- ]?solid\b|\bpartly[- ]solid\b|\bsemi[- ]?solid\b|\bmixed(?:[- ]density)?\b|"
+                         r"\bPSN\b|\bsub-?solid\b[^.?!]*\bsolid\s+(?:component|portion|part)", re.I)
+_SUBSOLID = re.compile(r"\bsub-?solid\b", re.I)
+_SOLID = re.compile(r"(?<![-\w])solid\b|\bSSNs?\b", re.I)
+_NOT_SOLID_CONTEXT = re.compile(r"\b(part|partly|semi|non|sub)[- ]?solid\b|\bsolid\s+(component|portion|part|core|"
+                                r"element)\b", re.I)
+
+_MULTIPLE = re.compile(r"\bnodules\b|\bGGNs\b|\bGGOs\b|\bSSNs\b|\bmultiple\b|\bseveral\b|\bnumerous\b|\b(two|three|four|five|2|3|4|5)\s+"
+                       r"(?:\w+\s+){0,2}nodules\b|\bbilateral\s+nodul|\bmultifocal\b|\bfew\s+nodules\b", re.I)
+_SINGLE = re.compile(r"\b(solitary|single|isolated|one|a|an)\s+(?:\w+[- ]?){0,4}nodule\b(?!s)|\bSPN\b", re.I)
+_NO_NODULE = re.compile(r"\bno\s+(?:\w+\s+){0,3}nodules?\b|\bwithout\s+(?:any\s+)?(?:\w+\s+){0,2}nodules?\b|"
+                        r"\bnodules?\s+(?:are|were)\s+(?:absent|not\s+seen)|\bnegative\s+(?:screen|scan|LDCT|CT)\b|"
+                        r"\bnothing\s+(?:found|seen)\b|\bclear\s+lungs\b|\bno\s+(?:lung|pulmonary)\s+(?:findings|"
+                        r"abnormalit)", re.I)
+
+_SCREENING = re.compile(r"\bscreening\b|\bLDCT\b|\blow[- ]dose\s+CT\b|\blung[- ]?RADS\b|\bannual\s+(?:CT|scan|LDCT)\b|"
+                        r"\bscreen(?:ed)?\s+for\s+lung\b|\bLCS\b", re.I)
+_INCIDENTAL = re.compile(r"\bincidental(?:ly)?\b|\bfleischner\b|\b(?:found|seen|noted|detected|discovered)\s+(?:on|at)\s+"
+                         r"(?:a|an|her|his|the)?\s*(?:\w+\s+){0,3}(?:CT|CTA|CTPA|scan|angiogra\w*)\s+(?:for|of|done|"
+                         r"performed|obtained)\b|\bCTPA\b|\bCT\s+(?:angiogra\w*|abdomen|of\s+the\s+abdomen|for\s+"
+                         r"(?:trauma|PE|pulmonary\s+embol\w*|abdominal|chest\s+pain|cough|staging))|\btrauma\s+CT\b|"
+                         r"\b(?:cardiac|coronary|abdominal|renal|spine)\s+CT\b|\bon\s+(?:a\s+)?(?:staging\s+)?"
+                         r"(?:CT\s+)?(?:abdomen|abdominal)\b", re.I)
+_NOT_SCREENING = re.compile(r"\bnot\s+(?:a\s+|on\s+(?:a\s+)?|from\s+(?:a\s+)?)?(?:lung\s+cancer\s+)?screening\b|"
+                            r"\bnon-?screening\b", re.I)
+_ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould\s+(?:she|he|they|I|we|the\s+patient)\s+(?:be\s+)?"
+                          r"(?:get\s+|have\s+)?screen|\bcandidate\s+for\s+(?:lung\s+cancer\s+|breast\s+cancer\s+)?"
+                          r"screen|\bscreening\s+(?:recommended|indicated|appropriate)|\bstart\s+screening\b|"
+                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b", re.I)
+
+_STATUS = (
+    ("slowly_growing", re.compile(r"\bslow(?:ly)?[- ]grow\w*\b", re.I)),
+    ("growing", re.compile(r"\bgr[eo]w(?:n|ing|th|s)?\b|\benlarg\w*\b|\bincreas\w*\s+in\s+size\b|\bbigger\b|"
+                           r"\blarger\s+than\s+(?:before|previous|prior|last)", re.I)),
+    ("new", re.compile(r"\bnew(?:ly)?\b(?!\s+(?:patient|question|case))|\bnot\s+(?:seen|present)\s+(?:on|at)\s+"
+                       r"(?:the\s+)?(?:prior|previous|last)", re.I)),
+    ("stable", re.compile(r"\bstable\b|\bunchanged\b|\bno\s+(?:interval\s+)?(?:change|growth)\b", re.I)),
+    ("baseline", re.compile(r"\bbaseline\b|\bfirst\s+(?:screening|LDCT|scan|CT)\b|\binitial\s+(?:screening|LDCT|"
+                            r"scan|CT)\b|\bno\s+prior\b", re.I)),
+)
+
+_AGE = re.compile(r"\b(\d{1,3})\s*[- ]?(?:years?|yrs?|y)[- ]?(?:old|o)\b|\baged?\s+(\d{1,3})\b|\b(\d{1,3})\s*(?:yo|y/o|"
+                  r"y\.o\.)\b|\b(\d{2})\s*(?:M|F|m|f)\b(?!\w)|\bage\s*(?:of\s*|:\s*)?(\d{1,3})\b|\bin\s+(?:her|his)\s+"
+                  r"(\d)0s\b|(?:^|,\s*|\b(?:smoker|woman|man|male|female|patient)\s*,\s*)([1-9]\d)(?=\s*(?:,|;|\.\s|$))",
+                  re.I)
+_PACK_YEARS = re.compile(rf"{_NUM}\s*[- ]?(?:pack[- ]?years?|pack[- ]?yrs?|pk[- ]?yrs?|PY)\b|"
+                         rf"{_NUM}\s*[- ]?pack[- ]year\b", re.I)
+_PPD = re.compile(r"(?P<n>\d+(?:[.,]\d+)?|one|two|three|half\s+a|a)\s+packs?\s*(?:a|per|/)\s*day\s+(?:for\s+)?"
+                  r"(?:about\s+)?(?P<y>\d+(?:[.,]\d+)?)\s*(?:years?|yrs?)", re.I)
+_QUIT = re.compile(rf"\b(?:quit|stopped|gave\s+up|ceased)\s+(?:smoking\s+)?(?:about\s+)?{_NUM}\s*(?:years?|yrs?)\s+ago|"
+                   rf"\b(?:quit|stopped)\s+(?:smoking\s+)?{_NUM}\s*(?:years?|yrs?)\s+ago|\bex-?smoker\s+(?:for|of)\s+"
+                   rf"{_NUM}\s*(?:years?|yrs?)|\b(?:former|ex-?)\s*smoker[^.?!]{{0,30}}?\bquit\s+{_NUM}\s*(?:years?|yrs?)",
+                   re.I)
+_NEVER = re.compile(r"\bnever[- ]smok\w*|\bnon-?smok\w*|\bnever\s+(?:been\s+a\s+)?smok\w*|\bno\s+(?:history\s+of\s+)?"
+                    r"smoking(?:\s+history)?\b|\bdoes\s*(?:n't|\s+not)\s+smoke\b|\blifelong\s+non", re.I)
+_FORMER = re.compile(r"\bex-?smoker\b|\bformer(?:ly)?\s+(?:\w+\s+)?smok\w*|\bquit\s+(?:smoking|\d)|\bstopped\s+smoking\b|"
+                     r"\bused\s+to\s+smoke\b|\bgave\s+up\s+smoking\b", re.I)
+_CURRENT = re.compile(r"\bcurrent(?:ly)?\s+(?:\w+\s+)?smok\w*|\bactive\s+smoker\b|\bstill\s+smokes\b|\bsmokes\b|"
+                      r"\bsmoker\b|\bsmoking\b|\bsmoked\b", re.I)
+_HEAVY = re.compile(r"\bheavy\s+(?:\w+\s+)?smok\w*|\blong[- ]?(?:time|standing|term)\s+smok\w*|\bchain[- ]smok\w*|"
+                    r"\bsmoked\s+(?:for\s+)?(?:decades|\d{2}\s+years)", re.I)
+
+_RISK_EXPLICIT = re.compile(r"\b(low|high|average|intermediate)[- ]risk\b|\brisk\s+(?:is\s+|category\s+)?(low|high)\b",
+                            re.I)
+_RISK_FACTORS = (
+    ("asbestos/radon/uranium exposure", re.compile(r"\basbestos|\bradon\b|\buranium\b", re.I)),
+    ("family history of lung cancer", re.compile(r"\b(?:family\s+history\s+of\s+lung\s+cancer|(?:father|mother|"
+                                                 r"brother|sister|sibling|parent)\s+(?:\w+\s+){0,3}lung\s+cancer)",
+                                                 re.I)),
+    ("emphysema or pulmonary fibrosis", re.compile(r"\bemphysema\b|\bCOPD\b|\bpulmonary\s+fibrosis\b|\bILD\b|"
+                                                   r"\bfibrotic\b", re.I)),
+    ("spiculated or irregular margins", re.compile(r"\bspiculat\w*|\birregular\s+(?:margin|border|contour)", re.I)),
+    ("upper-lobe location", re.compile(r"\bupper[- ]lobe\b|\b[RL]UL\b|\bapical\b", re.I)),
+)
+_NEGATED_FACTOR = re.compile(r"\b(?:no|not|without|non-?)\s+(?:\w+\s+){0,2}$", re.I)
+
+_LUNG_RADS = re.compile(r"\blung[- ]?rads\s*(?:category\s*)?(0|1|2|3|4\s*[ABXabx]|4)\b|\bLR\s*-?\s*(1|2|3|4[ABXabx])\b",
+                        re.I)
+_BIRADS = re.compile(r"\bbi[- ]?rads\s*(?:category\s*)?(0|1|2|3|4\s*[ABCabc]?|5|6)\b|\bcategory\s+(0|1|2|3|4[ABCabc]?|5|6)"
+                     r"\s+(?:on\s+)?(?:mammo\w*|breast|ultrasound|US)\b", re.I)
+
+_CANCER = re.compile(r"\b(?:known|history\s+of|prior|treated|metastatic|active|current)\s+(?:\w+\s+){0,3}(?:cancer|"
+                     r"carcinoma|malignan\w*|lymphoma|melanoma|sarcoma|neoplasm)|\bmetastas[ie]s\b|\boncology\s+patient\b|"
+                     r"\bon\s+chemo\w*|\bundergoing\s+chemo\w*|\bstaging\s+CT\b|\bprimary\s+(?:tumou?r|cancer)\b", re.I)
+_NO_CANCER = re.compile(r"\bno\s+(?:known\s+|history\s+of\s+|prior\s+)?(?:cancer|malignan\w*)", re.I)
+_IMMUNO = re.compile(r"\bimmuno(?:compromis|suppress|deficien)\w*|\bHIV\b|\bAIDS\b|\btransplant\w*|\bneutropeni\w*|"
+                     r"\bon\s+(?:high[- ]dose\s+)?steroids\b", re.I)
+_NO_IMMUNO = re.compile(r"\b(?:not|no|never)\s+(?:\w+\s+)?immuno(?:compromis|suppress)\w*|\bimmunocompetent\b", re.I)
+_CALCIFIED = re.compile(r"(?<!non-)(?<!non )\b(?:calcified|calcification|benign\s+calcif\w*|fat[- ]containing|"
+                        r"contains\s+fat|hamartoma|granuloma)\b", re.I)
+_NON_CALCIFIED = re.compile(r"\bnon-?\s*calcified\b|\bwithout\s+calcification\b|\bno\s+calcification\b", re.I)
+_PERIFISSURAL = re.compile(r"\bperi-?fissural\b|\bjuxta-?fissural\b|\bintrapulmonary\s+lymph\s+node\b|\bfissural\s+"
+                           r"nodule\b", re.I)
+_TYPICAL_PFN = re.compile(r"\b(?:typical|classic)\s+(?:\w+\s+){0,2}(?:peri-?fissural|juxta-?fissural|lymph\s+node)|"
+                          r"\b(?:triangular|lentiform|oval|flat)\b[^.?!]*\b(?:fissure|peri-?fissural)\b", re.I)
+_NEGATED_PFN = re.compile(r"\b(?:not|no|without|non|atypical)\s+(?:\w+\s+){0,2}peri-?fissural", re.I)
+
+_RADIOGRAPH = re.compile(r"\bchest\s+x-?ray|\bCXR\b|\bradiograph\w*|\bplain\s+film|\bx-?ray\b", re.I)
+_CT = re.compile(r"\b(?:LD)?CT(?:PA|A)?\b|\bcomputed\s+tomograph\w*", re.I)
+_NO_CT = re.compile(r"\b(?:no|without|before\s+(?:a|any))\s+(?:\w+\s+)?CT\b|\bCT\s+(?:is\s+)?(?:not\s+(?:yet\s+)?done|pending)|"
+                    r"\bnot\s+(?:yet\s+)?had\s+(?:a\s+)?CT\b|\bonly\s+on\s+(?:a\s+|the\s+)?(?:chest\s+)?(?:x-?ray|radiograph)",
+                    re.I)
+_NODULE = re.compile(r"\bnodul\w*|\bGGNs?\b|\bGGOs?\b|\bSPNs?\b|\bSSNs?\b|\bPSNs?\b|\bopacit\w*\b|\blesions?\b|"
+                     r"\bmass\b", re.I)
+_LUNG = re.compile(r"\blung|\bpulmonary\b|\bchest\b|\bthorax|\bthoracic\b|\bLDCT\b|\bCTPA\b|\blobe\b|\b[RL][UML]L\b|"
+                   r"\bbronch\w*|\bpleura\w*|\bfissur\w*", re.I)
+_BREAST = re.compile(r"\bbreast|\bmammo\w*|\bbi[- ]?rads\b|\btomosynthesis\b|\bDBT\b", re.I)
+_OTHER_ORGAN = re.compile(r"\b(liver|hepatic|renal|kidney|adrenal|thyroid|pancrea\w*|spleen|splenic|ovar\w*|"
+                          r"prostate|bone|brain|pituitary|skin)\b", re.I)
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", "."))
+
+
+def _to_mm(value: float, unit: str) -> float:
+    return value * 10 if unit.lower().startswith("c") else value
+
+
+def _spans_overlap(a: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    return any(a[0] < b[1] and b[0] < a[1] for b in spans)
+
+
+@dataclass
+class TextFacts:
+    """What the text states. ``notes`` say how a value was read ("1.2 cm = 12 mm")."""
+
+    sizes_mm: list[float] = field(default_factory=list)   # every nodule size stated, mm, averaged per x-pair
+    solid_component_mm: float | None = None
+    nodule_type: str | None = None         # solid | part_solid | ground_glass | subsolid (type not said)
+    count: str | None = None               # single | multiple
+    no_nodule: bool = False
+    setting: str | None = None             # screening | incidental
+    eligibility: bool = False              # asks whether screening is indicated
+    status: str | None = None              # baseline | new | growing | slowly_growing | stable
+    age: int | None = None
+    pack_years: float | None = None
+    smoking: str | None = None             # never | former | current
+    heavy_smoker: bool = False
+    years_since_quit: float | None = None
+    risk: str | None = None                # stated explicitly: low | high
+    risk_factors: list[str] = field(default_factory=list)
+    lung_rads: str | None = None
+    birads: str | None = None
+    known_cancer: bool = False
+    immunocompromised: bool = False
+    calcified: bool = False
+    perifissural: bool = False
+    typical_perifissural: bool = False
+    radiograph_only: bool = False          # the nodule was seen on a radiograph, not (yet) on CT
+    mentions_nodule: bool = False
+    mentions_lung: bool = False
+    mentions_breast: bool = False
+    other_organ: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_sizes(text: str, facts: TextFacts) -> None:
+    used: list[tuple[int, int]] = []
+    solid = _SOLID_PART.search(text)
+    if solid:
+        value, unit = (solid.group(1), solid.group(2)) if solid.group(1) else (solid.group(3), solid.group(4))
+        facts.solid_component_mm = round(_to_mm(_num(value), unit), 2)
+        used.append(solid.span())
+        if unit.lower().startswith("c"):
+            facts.notes.append(f"solid component {value} cm = {facts.solid_component_mm:g} mm")
+    for m in _AXES.finditer(text):
+        if _spans_overlap(m.span(), used):
+            continue
+        a_unit = m.group(2) or m.group(4)
+        a, b = _to_mm(_num(m.group(1)), a_unit), _to_mm(_num(m.group(3)), m.group(4))
+        mean = round((a + b) / 2, 2)
+        facts.sizes_mm.append(mean)
+        facts.notes.append(f"average of {a:g} and {b:g} mm = {mean:g} mm")
+        used.append(m.span())
+    for m in _SIZE.finditer(text):
+        if _spans_overlap(m.span(), used):
+            continue
+        value, unit = _num(m.group(1)), m.group(2)
+        mm = round(_to_mm(value, unit), 2)
+        facts.sizes_mm.append(mm)
+        if unit.lower().startswith("c"):
+            facts.notes.append(f"{m.group(1)} cm = {mm:g} mm")
+
+
+def _read_type(text: str, facts: TextFacts) -> None:
+    if _PART_SOLID.search(text) or (facts.solid_component_mm is not None and _SUBSOLID.search(text)):
+        facts.nodule_type = "part_solid"
+    elif _GROUND_GLASS.search(text):
+        facts.nodule_type = "ground_glass"
+    elif _SUBSOLID.search(text):
+        facts.nodule_type = "subsolid"
+    else:
+        solid_words = [m for m in _SOLID.finditer(text)
+                       if not any(n.start() <= m.start() < n.end() for n in _NOT_SOLID_CONTEXT.finditer(text))]
+        if solid_words:
+            facts.nodule_type = "solid"
+    if facts.nodule_type == "part_solid" and facts.solid_component_mm is None:
+        facts.notes.append("part-solid nodule without a stated solid-component size")
+
+
+def _read_smoking(text: str, facts: TextFacts) -> None:
+    py = _PACK_YEARS.search(text)
+    if py:
+        facts.pack_years = _num(py.group(1) or py.group(2))
+    else:
+        ppd = _PPD.search(text)
+        if ppd:
+            n = ppd.group("n").lower()
+            words = {"one": 1.0, "a": 1.0, "two": 2.0, "three": 3.0}
+            packs = 0.5 if n.startswith("half") else words[n] if n in words else _num(n)
+            facts.pack_years = round(packs * _num(ppd.group("y")), 1)
+            facts.notes.append(f"{ppd.group(0).strip()} = {facts.pack_years:g} pack-years")
+    quit_m = _QUIT.search(text)
+    if quit_m:
+        facts.years_since_quit = _num(next(g for g in quit_m.groups() if g))
+    if _NEVER.search(text):
+        facts.smoking = "never"
+    elif _FORMER.search(text) or facts.years_since_quit is not None:
+        facts.smoking = "former"
+    elif _CURRENT.search(text) or facts.pack_years:
+        facts.smoking = "current"
+    facts.heavy_smoker = bool(_HEAVY.search(text))
+
+
+def _read_risk(text: str, facts: TextFacts) -> None:
+    explicit = [m.group(1) or m.group(2) for m in _RISK_EXPLICIT.finditer(text)]
+    stated = {r.lower() for r in explicit if r and r.lower() in ("low", "high")}
+    if len(stated) == 1:
+        facts.risk = stated.pop()
+    for name, pattern in _RISK_FACTORS:
+        for m in pattern.finditer(text):
+            if not _NEGATED_FACTOR.search(text[max(0, m.start() - 25): m.start()]):
+                facts.risk_factors.append(name)
+                break
+
+
+def _read_context(text: str, facts: TextFacts) -> None:
+    if _NOT_SCREENING.search(text):
+        facts.setting = "incidental"
+    elif _SCREENING.search(text) and not _INCIDENTAL.search(text):
+        facts.setting = "screening"
+    elif _INCIDENTAL.search(text):
+        facts.setting = "incidental"
+    facts.eligibility = bool(_ELIGIBILITY.search(text))
+    for status, pattern in _STATUS:
+        if pattern.search(text):
+            facts.status = status
+            break
+    lr = _LUNG_RADS.search(text)
+    if lr:
+        facts.lung_rads = re.sub(r"\s+", "", (lr.group(1) or lr.group(2))).upper()
+    bi = _BIRADS.search(text)
+    if bi:
+        facts.birads = re.sub(r"\s+", "", (bi.group(1) or bi.group(2))).upper()
+    facts.known_cancer = bool(_CANCER.search(text)) and not _NO_CANCER.search(text)
+    facts.immunocompromised = bool(_IMMUNO.search(text)) and not _NO_IMMUNO.search(text)
+    facts.calcified = bool(_CALCIFIED.search(text)) and not _NON_CALCIFIED.search(text)
+    facts.perifissural = bool(_PERIFISSURAL.search(text)) and not _NEGATED_PFN.search(text)
+    facts.typical_perifissural = facts.perifissural and bool(_TYPICAL_PFN.search(text))
+
+
+def read_text(text: str) -> TextFacts:
+    """Everything ``text`` states explicitly (see :class:`TextFacts`)."""
+    facts = TextFacts()
+    text = " ".join((text or "").split())
+    _read_sizes(text, facts)
+    _read_type(text, facts)
+    if _NO_NODULE.search(text):
+        facts.no_nodule = True
+    if _MULTIPLE.search(text) and not facts.no_nodule:
+        facts.count = "multiple"
+    elif _SINGLE.search(text):
+        facts.count = "single"
+    _read_smoking(text, facts)
+    _read_risk(text, facts)
+    _read_context(text, facts)
+    for m in _AGE.finditer(text):
+        value = next((g for g in m.groups() if g), None)
+        if value is None:
+            continue
+        age = int(value) * (10 if m.group(6) else 1)
+        if 0 < age < 120:
+            facts.age = age + (5 if m.group(6) else 0)
+            break
+    facts.mentions_nodule = bool(_NODULE.search(text))
+    facts.radiograph_only = bool(_RADIOGRAPH.search(text)) and (not _CT.search(text) or bool(_NO_CT.search(text)))
+    facts.mentions_lung = bool(_LUNG.search(text))
+    facts.mentions_breast = bool(_BREAST.search(text))
+    organ = _OTHER_ORGAN.search(text)
+    facts.other_organ = organ.group(1).lower() if organ else None
+    return facts

@@ -1,0 +1,106 @@
+"""Turns through the case frame, with the real tools and calculators over a scripted model: the frame is
+checked against the text, guideline answers are rendered from the calculator, a missing parameter gets a
+question, contradicted sentences never reach the clinician, and uncovered image findings are declined."""
+
+from __future__ import annotations
+
+from agent.consultation import Consultation
+from tests.agent.fakes import ScriptedBackend, frame, real_tools, text
+from tests.conftest import shared_file
+
+
+def consult(settings, steps):
+    backend = ScriptedBackend(steps)
+    return Consultation(settings, backend=backend, tools=real_tools(settings)), backend
+
+
+def test_guideline_answer_comes_from_the_calculator_not_the_model(settings):
+    # the model reads 1.1 cm as 1.1 mm and guesses low risk: the text wins, the calculator answers
+    c, backend = consult(settings, [frame(intent="followup", system="fleischner", size_mm=1.1, nodule_type="solid",
+                                          risk="low")])
+    res = c.ask("f1", "Solitary solid nodule 1.1 cm in a 68-year-old smoker, found on CT for abdominal pain. Next?")
+    assert len(backend.requests) == 1 and backend.requests[0]["tool_choice"] == "read_case"  # no prose call
+    assert res.frame is not None and (res.frame.size_mm, res.frame.risk) == (11.0, "high")
+    assert any("size_mm: 1.1 -> 11" in x for x in res.frame.corrections)
+    assert [t.name for t in res.tool_calls] == ["read_case", "fleischner_followup"]
+    assert res.tool_calls[1].auto and res.tool_calls[1].evidence_ids == ("E1",)
+    assert "Fleischner 2017, single solid nodule > 8 mm" in res.answer
+    assert "Consider CT at 3 months, PET/CT, or tissue sampling [E1]." in res.answer
+    assert "1.1 cm = 11 mm" in res.answer and res.unsupported_sentences == () and res.contradicted_sentences == ()
+    assert res.to_dict()["frame"]["size_mm"] == 11.0
+
+
+def test_a_missing_risk_is_asked_with_both_columns_shown(settings):
+    c, _ = consult(settings, [frame(intent="followup", size_mm=7, nodule_type="solid", risk="low")])
+    res = c.ask("f2", "7 mm solid nodule on CT, follow-up interval?")
+    assert res.clarifying_question and "low or high risk" in res.clarifying_question
+    assert "low risk: CT at 6-12 months, then consider CT at 18-24 months [E1]" in res.answer
+    assert "high risk: CT at 6-12 months, then CT at 18-24 months [E1]" in res.answer
+    assert res.answer.rstrip().endswith("?") and "risk: low -> not stated" in " ".join(res.frame.corrections)
+
+
+def test_a_follow_up_turn_keeps_the_case_and_changes_the_risk(settings):
+    c, _ = consult(settings, [frame(intent="followup"), frame(intent="followup")])
+    first = c.ask("f3", "Incidental 7 mm solid nodule in a 50-year-old woman who never smoked. Follow-up?")
+    assert "low risk (never smoker" in first.answer and "then consider CT at 18-24 months" in first.answer
+    second = c.ask("f3", "and if she smoked?")
+    assert (second.frame.size_mm, second.frame.risk, second.frame.source) == (7.0, "high", "previous")
+    assert "high risk" in second.answer and "CT at 6-12 months, then CT at 18-24 months [E2]" in second.answer
+
+
+def test_pack_years_do_not_route_an_incidental_nodule_to_screening(settings):
+    c, _ = consult(settings, [frame(intent="screening", system="uspstf_lung", pack_years=40)])
+    res = c.ask("f4", "Incidental 9 mm solid nodule on a CT for abdominal pain; 40 pack-years. What next?")
+    assert [t.name for t in res.tool_calls][1:] == ["fleischner_followup"] and "eligible" not in res.answer.lower()
+
+
+def test_screening_ct_without_nodules_is_category_1(settings):
+    c, _ = consult(settings, [frame(intent="category", system="lung_rads", category="2")])
+    res = c.ask("f5", "Screening CT negative, no nodules found. What category do we report?")
+    assert "category 1 (negative" in res.answer and "12 months" in res.answer and "category 2" not in res.answer
+
+
+def test_a_contradicted_sentence_is_removed_and_recorded(settings, monkeypatch):
+    """A knowledge answer: the model's prose around the retrieved section, with one wrong interval."""
+    from agent.evidence import Ledger
+    from agent.services import KnowledgeService
+
+    class Passage:
+        chunk_id, source, organisation, title, year, url, page, study_date, score = \
+            "c1", "f.md", "Fleischner Society", "Fleischner 2017", 2017, "https://x", None, None, 0.03
+        section = "Subsolid nodules: single > Single pure ground-glass nodule 6 mm or larger"
+        quote = ("Single pure ground-glass nodule 6 mm or larger: CT at 6 to 12 months to confirm persistence, "
+                 "then CT every 2 years until 5 years.")
+
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
+    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [Passage()])
+    c, _ = consult(settings, [frame(intent="knowledge"),
+                              text("Persistent pure ground-glass nodules of 6 mm or more are followed with CT every "
+                                   "2 years until 5 years [E1]. The first CT is at 3 months [E1].")])
+    res = c.ask("f6", "How are persistent pure ground-glass nodules followed?")
+    assert "The first CT is at 3 months [E1]." in res.contradicted_sentences
+    assert "3 months" not in res.answer and "every 2 years until 5 years [E1]" in res.answer
+    assert res.to_dict()["contradicted_sentences"] == ["The first CT is at 3 months [E1]."]
+    assert isinstance(Ledger(list(res.evidence)), Ledger)
+
+
+def test_an_image_finding_no_model_covers_is_declined(settings):
+    from tools.imaging import load
+
+    study = load(shared_file("cxr/nih_00000001_000_cardiomegaly.png"), settings)
+    c, backend = consult(settings, [frame(intent="image", finding="cardiomegaly")])
+    res = c.ask("f7", "Is the heart enlarged?", images=[study])
+    assert "No installed model assesses cardiomegaly" in res.answer and "pneumonia" in res.answer
+    assert [t.name for t in res.tool_calls] == ["read_case"] and len(backend.requests) == 1
+    assert "enlarged [" not in res.answer  # no finding is stated, cited or not
+
+
+def test_a_classifier_result_is_reported_from_the_result(settings):
+    from tools.imaging import load
+
+    study = load(shared_file("cxr/nih_00000001_000_cardiomegaly.png"), settings)
+    c, _ = consult(settings, [frame(intent="image", finding="pneumonia")])
+    res = c.ask("f8", "Any signs of pneumonia?", images=[study])
+    assert [t.name for t in res.tool_calls] == ["read_case", "classify_study"]
+    assert "pneumonia-cxr" in res.answer and "P(pneumonia) = " in res.answer and "Caution:" in res.answer
+    assert res.saliency and res.saliency[0].array.shape == study.display.shape[:2]
