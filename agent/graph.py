@@ -55,6 +55,13 @@ log = logging.getLogger(__name__)
 
 RETRIEVING = "No source cited yet: searching the knowledge base, then answering again."
 FRAME_TOKENS = 200  # the frame's JSON: about 40-120 tokens
+# what the model's prose must do for each kind of question it answers from retrieved evidence
+ANSWER_NOTES = {
+    "prior": "Say what the reports state about the question, with each report's date, and cite each report. If they "
+             "do not mention it, say so.",
+    "knowledge": "Answer from the passages above and cite each sentence. Do not add intervals, categories or numbers "
+                 "that the passages do not state.",
+}
 
 
 class CaseState(TypedDict, total=False):
@@ -263,6 +270,8 @@ class AgentGraph:
         messages = prompt_messages(state.get("messages", []), state.get("turn_start", 0), self.system)
         if force:
             note = "" if state.get("round", 0) < self.limits.max_tool_rounds else "The tool-round limit was reached."
+            intent = (state.get("frame") or {}).get("intent")
+            note = " ".join(x for x in (note, ANSWER_NOTES.get(intent, "")) if x)
             messages.append({"role": "user", "content": render("force_answer", note=note)})
         t0 = time.perf_counter()
         try:

@@ -34,9 +34,11 @@ _ABOUT_IMAGE = re.compile(r"\b(see|seen|show|shows|showing|look|looks|finding|fi
                           r"interpret\w*|what\s+kind|what\s+type|which\s+type|is\s+there|are\s+there|any\s+(?:sign|"
                           r"evidence)|signs?\s+of|tumou?r|enlarged|pneumo\w*|effusion|fracture|mass|lesion|opacit\w*|"
                           r"consolidat\w*|cardiomegal\w*|heart)\b", re.I)
-_PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history)\b.*\b(report|study|studies|ct|scan|"
-                    r"imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|\b(compar\w*|change[ds]?|"
-                    r"interval|progress\w*|since\s+(?:the\s+)?last)\b|\bprior\s+reports?\b", re.I)
+_PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history|first|latest|recent)\b.*\b(report|"
+                    r"study|studies|ct|scan|imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|"
+                    r"\b(compar\w*|change[ds]?|interval|progress\w*|since\s+(?:the\s+)?last|resolv\w*|stable|grown)\b|"
+                    r"\bprior\s+reports?\b|\b(?:this|the|my|our)\s+patient(?:'s)?\b|\b(?:her|his)\s+(?:last|latest|"
+                    r"previous|prior|current)\b|\bwas\s+(?:assigned|reported|found|seen)\b", re.I)
 _MANAGEMENT = re.compile(r"\bfollow[- ]?(?:up|it|this)\b|\bmanage\w*|\bnext\s+step|\bwhat\s+(?:now|next)\b|"
                          r"\b(?:how|when)\s+(?:do|should)\s+we\b|\bsurveillance\b|\binterval\b|\brecommend\w*|"
                          r"\brepeat\s+(?:CT|scan|imaging)|\bplan\b", re.I)
@@ -98,7 +100,7 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
         return "screening"
     if has_image and not facts.sizes_mm and (_ABOUT_IMAGE.search(question) or asked_findings(question).findings):
         return "image"
-    if has_patient and _PRIOR.search(question):
+    if has_patient and _PRIOR.search(question) and not facts.sizes_mm:
         return "prior"
     if facts.sizes_mm and (facts.mentions_nodule or facts.nodule_type):
         return "followup"

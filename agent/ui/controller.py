@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -214,6 +215,7 @@ class UIController:
         from tools.imaging import load
 
         case = sess.case
+        source = None
         try:
             source = stage_upload(paths, sess.dir, self.settings.max_upload_bytes)
             study = load(source, self.settings)
@@ -229,9 +231,13 @@ class UIController:
             self.audit.append("upload_rejected", user=user, case_id=case.case_id,
                               details={"error": type(exc).__name__, "files": len(paths)})
         finally:
-            for p in paths:  # Gradio's own copy: the session directory holds the only one
+            # The study is in memory now: no copy of the upload stays on disk, where a URL could reach it
+            # (Gradio's own copy, and the staged one in the session's folder).
+            for p in paths:
                 with contextlib.suppress(OSError):
                     p.unlink(missing_ok=True)
+            if source is not None:
+                shutil.rmtree(source if source.is_dir() else source.parent, ignore_errors=True)
         return msg
 
     def ask(self, sess: SessionState, user: str | None, question: str) -> Iterator[AskUpdate]:

@@ -142,7 +142,11 @@ def trace_html(calls: Sequence[ToolCallRecord]) -> str:
         return '<div class="rc-empty">No tool calls yet.</div>'
     rows = []
     for c in calls:
-        args = html.escape(str(c.arguments))[:300]
+        if c.name == "read_case":  # how the question was read: every field, and what was assumed or corrected
+            args = html.escape("; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                                         for k, v in c.arguments.items()))
+        else:
+            args = html.escape(str(c.arguments))[:300]
         status = "ok" if c.ok else html.escape(c.error or "failed")
         how = (' <span class="rc-auto" title="run by the assistant itself, not chosen by the model">auto</span>'
                if c.auto else "")

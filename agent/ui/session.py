@@ -128,12 +128,16 @@ def stage_upload(paths: list[Path], session_dir: Path, max_bytes: int) -> Path:
                                 "(settings.max_upload_bytes)")
     dest = Path(tempfile.mkdtemp(prefix="upload-", dir=session_dir))
     staged: list[Path] = []
-    for i, p in enumerate(paths):
-        if p.suffix.lower() == ".zip":
-            staged += _safe_extract(p, dest, max_bytes)
-        else:
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", p.name)[-80:] or "upload"
-            target = dest / f"{i:05d}_{name}"
-            shutil.copyfile(p, target)
-            staged.append(target)
+    try:
+        for i, p in enumerate(paths):
+            if p.suffix.lower() == ".zip":
+                staged += _safe_extract(p, dest, max_bytes)
+            else:
+                name = re.sub(r"[^A-Za-z0-9._-]", "_", p.name)[-80:] or "upload"
+                target = dest / f"{i:05d}_{name}"
+                shutil.copyfile(p, target)
+                staged.append(target)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # nothing half-staged stays behind
+        raise
     return staged[0] if len(staged) == 1 else dest

@@ -240,6 +240,28 @@ def test_launch_with_users_requires_login(settings):
     assert verify(settings.audit_log_path).ok
 
 
+def test_session_files_are_not_served_without_login_when_users_exist(settings):
+    """Exports (and any upload) live in the session folder; with users, no route serves them to a stranger."""
+    import httpx
+
+    from agent.users import UserStore
+
+    UserStore(settings.users_path, rounds=4).add("dr_a", "a long password")
+    demo = build_ui(scripted_consultation(settings, []), settings)
+    sess = demo.rc_controller.session(None, "browser-x")
+    secret = sess.dir / "exports" / "summary.md"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("case summary")
+    port = _free_port()
+    launch(demo, settings, host="127.0.0.1", port=port, auth=bind_policy("127.0.0.1", settings), block=False)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as stranger:
+            for route in (f"/gradio_api/file={secret}", f"/file={secret}", f"/gradio_api/file={sess.dir}"):
+                assert stranger.get(route).status_code in (401, 403, 404), route
+    finally:
+        demo.close()
+
+
 def test_launch_refuses_public_without_auth(settings):
     with pytest.raises(InputError):
         launch(object(), settings, host="0.0.0.0", port=1, auth=None, block=False)
@@ -268,6 +290,7 @@ def test_controller_turn_shows_evidence_ids_in_trace_and_audit(settings, tmp_pat
     ctl = UIController(consult, settings)
     sess = ctl.session(None, "browser-1")
     assert upload_png(ctl, sess, shared_file("cxr/nih_00027426_000_no_finding.png"), tmp_path).startswith("✓")
+    assert [p for p in sess.dir.rglob("*") if p.is_file()] == []  # the study is in memory; no copy on disk
     updates = list(ctl.ask(sess, "dr_a", "Pneumonia? And follow-up for a 7 mm solid nodule, low risk?"))
     final = updates[-1]
     assert final.trace_html is not None and "<td>E1</td>" in final.trace_html and "<td>E2</td>" in final.trace_html
