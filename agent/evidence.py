@@ -15,40 +15,16 @@ with chat-control tokens and instruction-like lines neutralised.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tools.text_safety import CONTROL, neutralise
+
 EVIDENCE_KINDS = ("dicom", "classifier", "guideline", "prior_report", "calculator")
-
-# Markers that could let quoted data impersonate a turn, a tool call or the end of the fence.
-_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?tool_call>|</?tool_response>|</?tools>|<<<|>>>|\[/?INST\]|</?s>",
-                      re.I)
-# Lines in data that address the assistant with instructions (prompt injection). They are kept for
-# the record in the ledger but replaced in what the model reads.
-_INJECTION = re.compile(
-    r"(ignore|disregard|forget|override)\s+(all\s+|any\s+|the\s+|your\s+)?(previous|prior|above|earlier|system)?"
-    r"\s*(instructions|prompts?|rules|messages)|"
-    r"\b(you are now|new instructions?|system prompt|as an ai|assistant[:,]|call the tool|call tool|"
-    r"use the tool|invoke|respond only with|reply only with|say only|output only|print only)\b",
-    re.I)
-
 
 def sanitize_data(text: str, limit: int = 1200) -> tuple[str, bool]:
     """Quoted-data form of untrusted ``text`` (at most ``limit`` characters); flag when lines were removed."""
-    text = _CONTROL.sub(" ", text or "")
-    flagged = False
-    kept: list[str] = []
-    for sentence in re.split(r"(?<=[.!?;\n])\s+", text):
-        if _INJECTION.search(sentence):
-            flagged = True
-            kept.append("[text removed: instruction-like content in the source]")
-        else:
-            kept.append(sentence)
-    out = " ".join(s.strip() for s in kept if s.strip())
-    if len(out) > limit:
-        out = out[:limit].rsplit(" ", 1)[0] + " ..."
-    return out, flagged
+    return neutralise(text, limit)
 
 
 @dataclass
@@ -97,7 +73,7 @@ class Evidence:
         head = f"[{self.id}] {self.kind}: " + (title if title.startswith(self.source) else
                                                f"{self.source} — {title}" if title else self.source)
         if self.section:  # the leaf of a section path ("Solid nodules: single > Single solid nodule 6 to 8 mm")
-            head += f", section \"{_CONTROL.sub(' ', self.section.split(' > ')[-1])[:80]}\""
+            head += f", section \"{CONTROL.sub(' ', self.section.split(' > ')[-1])[:80]}\""
         if self.page:
             head += f", p. {self.page}"
         if self.year and str(self.year) not in title:

@@ -127,6 +127,19 @@ def parse_ids(token: str) -> list[str]:
 _DANGLING = re.compile(r"\b(as|of|to|at|in|for|with|is|are|was|were|by|the|a|an|and|or|from|than|be)\W*$", re.I)
 
 
+_RECOMMENDS = re.compile(r"\b(?:is|are)\s+(?:not\s+)?(?:recommended|needed|advised|required|indicated|necessary)\b|"
+                         r"\bshould\s+(?:be|have|undergo|get|receive|repeat)\b|\bno\s+(?:further\s+)?follow[- ]?up\b|"
+                         r"\b(?:I|we)\s+recommend\b|^\W*(?:recommend|consider|repeat|obtain|perform)\b", re.I)
+_REPORTED = re.compile(r"\b(?:report|reports|radiologist|reader|study|it|they)\s+(?:\w+\s+){0,3}(?:recommended|advised|"
+                       r"suggested|stated|said|noted)\b|\bwas\s+(?:recommended|advised|suggested)\b|\b(?:dated|on)\s+"
+                       r"\d{4}-\d{2}-\d{2}", re.I)
+
+
+def recommends(plain: str) -> bool:
+    """The sentence itself recommends a course of action (not a report's recommendation, told as such)."""
+    return bool(_RECOMMENDS.search(plain)) and not _REPORTED.search(plain)
+
+
 def is_empty(plain: str) -> bool:
     """A sentence with no content of its own: only markers, or cut off ("The follow-up is recommended as")."""
     words = re.findall(r"[A-Za-z]{2,}", plain)
@@ -191,6 +204,9 @@ def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> Sentenc
     conflict = contradiction(plain, evidence)
     if conflict:
         return SentenceCheck(sentence, ids, "contradicted", conflict)
+    if recommends(plain) and not any(e.kind in ("guideline", "calculator") for e in evidence):
+        return SentenceCheck(sentence, ids, "unsupported", "a recommendation must rest on a guideline or calculator, "
+                                                           "not on a report's or a header's own text")
     if nums:
         return SentenceCheck(sentence, ids, "unsupported",
                              f"number(s) {', '.join(sorted(nums))} not found in {', '.join(ids)} (does not support)")
