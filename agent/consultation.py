@@ -34,6 +34,7 @@ from agent.results import ModelCard, StudyRecord, Timings, ToolCallRecord, TurnR
 from agent.services import build_services
 from agent.toolbox import AttachedStudy, ToolContext, ToolServices, ToolSpec, toolset
 from tools.errors import CaseBusyError, FileMissingError, InputError, RadconsultError
+from tools.text_safety import neutralise
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -224,7 +225,7 @@ class Consultation:
         tool_ctx = ToolContext(self.services, self._attached(case_id, records), patient_key, question)
         studies_text = ", ".join(f"{r['ref']} ({r['label']})" for r in records) or "no image attached"
         user = {"role": "user", "question": question,
-                "content": render("user_turn", question=question, studies=studies_text,
+                "content": render("user_turn", question=neutralise(question)[0], studies=studies_text,
                                   patient="available" if patient_key else "none",
                                   hint=_hint_line(question, self.tools, bool(patient_key))).rstrip()}
         update = turn_update(patient_key, user, new_records, len(prior.get("messages", [])),

@@ -26,6 +26,9 @@ INSTRUCTION = re.compile(
     r"every\s+)?(?:previous\s+|prior\s+|above\s+|earlier\s+|system\s+|safety\s+|original\s+)?(?:instructions?|prompts?|"
     r"rules?|messages?|guidelines?|guidance|recommendations?|context|policy|policies|constraints?)\b|"
     # a new role or mode
+    r"\bnote\s+to\s+(?:the\s+)?(?:ai|assistant|model|llm|chatbot|system)\b|\bthe\s+(?:model|assistant|ai|llm|chatbot|"
+    r"system)\s+(?:must|should|shall|will|needs\s+to)\b|\bin\s+(?:every|each|all)\s+(?:answers?|responses?|replies)\b|"
+    r"(?:^|[:;,]\s*|\b(?:please|and|then|to|must|should|will)\s+)say\s+(?:that\s+)?the\s+\w+\s+(?:is|has|was|are)\b|"
     r"\b(?:you\s+are\s+now|from\s+now\s+on,?\s+you|act\s+as\s+(?:an?\s+)?(?:ai|assistant|model|system)|pretend\s+"
     r"(?:to\s+be|you\s+are)|developer\s+mode|jailbreak|system\s+prompt|new\s+instructions?|as\s+an\s+ai\b|"
     r"(?:dear\s+)?(?:assistant|chatbot|language\s+model|llm|ai\s+model)\s*[:,])|"
@@ -52,7 +55,7 @@ def neutralise(text: str, limit: int | None = None) -> tuple[str, bool]:
     text = CONTROL.sub(" ", text or "")
     flagged = False
     kept: list[str] = []
-    for sentence in re.split(r"(?<=[.!?;\n])\s+", text):
+    for sentence in re.split(r"(?<=[.!?\n])\s+", text):
         if INSTRUCTION.search(sentence):
             flagged = True
             if not kept or kept[-1] != REMOVED:
