@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from agent.settings import Settings
     from agent.summary import Summary
     from tools.imaging import ImageStudy
+    from tools.measure import Measurement
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,18 @@ def _study_label(study: ImageStudy) -> str:
     m = study.metadata
     bits = [b for b in (m.modality, m.body_part, m.view_position, m.study_date) if b]
     return " ".join(str(b) for b in bits) or study.source_format
+
+
+def measurement_evidence(measurements: Sequence[Measurement], records: list[dict[str, Any]],
+                         ledger: Ledger) -> list[Evidence]:
+    """Measurements as evidence of the turn, numbered after the case's ledger, with their provenance."""
+    refs = {r.get("study_key"): r["ref"] for r in records}
+    out = []
+    for m in measurements:
+        ref = refs.get(m.study_key, records[-1]["ref"] if records else "?")
+        out.append(ledger.add("measurement", "viewer", "measurement", title=f"{m.label} on study {ref}",
+                              quote=m.describe(), facts={"study": ref, **m.to_dict()}))
+    return out
 
 
 def result_from_record(case_id: str, record: dict[str, Any], ledger: Ledger, model: str,
@@ -164,11 +177,13 @@ class Consultation:
     # --- the turn --------------------------------------------------------------------------------
     def ask(self, case_id: str, question: str, images: Sequence[ImageStudy | str | Path] | None = None,
             patient: str | None = None, on_token: TokenCallback | None = None,
-            summary: bool = False) -> TurnResult:
+            summary: bool = False, measurements: Sequence[Measurement] = ()) -> TurnResult:
         """Answer one question in case ``case_id``. Errors of the LLM end the turn with a message, not a raise.
 
         Raises :class:`InputError` for an empty question or an unreadable image (nothing was asked then).
-        ``summary=True`` also drafts the case's summary into the result.
+        ``summary=True`` also drafts the case's summary into the result. ``measurements`` (lengths marked on
+        the viewer or given with ``ask --measure``) become evidence of this turn, and the case frame reads
+        the nodule's size from them.
         """
         from tools.imaging import ImageStudy
 
@@ -186,7 +201,7 @@ class Consultation:
         self.wait_until_ready()
         with self._lock, self._case_lock(case_id):
             t0 = time.perf_counter()
-            result = self._turn(case_id, question, list(images or []), patient, on_token, t0)
+            result = self._turn(case_id, question, list(images or []), patient, on_token, t0, list(measurements))
             if summary and result.error is None:
                 result = _with_summary(result, self.summary(case_id))
             return result
@@ -214,7 +229,7 @@ class Consultation:
             lock.release()
 
     def _turn(self, case_id: str, question: str, images: list[Any], patient: str | None,
-              on_token: TokenCallback | None, t0: float) -> TurnResult:
+              on_token: TokenCallback | None, t0: float, measurements: list[Measurement]) -> TurnResult:
         graph = self._get_graph()
         prior = self.state(case_id)
         old_records = prior.get("studies", [])
@@ -223,13 +238,17 @@ class Consultation:
         patient_key = patient or prior.get("patient_key") or next(
             (r.get("patient_key") for r in reversed(records) if r.get("patient_key")), None)
         tool_ctx = ToolContext(self.services, self._attached(case_id, records), patient_key, question)
+        measured = measurement_evidence(measurements, records, Ledger.from_dicts(prior.get("evidence", [])))
         studies_text = ", ".join(f"{r['ref']} ({r['label']})" for r in records) or "no image attached"
+        if measured:
+            studies_text += "; measured: " + "; ".join(f"[{e.id}] {e.quote}" for e in measured)
         user = {"role": "user", "question": question,
                 "content": render("user_turn", question=neutralise(question)[0], studies=studies_text,
                                   patient="available" if patient_key else "none",
                                   hint=_hint_line(question, self.tools, bool(patient_key))).rstrip()}
         update = turn_update(patient_key, user, new_records, len(prior.get("messages", [])),
                              len(prior.get("evidence", [])))
+        update["evidence"] = [e.to_dict() for e in measured]
         try:
             final = graph.compiled.invoke(update, self._config(case_id),
                                           context=TurnContext(tool_ctx, on_token, started=t0))
@@ -241,7 +260,7 @@ class Consultation:
                                   round((time.perf_counter() - t0) * 1000, 1), tuple(tool_ctx.saliency))
 
     def stream(self, case_id: str, question: str, images: Sequence[ImageStudy | str | Path] | None = None,
-               patient: str | None = None) -> Iterator[str | TurnResult]:
+               patient: str | None = None, measurements: Sequence[Measurement] = ()) -> Iterator[str | TurnResult]:
         """Generator form of :meth:`ask`: yields text pieces as they are generated, then the TurnResult."""
         q: queue.Queue[Any] = queue.Queue()
         done = object()
@@ -249,7 +268,8 @@ class Consultation:
 
         def work() -> None:
             try:
-                box["result"] = self.ask(case_id, question, images, patient, on_token=q.put)
+                box["result"] = self.ask(case_id, question, images, patient, on_token=q.put,
+                                         measurements=measurements)
             except BaseException as exc:  # re-raised in the caller's thread
                 box["error"] = exc
             finally:

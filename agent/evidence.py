@@ -20,7 +20,7 @@ from typing import Any
 
 from tools.text_safety import CONTROL, neutralise
 
-EVIDENCE_KINDS = ("dicom", "classifier", "guideline", "prior_report", "calculator")
+EVIDENCE_KINDS = ("dicom", "classifier", "guideline", "prior_report", "calculator", "measurement")
 
 def sanitize_data(text: str, limit: int = 1200) -> tuple[str, bool]:
     """Quoted-data form of untrusted ``text`` (at most ``limit`` characters); flag when lines were removed."""

@@ -230,8 +230,10 @@ class AgentGraph:
                 log.error("LLM failure while reading the case: %s", exc)
                 return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000}
         frame_ms = (time.perf_counter() - t0) * 1000
+        measured = [e.get("facts", {}) for e in state.get("evidence", [])[state.get("ev_start", 0):]
+                    if e.get("kind") == "measurement"]
         frame = read_case(question, draft, previous_frame(state), has_image=bool(state.get("studies")),
-                          has_patient=bool(state.get("patient_key")))
+                          has_patient=bool(state.get("patient_key")), measurements=measured)
         installed = [m.name for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
         plan = plan_for(frame, question, installed, bool(state.get("patient_key")))
         ctx.tools.frame = frame

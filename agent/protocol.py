@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from agent.results import ModelCard, TurnResult
     from agent.summary import Summary
     from tools.imaging import ImageStudy
+    from tools.measure import Measurement
 
 
 @runtime_checkable
@@ -28,10 +29,10 @@ class ConsultationAPI(Protocol):
 
     def ask(self, case_id: str, question: str, images: Sequence[ImageStudy | str | Path] | None = None,
             patient: str | None = None, on_token: TokenCallback | None = None,
-            summary: bool = False) -> TurnResult: ...
+            summary: bool = False, measurements: Sequence[Measurement] = ()) -> TurnResult: ...
 
     def stream(self, case_id: str, question: str, images: Sequence[ImageStudy | str | Path] | None = None,
-               patient: str | None = None) -> Iterator[str | TurnResult]: ...
+               patient: str | None = None, measurements: Sequence[Measurement] = ()) -> Iterator[str | TurnResult]: ...
 
     def history(self, case_id: str) -> list[TurnResult]: ...
 

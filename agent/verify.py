@@ -106,7 +106,8 @@ def _stems(text: str) -> set[str]:
 
 
 def _numbers(text: str) -> set[str]:
-    return {n.lstrip("0") or "0" for n in re.findall(r"(?<![E\w])\d+(?:\.\d+)?", text)}
+    """The numbers in ``text``, written one way ("8.0" and "8" are the same number)."""
+    return {f"{float(n):g}" for n in re.findall(r"(?<![E\w])\d+(?:\.\d+)?", text)}
 
 
 def _support_numbers(text: str) -> set[str]:

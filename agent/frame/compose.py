@@ -135,7 +135,12 @@ def compose_answer(frame: CaseFrame, items: list[Evidence], clarify: str | None,
     """The rendered answer: how the question was read, the results, assumptions, then any question."""
     lines: list[str] = []
     reading = _reading(frame)
+    measured = [e for e in items if e.kind == "measurement"]
     results = [s for e in items for s in sentences_for(e, frame)]
+    if measured and results:
+        parts = ", ".join(f"{e.facts.get('label', 'length')} {float(e.facts.get('length_mm', 0)):g} mm" for e in measured)
+        ids = ", ".join(e.id for e in measured)
+        results.insert(0, f"Measured on study {measured[0].facts.get('study', '?')}: {parts} [{ids}].")
     if reading and results:
         lines.append(f"Read as: {reading}.")
     lines += results

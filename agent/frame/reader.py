@@ -207,9 +207,35 @@ def _check_draft(frame: CaseFrame, draft: FrameDraft, facts: TextFacts, question
         frame.corrections.append(f"age: {draft.age} dropped (not in the text)")
 
 
+def _take_measurements(frame: CaseFrame, measurements: list[dict]) -> None:
+    """Lengths marked on the viewer: the size is the average of the long and short axes where both are given
+    (as Fleischner and Lung-RADS measure), the type and the solid component as marked."""
+    by_label: dict[str, float] = {}
+    for m in measurements:
+        label = str(m.get("label") or "long axis").lower()
+        key = "solid" if "solid" in label else "short" if "short" in label else "long"
+        by_label.setdefault(key, float(m["length_mm"]))
+        if m.get("nodule_type") and frame.nodule_type is None:
+            frame.nodule_type = m["nodule_type"]
+        frame.notes += [w for w in m.get("warnings", []) if w not in frame.notes]
+    if "long" in by_label and "short" in by_label:
+        frame.size_mm = round((by_label["long"] + by_label["short"]) / 2, 1)
+        frame.notes.append(f"measured long axis {by_label['long']:g} mm and short axis {by_label['short']:g} mm: "
+                           f"average {frame.size_mm:g} mm")
+    elif "long" in by_label or "short" in by_label:
+        frame.size_mm = by_label.get("long", by_label.get("short"))
+        frame.notes.append(f"measured {frame.size_mm:g} mm (one axis)")
+    if "solid" in by_label:
+        frame.solid_mm = by_label["solid"]
+    if any(m.get("warnings") for m in measurements) and frame.intent == "followup":
+        frame.radiograph_only = True  # a projection: no true size, and the nodule tables need CT
+    frame.no_nodule = False
+
+
 def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | None = None, *,
-              has_image: bool = False, has_patient: bool = False) -> CaseFrame:
-    """The checked frame of ``question`` (see the module docstring for the rules)."""
+              has_image: bool = False, has_patient: bool = False, measurements: list[dict] | None = None) -> CaseFrame:
+    """The checked frame of ``question`` (see the module docstring for the rules); ``measurements`` are the
+    facts of the lengths marked on the viewer for this turn."""
     facts = read_text(question)
     follow_on = previous is not None and previous.intent in ("followup", "category", "screening") \
         and is_follow_on(question, facts)
@@ -223,6 +249,10 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
         if draft is not None and frame.intent == "image":
             frame.finding = draft.finding
     _take_text(frame, facts, question)
+    if measurements:
+        if frame.intent in ("knowledge", "image") and _MANAGEMENT.search(question):
+            frame.intent = "followup"  # "what follow-up?" about a measured nodule
+        _take_measurements(frame, measurements)
     lung_nodule = frame.intent == "followup" and not facts.mentions_breast and not facts.birads and frame.organ is None
     if lung_nodule and frame.setting is None:
         _setting(facts, frame)

@@ -104,3 +104,36 @@ def test_a_classifier_result_is_reported_from_the_result(settings):
     assert [t.name for t in res.tool_calls] == ["read_case", "classify_study"]
     assert "pneumonia-cxr" in res.answer and "P(pneumonia) = " in res.answer and "Caution:" in res.answer
     assert res.saliency and res.saliency[0].array.shape == study.display.shape[:2]
+
+
+def test_measurements_on_the_viewer_feed_the_calculator(settings):
+    """Two lengths marked on a real CT slice: the size is their average, both are cited with the rule."""
+    from tests.conftest import pydicom_file
+    from tools.imaging import load
+    from tools.measure import measure
+
+    study = load(pydicom_file("CT_small.dcm"), settings)
+    row, col = study.spacing[-2:]
+    long_axis = measure(study, 0, (10, 20), (10 + 8.0 / col, 20), label="long axis", nodule_type="solid")
+    short_axis = measure(study, 0, (30, 30), (30, 30 + 6.0 / row), label="short axis")
+    assert abs(long_axis.length_mm - 8.0) < 0.01 and abs(short_axis.length_mm - 6.0) < 0.01
+    c, _ = consult(settings, [frame(intent="followup")])
+    res = c.ask("f9", "Incidental nodule in a never smoker, 55 years. What follow-up?", images=[study],
+                measurements=[long_axis, short_axis])
+    assert res.frame.size_mm == 7.0 and res.frame.nodule_type == "solid" and res.frame.risk == "low"
+    assert "Measured on study S1: long axis 8 mm, short axis 6 mm [E1, E2]." in res.answer
+    assert "single solid nodule 6-8 mm, low risk" in res.answer and "[E3]" in res.answer
+    assert [e.kind for e in res.citations] == ["measurement", "measurement", "calculator"]
+
+
+def test_a_length_without_pixel_spacing_is_refused(settings):
+    import pytest
+
+    from tools.imaging import load
+    from tools.measure import MeasurementError, measure
+
+    png = load(shared_file("cxr/nih_00027426_000_no_finding.png"), settings)
+    with pytest.raises(MeasurementError, match="no pixel spacing"):
+        measure(png, 0, (10, 10), (50, 50))
+    with pytest.raises(MeasurementError, match="outside"):
+        measure(png, 0, (10, 10), (5000, 50))
