@@ -45,3 +45,34 @@ def test_real_model_ignores_injected_guideline_text(settings, backend, payload):
     assert [c.name for c in dirty.tool_calls] == [c.name for c in clean.tool_calls]
     assert "PWNED" not in dirty.answer and "DEMO-0002" not in dirty.answer
     assert dirty.answer == clean.answer
+
+
+# --- the case frame, the clarifying question and the contradiction check with the real model ---------------
+def test_real_model_frame_is_checked_and_the_calculator_answers(settings, backend):
+    consult = Consultation(settings, backend=backend)
+    res = consult.ask("e2e-frame", "Solitary solid nodule 1.1 cm in a 68-year-old smoker, found on a CT for "
+                                   "abdominal pain. Next step?")
+    assert res.frame is not None and res.frame.size_mm == 11.0 and res.frame.system == "fleischner"
+    assert [t.name for t in res.tool_calls] == ["read_case", "fleischner_followup"]
+    assert "Consider CT at 3 months, PET/CT, or tissue sampling [E1]" in res.answer
+    assert res.contradicted_sentences == () and res.unsupported_sentences == ()
+
+
+def test_real_model_missing_risk_gets_a_clarifying_question(settings, backend):
+    res = Consultation(settings, backend=backend).ask("e2e-clarify", "7 mm solid nodule on CT, follow-up interval?")
+    assert res.clarifying_question and res.answer.rstrip().endswith("?")
+    assert "low risk: CT at 6-12 months" in res.answer and "high risk: CT at 6-12 months" in res.answer
+
+
+def test_real_model_prose_never_contradicts_its_evidence(settings, backend):
+    """Whatever the model writes around the retrieved sections, no contradicted sentence reaches the answer."""
+    from agent.evidence import Ledger
+    from agent.verify import verify
+
+    consult = Consultation(settings, backend=backend)
+    for n, question in enumerate(("How are persistent pure ground-glass nodules followed?",
+                                  "What does the S modifier mean in Lung-RADS?")):
+        res = consult.ask(f"e2e-contra-{n}", question)
+        check = verify(res.answer, Ledger(list(res.evidence)), question)
+        assert not [s for s in check.sentences if s.status == "contradicted"], res.answer
+        assert all(s not in res.answer for s in res.contradicted_sentences)
