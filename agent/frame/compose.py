@@ -114,6 +114,8 @@ def sentences_for(e: Evidence, frame: CaseFrame) -> list[str]:
     """The rendered sentences for one evidence item ([] for kinds the model answers from)."""
     if e.kind == "classifier":
         return classifier_sentences(e)
+    if e.kind == "dicom":  # the study's safe header facts, as the header states them
+        return [f"Study {e.facts.get('study', '?')} ({e.source}): {e.quote.rstrip('.')} [{e.id}]."]
     if e.kind == "guideline":  # a section retrieved for a rendered answer: quoted, not paraphrased
         from agent.answer import quote_line
 

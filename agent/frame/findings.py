@@ -48,6 +48,14 @@ WHAT_IT_COVERS: dict[str, str] = {
                         "slice, given that a tumour is present (it cannot tell whether there is one)",
     "breast-us": "malignant versus normal-or-benign on a breast ultrasound image",
 }
+TECHNIQUE = re.compile(r"\bmodality\b|\bview\b|\btechnique\b|\bdimensions?\b|\bresolution\b|\bmatrix\b|"
+                       r"\bpixel\s+spacing\b|\bslice\s+thickness\b|\bheader\b|\bDICOM\s+(?:tags?|header|data)\b|"
+                       r"\bmanufacturer\b|\bscanner\b|\b(?:study|acquisition)\s+date\b|\bwhen\s+was\s+(?:it|this|the\s+"
+                       r"study)\s+(?:taken|acquired|done)|\bhow\s+(?:big|large)\s+is\s+(?:the|this)\s+(?:image|file)\b|"
+                       r"\b(?:what|which)\s+(?:kind|type)\s+of\s+(?:study|image|scan|file)\b|\bdescribe\s+(?:the\s+)?"
+                       r"(?:technique|acquisition)", re.I)
+
+
 @dataclass(frozen=True)
 class FindingQuery:
     """The findings a question names; ``generic`` when it names none ("what do you see?", "is it normal?")."""

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.frame.findings import asked_findings, covering_models, what_models_cover
+from agent.frame.findings import TECHNIQUE, asked_findings, covering_models, what_models_cover
 from agent.frame.model import SYSTEM_NAMES, CaseFrame
 
 OUT_OF_SCOPE = ("That is outside what I can help with: I am a decision-support assistant for reading medical images. "
@@ -128,6 +128,8 @@ def _guideline_plan(frame: CaseFrame, question: str) -> Plan:
 
 def _image_plan(frame: CaseFrame, question: str, installed: list[str]) -> Plan:
     query = asked_findings(question, frame.finding)
+    if TECHNIQUE.search(question) and not query.findings:  # about the acquisition, not a finding: the header
+        return Plan(calls=[("inspect_study", {"study": "latest"})], answer_by="render")
     covered = [f for f in query.findings if covering_models(f, installed)]
     uncovered = [f for f in query.findings if not covering_models(f, installed)]
     plan = Plan(answer_by="render")
@@ -165,6 +167,10 @@ def plan_for(frame: CaseFrame, question: str, installed_models: list[str], has_p
             return Plan(statement=(f"The bundled guidelines ({', '.join(SYSTEM_NAMES.values())}) do not cover{organ}, "
                                    "so I give no recommendation from them; use the guideline for that organ."),
                         answer_by="render")
+        if frame.system == "lung_rads" and re.search(r"\bfleischner\b", question, re.I) and frame.size_mm:
+            plan = _guideline_plan(frame, question)  # Lung-RADS, and Fleischner's own word that it does not apply
+            plan.calls.insert(0, ("fleischner_followup", {**_fleischner_args(frame), "lung_cancer_screening": True}))
+            return plan
         if frame.system == "fleischner" and frame.radiograph_only:
             return Plan(statement=RADIOGRAPH_ONLY, answer_by="render",
                         calls=[("search_guidelines", {"query": "Fleischner scope: nodules seen on a chest radiograph "

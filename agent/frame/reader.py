@@ -38,7 +38,8 @@ _PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history
                     r"study|studies|ct|scan|imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|"
                     r"\b(compar\w*|change[ds]?|interval|progress\w*|since\s+(?:the\s+)?last|resolv\w*|stable|grown)\b|"
                     r"\bprior\s+reports?\b|\b(?:this|the|my|our)\s+patient(?:'s)?\b|\b(?:her|his)\s+(?:last|latest|"
-                    r"previous|prior|current)\b|\bwas\s+(?:assigned|reported|found|seen)\b", re.I)
+                    r"previous|prior|current)\b|\bwas\s+(?:assigned|reported|found|seen)\b|\b(?:latest|most\s+recent|"
+                    r"initial|first|previous|prior|earlier)\b", re.I)
 _MANAGEMENT = re.compile(r"\bfollow[- ]?(?:up|it|this)\b|\bmanage\w*|\bnext\s+step|\bwhat\s+(?:now|next)\b|"
                          r"\b(?:how|when)\s+(?:do|should)\s+we\b|\bsurveillance\b|\binterval\b|\brecommend\w*|"
                          r"\brepeat\s+(?:CT|scan|imaging)|\bplan\b", re.I)

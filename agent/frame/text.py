@@ -28,7 +28,8 @@ _SOLID = re.compile(r"(?<![-\w])solid\b|\bSSNs?\b", re.I)
 _NOT_SOLID_CONTEXT = re.compile(r"\b(part|partly|semi|non|sub)[- ]?solid\b|\bsolid\s+(component|portion|part|core|"
                                 r"element)\b", re.I)
 
-_MULTIPLE = re.compile(r"\bnodules\b|\bGGNs\b|\bGGOs\b|\bSSNs\b|\bmultiple\b|\bseveral\b|\bnumerous\b|\b(two|three|four|five|2|3|4|5)\s+"
+_PLURAL = re.compile(r"\bnodules\b|\bGGNs\b|\bGGOs\b|\bSSNs\b", re.I)
+_MULTIPLE = re.compile(r"\blargest\b|\bmultiple\b|\bseveral\b|\bnumerous\b|\b(two|three|four|five|2|3|4|5)\s+"
                        r"(?:\w+\s+){0,2}nodules\b|\bbilateral\s+nodul|\bmultifocal\b|\bfew\s+nodules\b", re.I)
 _SINGLE = re.compile(r"\b(solitary|single|isolated|one|a|an)\s+(?:\w+[- ]?){0,4}nodule\b(?!s)|\bSPN\b", re.I)
 _NO_NODULE = re.compile(r"\bno\s+(?:\w+\s+){0,3}nodules?\b|\bwithout\s+(?:any\s+)?(?:\w+\s+){0,2}nodules?\b|"
@@ -38,7 +39,7 @@ _NO_NODULE = re.compile(r"\bno\s+(?:\w+\s+){0,3}nodules?\b|\bwithout\s+(?:any\s+
 
 _SCREENING = re.compile(r"\bscreening\b|\bLDCT\b|\blow[- ]dose\s+CT\b|\blung[- ]?RADS\b|\bannual\s+(?:CT|scan|LDCT)\b|"
                         r"\bscreen(?:ed)?\s+for\s+lung\b|\bLCS\b", re.I)
-_INCIDENTAL = re.compile(r"\bincidental(?:ly)?\b|\bfleischner\b|\b(?:found|seen|noted|detected|discovered)\s+(?:on|at)\s+"
+_INCIDENTAL = re.compile(r"\bincidental(?:ly)?\b|\b(?:found|seen|noted|detected|discovered)\s+(?:on|at)\s+"
                          r"(?:a|an|her|his|the)?\s*(?:\w+\s+){0,3}(?:CT|CTA|CTPA|scan|angiogra\w*)\s+(?:for|of|done|"
                          r"performed|obtained)\b|\bCTPA\b|\bCT\s+(?:angiogra\w*|abdomen|of\s+the\s+abdomen|for\s+"
                          r"(?:trauma|PE|pulmonary\s+embol\w*|abdominal|chest\s+pain|cough|staging))|\btrauma\s+CT\b|"
@@ -261,9 +262,13 @@ def _read_risk(text: str, facts: TextFacts) -> None:
 def _read_context(text: str, facts: TextFacts) -> None:
     if _NOT_SCREENING.search(text):
         facts.setting = "incidental"
-    elif _SCREENING.search(text) and not _INCIDENTAL.search(text):
+    elif _SCREENING.search(text) and not _INCIDENTAL.search(text) and not re.search(r"\bfleischner\b", text, re.I):
         facts.setting = "screening"
     elif _INCIDENTAL.search(text):
+        facts.setting = "incidental"
+    elif _SCREENING.search(text):  # "Fleischner" named for a nodule found on screening: still a screening CT
+        facts.setting = "screening"
+    elif re.search(r"\bfleischner\b", text, re.I):
         facts.setting = "incidental"
     facts.eligibility = bool(_ELIGIBILITY.search(text))
     for status, pattern in _STATUS:
@@ -291,10 +296,14 @@ def read_text(text: str) -> TextFacts:
     _read_type(text, facts)
     if _NO_NODULE.search(text):
         facts.no_nodule = True
+    # "several/two nodules", "the largest": several; a nodule with its article or size: one; a bare plural
+    # ("does Fleischner apply to nodules found on screening?") only when nothing says one
     if _MULTIPLE.search(text) and not facts.no_nodule:
         facts.count = "multiple"
     elif _SINGLE.search(text):
         facts.count = "single"
+    elif _PLURAL.search(text) and not facts.no_nodule:
+        facts.count = "multiple"
     _read_smoking(text, facts)
     _read_risk(text, facts)
     _read_context(text, facts)

@@ -134,3 +134,30 @@ def test_sections_that_contradict_the_frame_are_not_applicable():
     assert not fits("Solid nodules: multiple > Multiple solid nodules 6 to 8 mm", frame)
     assert not fits("Subsolid nodules: single > Single pure ground-glass nodule 6 mm or larger", frame)
     assert fits("Risk categories > High risk", frame)
+
+
+def test_header_questions_read_the_header_and_fleischner_on_screening_says_it_does_not_apply():
+    for question in ("What modality and view is this image?", "Describe the technique of the attached study.",
+                     "What are the image dimensions of this file?"):
+        plan = plan_for(read_case(question, None, has_image=True), question, INSTALLED, False)
+        assert plan.calls == [("inspect_study", {"study": "latest"})]
+    q = "Does Fleischner apply to nodules found on lung cancer screening CT? Patient 65, 7 mm solid nodule."
+    frame = read_case(q, None)
+    calls = [name for name, _ in plan_for(frame, q, INSTALLED, False).calls]
+    assert frame.setting == "screening" and calls == ["fleischner_followup", "lung_rads_category"]
+
+
+def test_count_reads_quantity_words_before_a_bare_plural():
+    assert read_case("Multiple solid nodules, largest 7 mm, low risk", None).count == "multiple"
+    assert read_case("Do the tables apply to nodules in general? Here a single 7 mm solid nodule.", None).count == \
+        "single"
+    assert read_case("Incidental 6 mm GGNs in both lungs", None).count == "multiple"
+
+
+def test_questions_about_the_patients_earlier_studies_search_the_reports():
+    for q in ("What is the latest BI-RADS assessment of the left breast mass?",
+              "When was the nodule first reported and how large was it?",
+              "What is the current Lung-RADS category and next step for this patient?"):
+        assert read_case(q, None, has_patient=True).intent == "prior", q
+    assert read_case("Lung-RADS for a stable 7 mm solid nodule on screening?", None, has_patient=True).intent == \
+        "followup"
