@@ -45,6 +45,21 @@ _QUESTIONS = {
 }
 
 
+INTRODUCTION = ("I am RadConsult, a decision-support assistant for clinicians who read medical images: I can help "
+                "interpret an attached study with the installed classifiers, look up imaging guidelines (Fleischner, "
+                "Lung-RADS, BI-RADS, USPSTF screening) and search this patient's prior reports, with a citation for "
+                "every statement.")
+
+
+def smalltalk_reply(question: str) -> str:
+    """A greeting, thanks or a question about the assistant, answered without the model."""
+    if re.search(r"\bthank|\bcheers\b|\bgreat\b|\bok(?:ay)?\b|\bbye\b", question, re.I):
+        return "You're welcome. Ask again whenever you need a guideline, a study read or a prior report."
+    if re.search(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening))\b", question, re.I):
+        return "Hello. " + INTRODUCTION
+    return INTRODUCTION
+
+
 @dataclass
 class Plan:
     """``calls``: (tool, arguments) the agent runs itself; ``clarify``: the question to ask; ``statement``: a
@@ -153,7 +168,7 @@ def plan_for(frame: CaseFrame, question: str, installed_models: list[str], has_p
     if frame.intent == "out_of_scope":
         return Plan(statement=OUT_OF_SCOPE, answer_by="render")
     if frame.intent == "smalltalk":
-        return Plan(answer_by="model")
+        return Plan(statement=smalltalk_reply(question), answer_by="render")
     if frame.intent == "image":
         return _image_plan(frame, question, installed_models)
     if frame.intent == "prior":

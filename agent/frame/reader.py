@@ -40,6 +40,8 @@ _PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history
                     r"\bprior\s+reports?\b|\b(?:this|the|my|our)\s+patient(?:'s)?\b|\b(?:her|his)\s+(?:last|latest|"
                     r"previous|prior|current)\b|\bwas\s+(?:assigned|reported|found|seen)\b|\b(?:latest|most\s+recent|"
                     r"initial|first|previous|prior|earlier)\b", re.I)
+_BARE_CATEGORY = re.compile(r"(?:^|\b(?:a|an|category|about|and|or|if|instead)\s+)([0-6][ABCXabcx]?)\b(?!\s*(?:mm|cm|%|"
+                            r"years?|months?|pack))", re.I)
 _MANAGEMENT = re.compile(r"\bfollow[- ]?(?:up|it|this)\b|\bmanage\w*|\bnext\s+step|\bwhat\s+(?:now|next)\b|"
                          r"\b(?:how|when)\s+(?:do|should)\s+we\b|\bsurveillance\b|\binterval\b|\brecommend\w*|"
                          r"\brepeat\s+(?:CT|scan|imaging)|\bplan\b", re.I)
@@ -242,6 +244,9 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
         and is_follow_on(question, facts)
     if follow_on and previous is not None:
         frame = dataclasses.replace(previous, missing=[], assumed=[], corrections=[], notes=[], source="previous")
+        bare = _BARE_CATEGORY.search(question)
+        if bare and previous.system in ("birads", "lung_rads") and not (facts.lung_rads or facts.birads):
+            frame.category = bare.group(1).upper()  # "what about a 4A instead?"
         if facts.smoking or facts.pack_years is not None or facts.risk or facts.risk_factors:
             frame.risk = frame.risk_basis = None  # new risk information: read the risk again
     else:
