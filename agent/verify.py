@@ -33,7 +33,7 @@ _NOT_CLAIM = re.compile(
     r"please (attach|provide|ask|consult)|i could not|i cannot|i can't|sorry)\b|"
     # the agent's own statements about how it read the question and what its tools cover
     r"^(read as|assumed|not done|no installed model|the installed models|the bundled (nodule )?guidelines|"
-    r"i am radconsult|you're welcome|hello\. i am|"
+    r"i am radconsult|you're welcome|hello\. i am|ask again whenever|"
     r"no patient is attached|the recommendation depends on)\b|"
     r"decision support|not a diagnosis|clinician (decides|must)|consult (a|your) (radiologist|clinician|physician)",
     re.I)
