@@ -142,12 +142,13 @@ class Consultation:
                                                                                      list[AttachedStudy]]:
         """Load and attach ``images``. The case record keeps the ref, a label and the pseudonymous keys;
         never the file path, which often carries a patient's name (the studies live in this process)."""
+        from agent.wiring import imaging_config
         from tools.imaging import ImageStudy, load
 
         records, attached = [], []
         for i, item in enumerate(images):
             ref = f"S{first_ref + i}"
-            study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), self.settings)
+            study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), imaging_config(self.settings))
             self._studies[(case_id, ref)] = study
             label = _study_label(study)
             records.append({"ref": ref, "label": label, "patient_key": study.patient_key,

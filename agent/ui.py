@@ -759,6 +759,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
             return (sess, *case_outputs(sess))
 
         def on_upload(files, st, request: gr.Request):
+            from agent.wiring import imaging_config
             from tools.imaging import load
 
             sess = session(st, request)
@@ -767,7 +768,7 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
             msg = ""
             try:
                 source = stage_upload(paths, sess.dir, settings.max_upload_bytes)
-                study = load(source, settings)
+                study = load(source, imaging_config(settings))
                 case.studies.append(study)
                 case.saliency, case.saliency_label = None, ""
                 fmt = study.source_format

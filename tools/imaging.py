@@ -1,7 +1,8 @@
 """Imaging input: DICOM / PNG / JPEG / NIfTI -> :class:`ImageStudy`, de-identified in the loader.
 
 CONTRACT (other modules rely on these names; add fields, never rename):
-``load(source, settings=None) -> ImageStudy``.
+``load(source, config) -> ImageStudy`` with an :class:`ImagingConfig` (limits and the de-identification
+policy), built from the settings by ``agent.wiring.imaging_config``.
 
 What :func:`load` reads:
 
@@ -21,7 +22,7 @@ the extension: a PNG named ``.dcm`` loads as PNG with a warning saying so.
 Identifiers never leave this module: the study carries only :class:`SafeMetadata`, the
 HMAC-derived patient and study keys and remapped UIDs (see :mod:`tools.deid`).
 
-Limits (``settings.max_file_bytes``, ``max_pixels``, ``max_frames``) are checked from file sizes
+Limits (``config.limits.max_file_bytes``, ``max_pixels``, ``max_frames``) are checked from file sizes
 and headers before any pixel buffer is allocated.
 
 ``pixels`` and ``display`` are computed from the decoded stored values on first access (the
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tools.deid import DeidPolicy
 from tools.errors import (
     CorruptFileError,
     FileMissingError,
@@ -58,9 +60,30 @@ from tools.errors import (
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-    from agent.settings import Settings
-
 log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImagingLimits:
+    """Input limits, checked from file sizes and headers before any pixel buffer is allocated.
+
+    ``max_file_bytes``: largest file (or series total), bytes. ``max_pixels``: most pixel values
+    (rows x cols x frames x samples). ``max_frames``: most frames or slices.
+    """
+
+    max_file_bytes: int = 512 * MiB
+    max_pixels: int = 512 * MiB
+    max_frames: int = 2000
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    """Everything :func:`load` needs: the input limits and the de-identification policy."""
+
+    deid: DeidPolicy
+    limits: ImagingLimits = field(default_factory=ImagingLimits)
 
 MIN_SIDE = 2            # images with fewer rows or columns than this are rejected
 _SAMPLE = 1 << 16       # values used to estimate display percentiles when there is no window
@@ -182,25 +205,21 @@ class ImageStudy:
 # entry point
 # =====================================================================================================
 def load(source: str | os.PathLike[str] | bytes | bytearray | memoryview,
-         settings: Settings | None = None) -> ImageStudy:
+         config: ImagingConfig) -> ImageStudy:
     """Load a DICOM file / series folder / DICOMDIR, a PNG or JPEG, or a NIfTI file (path or bytes).
 
     Raises a subclass of :class:`tools.errors.InputError` with a message a clinician can act on:
     FileMissingError, FileTooLargeError, UnsupportedFormatError, CorruptFileError, NoPixelDataError,
     UnsupportedTransferSyntaxError, InvalidImageError.
     """
-    if settings is None:
-        from agent.settings import Settings
-
-        settings = Settings()
     started = time.perf_counter()
     if isinstance(source, bytes | bytearray | memoryview):
-        study = _load_bytes(bytes(source), settings)
+        study = _load_bytes(bytes(source), config)
     else:
         path = Path(os.fspath(source)).expanduser()
         if not path.exists():
             raise FileMissingError(f"no such file or folder: {path.name or str(path)}")
-        study = _load_folder(path, settings) if path.is_dir() else _load_file(path, settings)
+        study = _load_folder(path, config) if path.is_dir() else _load_file(path, config)
     # no names, paths or identifiers in the log: format, geometry and timing only
     log.debug("loaded a %s %s study, shape %s, %d warning(s), in %.1f ms", study.source_format,
               study.metadata.modality or "", study.shape, len(study.warnings),
@@ -239,19 +258,19 @@ _EXTENSIONS = {
 }
 
 
-def check_file_size(path: Path, settings: Settings) -> int:
-    """The file's size in bytes; a typed error when it is empty or over ``settings.max_file_bytes``."""
+def check_file_size(path: Path, limits: ImagingLimits) -> int:
+    """The file's size in bytes; a typed error when it is empty or over ``limits.max_file_bytes``."""
     size = path.stat().st_size
     if size == 0:
         raise CorruptFileError(f"{path.name} is empty (0 bytes)")
-    if size > settings.max_file_bytes:
+    if size > limits.max_file_bytes:
         raise FileTooLargeError(f"{path.name} is {size / 2**20:.1f} MiB, over the limit of "
-                                f"{settings.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
+                                f"{limits.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
     return size
 
 
-def _load_file(path: Path, settings: Settings) -> ImageStudy:
-    size = check_file_size(path, settings)
+def _load_file(path: Path, config: ImagingConfig) -> ImageStudy:
+    size = check_file_size(path, config.limits)
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -270,21 +289,21 @@ def _load_file(path: Path, settings: Settings) -> ImageStudy:
         if suffix and suffix not in _EXTENSIONS[kind] and not (kind == "dicom" and path.name == "DICOMDIR"):
             warnings.append(f"the file extension {suffix} does not match its content; read as {kind.upper()}")
         if kind == "dicom":
-            ds = _read_dicom(fh, path.name, settings)
+            ds = _read_dicom(fh, path.name, config)
             if "DirectoryRecordSequence" in ds:
-                return _load_dicomdir(path, ds, settings, warnings)
-            return _study_from_datasets([ds], settings, warnings, name=path.name)
+                return _load_dicomdir(path, ds, config, warnings)
+            return _study_from_datasets([ds], config, warnings, name=path.name)
         if kind in ("png", "jpeg"):
-            return _load_raster(fh, path.name, settings, warnings)
-        return _load_nifti_stream(fh, path.name, settings, warnings, size)
+            return _load_raster(fh, path.name, config, warnings)
+        return _load_nifti_stream(fh, path.name, config, warnings, size)
 
 
-def _load_bytes(data: bytes, settings: Settings) -> ImageStudy:
+def _load_bytes(data: bytes, config: ImagingConfig) -> ImageStudy:
     if not data:
         raise CorruptFileError("the upload is empty (0 bytes)")
-    if len(data) > settings.max_file_bytes:
+    if len(data) > config.limits.max_file_bytes:
         raise FileTooLargeError(f"the upload is {len(data) / 2**20:.1f} MiB, over the limit of "
-                                f"{settings.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
+                                f"{config.limits.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
     kind = sniff(data[:1024])
     fh = io.BytesIO(data)
     if kind == "gzip":
@@ -293,13 +312,13 @@ def _load_bytes(data: bytes, settings: Settings) -> ImageStudy:
     if kind is None:
         raise UnsupportedFormatError("the upload is not a DICOM, PNG, JPEG or NIfTI file")
     if kind == "dicom":
-        ds = _read_dicom(fh, "the upload", settings)
+        ds = _read_dicom(fh, "the upload", config)
         if "DirectoryRecordSequence" in ds:
             raise UnsupportedFormatError("a DICOMDIR needs its folder: load the folder or the DICOMDIR path")
-        return _study_from_datasets([ds], settings, [])
+        return _study_from_datasets([ds], config, [])
     if kind in ("png", "jpeg"):
-        return _load_raster(fh, "the upload", settings, [])
-    return _load_nifti_stream(fh, "the upload", settings, [], len(data))
+        return _load_raster(fh, "the upload", config, [])
+    return _load_nifti_stream(fh, "the upload", config, [], len(data))
 
 
 def _gzip_is_nifti(head: bytes, fh: Any) -> bool:
@@ -335,7 +354,7 @@ _TS_PACKAGES = {
 }
 
 
-def _read_dicom(fh: Any, name: str, settings: Settings) -> Dataset:
+def _read_dicom(fh: Any, name: str, config: ImagingConfig) -> Dataset:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -371,9 +390,9 @@ def is_truncated(ds: Dataset) -> bool:
     return last.length != 0xFFFFFFFF and len(last.value) < last.length
 
 
-def _read_dicom_path(path: Path, settings: Settings) -> Dataset:
+def _read_dicom_path(path: Path, config: ImagingConfig) -> Dataset:
     with path.open("rb") as fh:
-        return _read_dicom(fh, path.name, settings)
+        return _read_dicom(fh, path.name, config)
 
 
 def _transfer_syntax(ds: Dataset) -> Any:
@@ -413,7 +432,7 @@ def _header_int(ds: Dataset, keyword: str, default: int | None = None) -> int | 
         return default
 
 
-def _check_header(ds: Dataset, name: str, settings: Settings) -> tuple[int, int, int, int]:
+def _check_header(ds: Dataset, name: str, config: ImagingConfig) -> tuple[int, int, int, int]:
     """(rows, cols, frames, samples) from the header, with every limit checked before decoding."""
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         sop = ds.get("SOPClassUID")
@@ -428,18 +447,18 @@ def _check_header(ds: Dataset, name: str, settings: Settings) -> tuple[int, int,
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise InvalidImageError(f"{name} is a {rows}x{cols} image: too small to be read "
                                 f"(at least {MIN_SIDE}x{MIN_SIDE} pixels)")
-    _check_limits(name, rows, cols, frames, samples, settings)
+    _check_limits(name, rows, cols, frames, samples, config)
     return rows, cols, frames, samples
 
 
-def _check_limits(name: str, rows: int, cols: int, frames: int, samples: int, settings: Settings) -> None:
-    if frames > settings.max_frames:
-        raise FileTooLargeError(f"{name} has {frames} frames/slices, over the limit of {settings.max_frames} "
+def _check_limits(name: str, rows: int, cols: int, frames: int, samples: int, config: ImagingConfig) -> None:
+    if frames > config.limits.max_frames:
+        raise FileTooLargeError(f"{name} has {frames} frames/slices, over the limit of {config.limits.max_frames} "
                                 "(RADCONSULT_MAX_FRAMES)")
     n = rows * cols * frames * samples
-    if n > settings.max_pixels:
+    if n > config.limits.max_pixels:
         raise FileTooLargeError(f"{name} holds {n} pixel values ({frames}x{rows}x{cols}x{samples}), over "
-                                f"the limit of {settings.max_pixels} (RADCONSULT_MAX_PIXELS)")
+                                f"the limit of {config.limits.max_pixels} (RADCONSULT_MAX_PIXELS)")
 
 
 def _decode(ds: Dataset, name: str, checked: set[str] | None = None) -> np.ndarray:
@@ -464,18 +483,18 @@ def _decode(ds: Dataset, name: str, checked: set[str] | None = None) -> np.ndarr
     return arr
 
 
-def _study_from_datasets(datasets: list[Dataset], settings: Settings, warnings: list[str],
+def _study_from_datasets(datasets: list[Dataset], config: ImagingConfig, warnings: list[str],
                          name: str = "the DICOM file") -> ImageStudy:
     """Build a study from one DICOM object (2-D or multi-frame) or from the slices of one series."""
     from tools import deid
 
     first = datasets[0]
     if len(datasets) == 1:
-        rows, cols, frames, samples = _check_header(first, name, settings)
+        rows, cols, frames, samples = _check_header(first, name, config)
     else:
-        rows, cols, _, samples = _check_header(first, name, settings)
+        rows, cols, _, samples = _check_header(first, name, config)
         frames = len(datasets)
-        _check_limits("the series", rows, cols, frames, samples, settings)
+        _check_limits("the series", rows, cols, frames, samples, config)
 
     # --- geometry and order (before decoding) ----------------------------------------------------
     spacing_rc, spacing_note = _pixel_spacing(first)
@@ -504,10 +523,10 @@ def _study_from_datasets(datasets: list[Dataset], settings: Settings, warnings: 
 
     # --- metadata, keys, warnings -----------------------------------------------------------------
     identity = deid.patient_identity(first)
-    pkey = deid.patient_key(identity, settings) if identity else None
+    pkey = deid.patient_key(identity, config.deid) if identity else None
     study_uid = str(first.get("StudyInstanceUID", "") or "").strip()
-    skey = deid.study_key(study_uid, settings) if study_uid else None
-    days = deid.date_shift_days(identity or "", settings) if settings.deid_dates == "shift" else 0
+    skey = deid.study_key(study_uid, config.deid) if study_uid else None
+    days = deid.date_shift_days(identity or "", config.deid) if config.deid.shifts_dates else 0
     meta = _safe_metadata(first, frames=int(raw.shape[0]) if raw.ndim - int(is_color) == 3 else 1,
                           photometric=photometric, days=days)
     if meta.burned_in_annotation:
@@ -517,7 +536,7 @@ def _study_from_datasets(datasets: list[Dataset], settings: Settings, warnings: 
         ratio = first.get("LossyImageCompressionRatio")
         warnings.append("lossy compressed image" + (f" (ratio {ratio})" if ratio else "")
                         + ": fine detail may be altered")
-    sops = tuple(deid.remap_uid(uid, settings) for uid in (_raw_text(d, 0x00080018) for d in datasets) if uid)
+    sops = tuple(deid.remap_uid(uid, config.deid) for uid in (_raw_text(d, 0x00080018) for d in datasets) if uid)
     series_uid = str(first.get("SeriesInstanceUID", "") or "").strip()
     sop_class = first.get("SOPClassUID")
 
@@ -535,8 +554,8 @@ def _study_from_datasets(datasets: list[Dataset], settings: Settings, warnings: 
     return ImageStudy(
         pixels=pixels, display=display, spacing=spacing, source_format="dicom", metadata=meta,
         patient_key=pkey, study_key=skey,
-        study_uid=deid.remap_uid(study_uid, settings) if study_uid else None,
-        series_uid=deid.remap_uid(series_uid, settings) if series_uid else None,
+        study_uid=deid.remap_uid(study_uid, config.deid) if study_uid else None,
+        series_uid=deid.remap_uid(series_uid, config.deid) if series_uid else None,
         sop_instance_uids=sops, sop_class_uid=str(sop_class) if sop_class else None,
         warnings=tuple(warnings),
     )
@@ -942,28 +961,28 @@ def _safe_metadata(ds: Dataset, *, frames: int, photometric: str, days: int) -> 
 
 
 # --- folders, series and DICOMDIR --------------------------------------------------------------------
-def _load_folder(folder: Path, settings: Settings) -> ImageStudy:
+def _load_folder(folder: Path, config: ImagingConfig) -> ImageStudy:
     dicomdir = folder / "DICOMDIR"
     if dicomdir.is_file():
-        ds = _read_dicom_path(dicomdir, settings)
+        ds = _read_dicom_path(dicomdir, config)
         if "DirectoryRecordSequence" in ds:
-            return _load_dicomdir(dicomdir, ds, settings, [])
-    entries = _list_files(folder, settings)
+            return _load_dicomdir(dicomdir, ds, config, [])
+    entries = _list_files(folder, config)
     if not entries:
         raise FileMissingError(f"the folder {folder.name} holds no files")
     files = [p for p, _ in entries]
     sizes = [n for _, n in entries]
-    return _load_series_files(files, settings, [], where=f"the folder {folder.name}", sizes=sizes)
+    return _load_series_files(files, config, [], where=f"the folder {folder.name}", sizes=sizes)
 
 
 MAX_FOLDER_DEPTH = 4  # a study folder with series subfolders (and a level or two of media layout)
 
 
-def _list_files(folder: Path, settings: Settings) -> list[tuple[Path, int]]:
+def _list_files(folder: Path, config: ImagingConfig) -> list[tuple[Path, int]]:
     """(path, size) of the visible files under ``folder``, ``MAX_FOLDER_DEPTH`` levels deep, sorted.
     One scandir per folder, so the sizes come without a second stat per file."""
     found: list[tuple[Path, int]] = []
-    limit = settings.max_frames * 4 + 16
+    limit = config.limits.max_frames * 4 + 16
     stack = [(folder, 0)]
     while stack:
         current, depth = stack.pop()
@@ -977,7 +996,7 @@ def _list_files(folder: Path, settings: Settings) -> list[tuple[Path, int]]:
                         if len(found) > limit:
                             raise FileTooLargeError(
                                 f"the folder {folder.name} holds more than {limit} files, far over the limit "
-                                f"of {settings.max_frames} slices (RADCONSULT_MAX_FRAMES)")
+                                f"of {config.limits.max_frames} slices (RADCONSULT_MAX_FRAMES)")
                     elif entry.is_dir() and depth < MAX_FOLDER_DEPTH:
                         stack.append((Path(entry.path), depth + 1))
         except PermissionError as exc:
@@ -986,18 +1005,18 @@ def _list_files(folder: Path, settings: Settings) -> list[tuple[Path, int]]:
     return found
 
 
-def _load_series_files(files: list[Path], settings: Settings, warnings: list[str], where: str,
+def _load_series_files(files: list[Path], config: ImagingConfig, warnings: list[str], where: str,
                        sizes: list[int] | None = None) -> ImageStudy:
     """Read DICOM files, keep the largest series (warn about the others), stack it into a volume."""
-    if len(files) > settings.max_frames * 4 + 16:
+    if len(files) > config.limits.max_frames * 4 + 16:
         raise FileTooLargeError(f"{where} holds {len(files)} files, far over the limit of "
-                                f"{settings.max_frames} slices (RADCONSULT_MAX_FRAMES)")
+                                f"{config.limits.max_frames} slices (RADCONSULT_MAX_FRAMES)")
     if sizes is None:
         sizes = [f.stat().st_size for f in files]
     total = sum(sizes)
-    if total > settings.max_file_bytes:
+    if total > config.limits.max_file_bytes:
         raise FileTooLargeError(f"{where} holds {total / 2**20:.1f} MiB, over the limit of "
-                                f"{settings.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
+                                f"{config.limits.max_file_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_FILE_BYTES)")
     # Every dataset stays alive until the volume is built, and each read and decode allocates many
     # small objects: the cyclic GC would rescan all the live datasets again and again (measured: +35%
     # on a 64-slice CT). Nothing here creates reference cycles that need it, so pause it meanwhile.
@@ -1005,19 +1024,19 @@ def _load_series_files(files: list[Path], settings: Settings, warnings: list[str
     gc.disable()
     try:
         datasets: list[Dataset] = []
-        _read_series(files, sizes, settings, datasets)
+        _read_series(files, sizes, config, datasets)
         skipped = len(files) - len(datasets)
         if not datasets:
             raise NoPixelDataError(f"{where} holds no DICOM image")
         if skipped:
             warnings.append(f"{skipped} file(s) that are not DICOM images were skipped")
-        return _series_to_study(datasets, settings, warnings)
+        return _series_to_study(datasets, config, warnings)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _read_series(files: list[Path], sizes: list[int], settings: Settings, datasets: list[Dataset]) -> None:
+def _read_series(files: list[Path], sizes: list[int], config: ImagingConfig, datasets: list[Dataset]) -> None:
     for f, size in zip(files, sizes, strict=True):
         if size == 0:
             continue
@@ -1026,7 +1045,7 @@ def _read_series(files: list[Path], sizes: list[int], settings: Settings, datase
                 continue
             fh.seek(0)
             try:
-                ds = _read_dicom(fh, f.name, settings)
+                ds = _read_dicom(fh, f.name, config)
             except InputError:
                 continue
         if "DirectoryRecordSequence" in ds or not any(k in ds for k in _PIXEL_KEYWORDS):
@@ -1034,7 +1053,7 @@ def _read_series(files: list[Path], sizes: list[int], settings: Settings, datase
         datasets.append(ds)
 
 
-def _series_to_study(datasets: list[Dataset], settings: Settings, warnings: list[str]) -> ImageStudy:
+def _series_to_study(datasets: list[Dataset], config: ImagingConfig, warnings: list[str]) -> ImageStudy:
     groups: dict[str, list[Dataset]] = {}
     for ds in datasets:
         groups.setdefault(_raw_text(ds, 0x0020000E), []).append(ds)
@@ -1060,11 +1079,11 @@ def _series_to_study(datasets: list[Dataset], settings: Settings, warnings: list
             warnings.append(f"{len(chosen) - len(keep)} image(s) with another size or orientation "
                             "(e.g. localizers) were left out of the volume")
             chosen = keep
-    return _study_from_datasets(chosen, settings, warnings,
+    return _study_from_datasets(chosen, config, warnings,
                                 name="the series" if len(chosen) > 1 else "the DICOM file")
 
 
-def _load_dicomdir(path: Path, ds: Dataset, settings: Settings, warnings: list[str]) -> ImageStudy:
+def _load_dicomdir(path: Path, ds: Dataset, config: ImagingConfig, warnings: list[str]) -> ImageStudy:
     """Follow a DICOMDIR's PATIENT/STUDY/SERIES/IMAGE records to the files of its largest series."""
     from pydicom.fileset import FileSet
 
@@ -1088,13 +1107,13 @@ def _load_dicomdir(path: Path, ds: Dataset, settings: Settings, warnings: list[s
     missing = [p for p in chosen if not p.is_file()]
     if missing:
         raise FileMissingError(f"{len(missing)} file(s) named in the DICOMDIR are missing from its folder")
-    return _load_series_files(chosen, settings, warnings, where="the DICOMDIR series")
+    return _load_series_files(chosen, config, warnings, where="the DICOMDIR series")
 
 
 # =====================================================================================================
 # PNG / JPEG
 # =====================================================================================================
-def _load_raster(fh: Any, name: str, settings: Settings, warnings: list[str]) -> ImageStudy:
+def _load_raster(fh: Any, name: str, config: ImagingConfig, warnings: list[str]) -> ImageStudy:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -1111,7 +1130,7 @@ def _load_raster(fh: Any, name: str, settings: Settings, warnings: list[str]) ->
         raise InvalidImageError(f"{name} is a {rows}x{cols} image: too small to be read "
                                 f"(at least {MIN_SIDE}x{MIN_SIDE} pixels)")
     samples = 3 if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV") else 1
-    _check_limits(name, rows, cols, 1, samples, settings)
+    _check_limits(name, rows, cols, 1, samples, config)
     try:
         im.load()
         if fmt in ("jpeg", "mpo") and im.getexif().get(0x0112, 1) != 1:
@@ -1169,7 +1188,7 @@ def _load_raster(fh: Any, name: str, settings: Settings, warnings: list[str]) ->
 # =====================================================================================================
 # NIfTI
 # =====================================================================================================
-def _load_nifti_stream(fh: Any, name: str, settings: Settings, warnings: list[str], size: int) -> ImageStudy:
+def _load_nifti_stream(fh: Any, name: str, config: ImagingConfig, warnings: list[str], size: int) -> ImageStudy:
     import nibabel as nib
 
     fh.seek(0)
@@ -1194,7 +1213,7 @@ def _load_nifti_stream(fh: Any, name: str, settings: Settings, warnings: list[st
     nx, ny, nz = shape3
     if nx < MIN_SIDE or ny < MIN_SIDE:
         raise InvalidImageError(f"{name} is a {nx}x{ny}x{nz} volume: too small to be read")
-    _check_limits(name, ny, nx, nz, 1, settings)
+    _check_limits(name, ny, nx, nz, 1, config)
     try:
         vox_offset = int(header.get("vox_offset", 352))
     except (TypeError, ValueError):

@@ -48,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- inspect ---------------------------------------------------------------------------------------
 def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
     from agent.cli import print_json
+    from agent.wiring import imaging_config
     from tools.imaging import load
 
-    study = load(args.path, settings)
+    study = load(args.path, imaging_config(settings))
     summary = study.summary()
     if args.json:
         print_json(summary)
@@ -162,10 +163,11 @@ def _is_dicom_image(path: Path, settings: Settings) -> bool:
 def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -> Any:
     import pydicom
 
+    from agent.wiring import deid_policy, imaging_limits
     from tools.deid import deidentify_dataset
     from tools.imaging import check_file_size, is_truncated, sniff
 
-    check_file_size(path, settings)
+    check_file_size(path, imaging_limits(settings))
     with path.open("rb") as fh:
         if sniff(fh.read(1024)) != "dicom":
             raise UnsupportedFormatError(f"{path.name} is not a DICOM file: `radconsult deid` writes DICOM only")
@@ -183,7 +185,7 @@ def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -
             return None
         raise UnsupportedFormatError(f"{path.name} is a DICOMDIR index: de-identify its folder instead")
     try:
-        return deidentify_dataset(ds, settings)
+        return deidentify_dataset(ds, deid_policy(settings))
     except InputError:
         raise
     except Exception as exc:

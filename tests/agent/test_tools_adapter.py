@@ -41,18 +41,18 @@ def test_bad_arguments_are_argument_errors(tools, settings):
         tools["search_guidelines"].run({"query": "x", "patient": "DEMO-0002"}, ToolContext(settings), Ledger())
 
 
-def test_inspect_real_dicom(tools, settings):
+def test_inspect_real_dicom(tools, settings, imaging_config):
     from tools.imaging import load
 
-    study = load(pydicom_file("CT_small.dcm"), settings)
+    study = load(pydicom_file("CT_small.dcm"), imaging_config)
     e = tools["inspect_study"].run({}, ToolContext(settings, [AttachedStudy("S1", study, "CT")]), Ledger())[0]
     assert e.kind == "dicom" and e.facts["modality"] == "CT" and "modality: CT" in e.quote
 
 
-def test_classify_real_image(tools, settings):
+def test_classify_real_image(tools, settings, imaging_config):
     from tools.imaging import load
 
-    study = load(shared_file("cxr/nih_00027426_000_no_finding.png"), settings)
+    study = load(shared_file("cxr/nih_00027426_000_no_finding.png"), imaging_config)
     ctx = ToolContext(settings, [AttachedStudy("S1", study, "OT")])
     e = tools["classify_study"].run({"model": "pneumonia-cxr"}, ctx, Ledger())[0]
     assert e.kind == "classifier" and e.facts["model"] == "pneumonia-cxr" and e.facts["version"]

@@ -290,7 +290,7 @@ def test_launch_refuses_public_without_auth(settings):
         ui.launch(object(), settings, host="0.0.0.0", port=1, auth=None, block=False)
 
 
-def test_classifier_saliency_real(settings):
+def test_classifier_saliency_real(settings, imaging_config):
     """The overlay path with a real bundled classifier (breast-us) on a real BreastMNIST image."""
     import io
 
@@ -303,7 +303,7 @@ def test_classifier_saliency_real(settings):
     buf = io.BytesIO()
     Image.fromarray(data["test_images"][0]).resize((224, 224)).save(buf, format="PNG")
     case = ui.CaseState("case-sal")
-    case.studies.append(load(buf.getvalue(), settings))
+    case.studies.append(load(buf.getvalue(), imaging_config))
     assert ui._classifier_saliency(case, settings) == (None, "")  # nothing cited yet: no overlay
     case.evidence["E1"] = {"id": "E1", "kind": "classifier", "model": "breast-us", "label": None}
     sal, label = ui._classifier_saliency(case, settings)
