@@ -165,12 +165,12 @@ def test_file_over_size_limit(imaging_config, monkeypatch):
 
 
 def test_pixel_and_frame_limits_checked_before_decoding(imaging_config, monkeypatch):
-    import tools.imaging as imaging
+    from tools.imaging import dicom_study
 
     def boom(*args, **kwargs):
         raise AssertionError("pixels were decoded before the limits were checked")
 
-    monkeypatch.setattr(imaging, "_decode", boom)
+    monkeypatch.setattr(dicom_study, "decode", boom)
     with pytest.raises(errors.FileTooLargeError, match="RADCONSULT_MAX_PIXELS"):
         load(pydicom_file("RG1_UNCI.dcm"), _limited(imaging_config, max_pixels=1_000_000))
     with pytest.raises(errors.FileTooLargeError, match="RADCONSULT_MAX_FRAMES"):

@@ -1,0 +1,194 @@
+"""DICOM reading: parse a file, check its header against the limits, decode its pixels once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tools.errors import (
+    CorruptFileError,
+    InvalidImageError,
+    NoPixelDataError,
+    UnsupportedFormatError,
+    UnsupportedTransferSyntaxError,
+)
+from tools.imaging.config import MIN_SIDE, ImagingConfig, check_limits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydicom.dataset import Dataset
+
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+TS_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg pylibjpeg-libjpeg (or pillow)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.80": "pyjpegls (or pylibjpeg pylibjpeg-libjpeg)",
+    "1.2.840.10008.1.2.4.81": "pyjpegls (or pylibjpeg pylibjpeg-libjpeg)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (pydicom's own RLE decoder needs numpy)",
+}
+
+
+def read_dicom(fh: Any, name: str, config: ImagingConfig) -> Dataset:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(fh, force=True)
+        _ = len(ds)  # forces parsing of the top level
+    except InvalidDicomError as exc:
+        raise UnsupportedFormatError(f"{name} is not a readable DICOM file") from exc
+    except (EOFError, ValueError, KeyError, TypeError, OverflowError, OSError, NotImplementedError) as exc:
+        raise CorruptFileError(f"{name} is a truncated or corrupt DICOM file ({type(exc).__name__})") from exc
+    except Exception as exc:  # struct.error and friends from malformed headers
+        raise CorruptFileError(f"{name} is a truncated or corrupt DICOM file ({type(exc).__name__})") from exc
+    if len(ds) == 0 and "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        raise CorruptFileError(f"{name} holds no DICOM elements: truncated or not DICOM")
+    if is_truncated(ds):
+        raise CorruptFileError(f"{name} is a truncated or corrupt DICOM file (it ends inside an attribute)")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" not in meta and ds.is_little_endian is not None:
+        meta.TransferSyntaxUID = transfer_syntax(ds)  # no file meta: the encoding pydicom detected
+    return ds
+
+
+def is_truncated(ds: Dataset) -> bool:
+    """True when the file ended inside its last attribute (pydicom keeps the short value silently)."""
+    from pydicom.dataelem import RawDataElement
+
+    elements = ds._dict  # pydicom keeps read order; the raw element still knows its declared length
+    if not elements:
+        return False
+    last = elements[next(reversed(elements))]
+    if not isinstance(last, RawDataElement) or last.value is None:
+        return False
+    return last.length != 0xFFFFFFFF and len(last.value) < last.length
+
+
+def read_dicom_path(path: Path, config: ImagingConfig) -> Dataset:
+    with path.open("rb") as fh:
+        return read_dicom(fh, path.name, config)
+
+
+def transfer_syntax(ds: Dataset) -> Any:
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return UID(str(ts))
+    # No file meta: pydicom worked out the encoding while reading.
+    if not ds.is_little_endian:
+        return ExplicitVRBigEndian
+    return ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
+
+
+def check_decoder(ts: Any) -> None:
+    """UnsupportedTransferSyntaxError naming the package to install when no decoder handles ``ts``."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:
+        raise UnsupportedTransferSyntaxError(
+            f"pixel data in '{ts.name}' ({ts}) is not supported by any DICOM decoder this program uses") from exc
+    if not decoder.is_available:
+        package = TS_PACKAGES.get(str(ts), "a pydicom pixel data plugin")
+        raise UnsupportedTransferSyntaxError(
+            f"cannot decode '{ts.name}' ({ts}) pixel data: no decoder is installed; "
+            f"install one with: pip install {package}")
+
+
+def header_int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+    value = ds.get(keyword, default)
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def check_header(ds: Dataset, name: str, config: ImagingConfig) -> tuple[int, int, int, int]:
+    """(rows, cols, frames, samples) from the header, with every limit checked before decoding."""
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        sop = ds.get("SOPClassUID")
+        what = f" (a {sop.name})" if sop is not None and hasattr(sop, "name") else ""
+        raise NoPixelDataError(f"{name} is a DICOM object without pixel data{what}: nothing to display")
+    rows = header_int(ds, "Rows")
+    cols = header_int(ds, "Columns")
+    if not rows or not cols:
+        raise CorruptFileError(f"{name} has pixel data but no valid Rows/Columns")
+    frames = header_int(ds, "NumberOfFrames", 1) or 1
+    samples = header_int(ds, "SamplesPerPixel", 1) or 1
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        raise InvalidImageError(f"{name} is a {rows}x{cols} image: too small to be read "
+                                f"(at least {MIN_SIDE}x{MIN_SIDE} pixels)")
+    check_limits(name, rows, cols, frames, samples, config)
+    return rows, cols, frames, samples
+
+
+def decode(ds: Dataset, name: str, checked: set[str] | None = None) -> np.ndarray:
+    """Stored values (after colour conversion to RGB where the data is YBR), decoded once.
+    ``checked``: transfer syntaxes whose decoder is already known to be installed (series)."""
+    ts = transfer_syntax(ds)
+    if checked is None or ts not in checked:
+        check_decoder(ts)
+        if checked is not None:
+            checked.add(ts)
+    try:
+        arr = ds.pixel_array
+    except UnsupportedTransferSyntaxError:
+        raise
+    except (NotImplementedError, ImportError) as exc:
+        package = TS_PACKAGES.get(str(ts), "a pydicom pixel data plugin")
+        raise UnsupportedTransferSyntaxError(
+            f"cannot decode '{ts.name}' ({ts}) pixel data: install one with: pip install {package}") from exc
+    except Exception as exc:
+        raise CorruptFileError(
+            f"{name}: the '{ts.name}' pixel data is truncated or corrupt and cannot be decoded") from exc
+    return arr
+
+
+def header_numbers(ds: Any, keyword: str) -> list[float] | None:
+    """Numeric values (DS/IS/FD/...) of ``keyword``, parsed from the raw bytes when still unread (pydicom's
+    own DS conversion costs more than the rest of a slice's header work), else from the value."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return None
+    value = ds.get_item(tag).value
+    try:
+        if isinstance(value, bytes | bytearray):
+            text = value.decode("ascii", "replace").strip(" \x00")
+            return [float(p) for p in text.split("\\")] if text else None
+        if value is None or value == "":
+            return None
+        return [float(v) for v in (value if is_multi(value) else [value])]
+    except (TypeError, ValueError):
+        return None
+
+
+def raw_text(ds: Any, tag: int) -> str:
+    """A short text value (UI, CS, ...) without pydicom's element conversion; '' when absent."""
+    if tag not in ds:
+        return ""
+    value = ds.get_item(tag).value
+    if isinstance(value, bytes | bytearray):
+        return value.decode("ascii", "replace").strip(" \x00")
+    return str(value or "").strip(" \x00")
+
+
+def is_multi(v: object) -> bool:
+    from pydicom.multival import MultiValue
+
+    return isinstance(v, MultiValue | list | tuple)
