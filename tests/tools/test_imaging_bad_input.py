@@ -230,3 +230,57 @@ def test_errors_are_input_errors():
                 errors.InvalidImageError, errors.FileTooLargeError, errors.UnsupportedTransferSyntaxError,
                 errors.FileMissingError):
         assert issubclass(cls, errors.InputError)
+
+
+# --- the five crash classes the mutation fuzzer found (issue 13): each is a typed error now ---------------
+def _ct_small_with_rows_bytes(replace) -> bytes:
+    """CT_small.dcm (explicit VR little endian) with its Rows element (0028,0010) rewritten by ``replace``."""
+    data = pydicom_file("CT_small.dcm").read_bytes()
+    at = data.index(b"\x28\x00\x10\x00US\x02\x00")  # tag, VR, 2-byte length, then the 2-byte value
+    return data[:at] + replace(data[at:at + 10]) + data[at + 10:]
+
+
+def test_unknown_value_representation_is_a_corrupt_file(imaging_config, tmp_path):
+    path = tmp_path / "vr.dcm"
+    path.write_bytes(_ct_small_with_rows_bytes(lambda e: e[:4] + b"PF" + e[6:]))
+    with pytest.raises(errors.CorruptFileError, match=r"malformed attribute \(0028,0010\)"):
+        load(path, imaging_config)
+
+
+def test_value_length_not_a_multiple_of_its_size_is_a_corrupt_file(imaging_config, tmp_path):
+    path = tmp_path / "rows.dcm"
+    path.write_bytes(_ct_small_with_rows_bytes(lambda e: e[:6] + b"\x03\x00" + e[8:] + b"\x00"))
+    with pytest.raises(errors.CorruptFileError, match=r"malformed attribute \(0028,0010\)"):
+        load(path, imaging_config)
+
+
+def test_corrupt_gzip_stream_is_not_a_nifti(imaging_config, tmp_path):
+    path = tmp_path / "bad.nii.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 600)  # invalid deflate blocks
+    with pytest.raises(errors.UnsupportedFormatError):
+        load(path, imaging_config)
+
+
+def test_unknown_nifti_datatype_code(imaging_config, tmp_path):
+    import struct
+
+    import nibabel as nib
+
+    data = bytearray(nib.Nifti1Image(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4)).to_bytes())
+    struct.pack_into("<h", data, 70, 9999)  # the NIfTI-1 header's datatype field
+    path = tmp_path / "dtype.nii"
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.UnsupportedFormatError, match="data type code 9999"):
+        load(path, imaging_config)
+
+
+@pytest.mark.parametrize("keyword", ["RescaleIntercept", "RescaleSlope"])
+@pytest.mark.parametrize("value", ["NaN", "inf"])
+def test_non_finite_rescale_is_rejected_at_load(imaging_config, tmp_path, keyword, value):
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    ds[keyword].value = value
+    path = tmp_path / "rescale.dcm"
+    ds.save_as(path)
+    with pytest.raises(errors.InvalidImageError, match="Rescale"):
+        study = load(path, imaging_config)
+        _ = study.pixels, study.display  # what the UI reads: never an untyped error here either

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +40,28 @@ TS_PACKAGES = {
     "1.2.840.10008.1.2.4.202": "pylibjpeg pylibjpeg-openjpeg",
     "1.2.840.10008.1.2.4.203": "pylibjpeg pylibjpeg-openjpeg",
     "1.2.840.10008.1.2.5": "pylibjpeg-rle (pydicom's own RLE decoder needs numpy)",
+}
+
+
+@contextmanager
+def malformed_attributes(name: str) -> Iterator[None]:
+    """pydicom parses an attribute on first access: one with an unknown VR, a value length that is not a
+    multiple of its value size, or bytes that do not parse becomes a :class:`CorruptFileError` naming the
+    tag (never the value: it may identify someone)."""
+    from pydicom.errors import BytesLengthException
+
+    try:
+        yield
+    except (NotImplementedError, BytesLengthException, struct.error) as exc:
+        match = re.search(r"\([0-9A-Fa-f]{4}, ?[0-9A-Fa-f]{4}\)", str(exc))
+        where = f" {match.group(0).replace(' ', '').upper()}" if match else ""
+        raise CorruptFileError(f"{name} has a malformed attribute{where}: "
+                               f"{_MALFORMED.get(type(exc).__name__, 'its value cannot be parsed')}") from exc
+
+
+_MALFORMED = {
+    "NotImplementedError": "an unknown value representation (VR)",
+    "BytesLengthException": "a value length that does not fit its value representation",
 }
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tools.errors import CorruptFileError, InvalidImageError
 from tools.imaging.config import ImagingConfig, check_limits
-from tools.imaging.dicom import check_header, decode, raw_text, transfer_syntax
+from tools.imaging.dicom import check_header, decode, malformed_attributes, raw_text, transfer_syntax
 from tools.imaging.geometry import multiframe_spacing, pixel_spacing, sort_slices
 from tools.imaging.pixels import color_arrays, grey_arrays, modality_rescale
 from tools.imaging.study import ImageStudy, SafeMetadata
@@ -18,10 +18,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def study_from_datasets(datasets: list[Dataset], config: ImagingConfig, warnings: list[str],
-                         name: str = "the DICOM file") -> ImageStudy:
-    """Build a study from one DICOM object (2-D or multi-frame) or from the slices of one series."""
-    from tools import deid
+                        name: str = "the DICOM file") -> ImageStudy:
+    """Build a study from one DICOM object (2-D or multi-frame) or from the slices of one series.
 
+    Attributes are parsed on first access, all of them in here: a malformed one is a CorruptFileError."""
+    with malformed_attributes(name):
+        return _build_study(datasets, config, warnings, name)
+
+
+def _build_study(datasets: list[Dataset], config: ImagingConfig, warnings: list[str], name: str) -> ImageStudy:
     first = datasets[0]
     if len(datasets) == 1:
         rows, cols, frames, samples = check_header(first, name, config)
@@ -35,7 +40,6 @@ def study_from_datasets(datasets: list[Dataset], config: ImagingConfig, warnings
     if spacing_note:
         warnings.append(spacing_note)
     z_spacing: float | None = None
-    order = list(range(len(datasets)))
     if len(datasets) > 1:
         order, z_spacing = sort_slices(datasets, warnings)
         datasets = [datasets[i] for i in order]
@@ -51,31 +55,17 @@ def study_from_datasets(datasets: list[Dataset], config: ImagingConfig, warnings
     else:
         raw = decode_series(datasets, rows, cols, samples, photometric)
     is_color = raw.ndim >= 3 and raw.shape[-1] == 3 and (samples == 3 or photometric == "PALETTE COLOR")
-
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
         raise InvalidImageError(f"{name} holds NaN or infinite pixel values")
+    spatial_ndim = raw.ndim - int(is_color)
 
     # --- metadata, keys, warnings -----------------------------------------------------------------
-    identity = deid.patient_identity(first)
-    pkey = deid.patient_key(identity, config.deid) if identity else None
-    study_uid = str(first.get("StudyInstanceUID", "") or "").strip()
-    skey = deid.study_key(study_uid, config.deid) if study_uid else None
-    days = deid.date_shift_days(identity or "", config.deid) if config.deid.shifts_dates else 0
-    meta = safe_metadata(first, frames=int(raw.shape[0]) if raw.ndim - int(is_color) == 3 else 1,
-                          photometric=photometric, days=days)
-    if meta.burned_in_annotation:
-        warnings.append("Burned In Annotation = YES: the pixels may show identifying text; "
-                        "check the image before sharing it")
-    if str(first.get("LossyImageCompression", "")).strip() == "01":
-        ratio = first.get("LossyImageCompressionRatio")
-        warnings.append("lossy compressed image" + (f" (ratio {ratio})" if ratio else "")
-                        + ": fine detail may be altered")
-    sops = tuple(deid.remap_uid(uid, config.deid) for uid in (raw_text(d, 0x00080018) for d in datasets) if uid)
-    series_uid = str(first.get("SeriesInstanceUID", "") or "").strip()
-    sop_class = first.get("SOPClassUID")
+    keys, days = _pseudonyms(first, datasets, config)
+    meta = safe_metadata(first, frames=int(raw.shape[0]) if spatial_ndim == 3 else 1,
+                         photometric=photometric, days=days)
+    warnings.extend(_header_notes(first, meta))
 
     # --- deferred arrays --------------------------------------------------------------------------
-    spatial_ndim = raw.ndim - int(is_color)
     spacing: tuple[float | None, ...] = (spacing_rc[0], spacing_rc[1])
     if spatial_ndim == 3:
         spacing = (z_spacing, *spacing)
@@ -84,15 +74,43 @@ def study_from_datasets(datasets: list[Dataset], config: ImagingConfig, warnings
     else:
         slope, intercept = modality_rescale(datasets, first, raw.shape[0] if spatial_ndim == 3 else 0)
         pixels, display = grey_arrays(raw, datasets[len(datasets) // 2], slope, intercept,
-                                       invert=photometric == "MONOCHROME1", name=name)
-    return ImageStudy(
-        pixels=pixels, display=display, spacing=spacing, source_format="dicom", metadata=meta,
-        patient_key=pkey, study_key=skey,
-        study_uid=deid.remap_uid(study_uid, config.deid) if study_uid else None,
-        series_uid=deid.remap_uid(series_uid, config.deid) if series_uid else None,
-        sop_instance_uids=sops, sop_class_uid=str(sop_class) if sop_class else None,
-        warnings=tuple(warnings),
-    )
+                                      invert=photometric == "MONOCHROME1", name=name)
+    sop_class = first.get("SOPClassUID")
+    return ImageStudy(pixels=pixels, display=display, spacing=spacing, source_format="dicom", metadata=meta,
+                      sop_class_uid=str(sop_class) if sop_class else None, warnings=tuple(warnings), **keys)
+
+
+def _pseudonyms(first: Dataset, datasets: list[Dataset], config: ImagingConfig) -> tuple[dict[str, Any], int]:
+    """The study's keyed pseudonyms (patient and study keys, remapped UIDs) and the date shift in days."""
+    from tools import deid
+
+    policy = config.deid
+    identity = deid.patient_identity(first)
+    study_uid = str(first.get("StudyInstanceUID", "") or "").strip()
+    series_uid = str(first.get("SeriesInstanceUID", "") or "").strip()
+    keys = {
+        "patient_key": deid.patient_key(identity, policy) if identity else None,
+        "study_key": deid.study_key(study_uid, policy) if study_uid else None,
+        "study_uid": deid.remap_uid(study_uid, policy) if study_uid else None,
+        "series_uid": deid.remap_uid(series_uid, policy) if series_uid else None,
+        "sop_instance_uids": tuple(deid.remap_uid(uid, policy)
+                                   for uid in (raw_text(d, 0x00080018) for d in datasets) if uid),
+    }
+    days = deid.date_shift_days(identity or "", policy) if policy.shifts_dates else 0
+    return keys, days
+
+
+def _header_notes(first: Dataset, meta: SafeMetadata) -> list[str]:
+    """Warnings the header calls for: burned-in annotation, lossy compression."""
+    notes = []
+    if meta.burned_in_annotation:
+        notes.append("Burned In Annotation = YES: the pixels may show identifying text; "
+                     "check the image before sharing it")
+    if str(first.get("LossyImageCompression", "")).strip() == "01":
+        ratio = first.get("LossyImageCompressionRatio")
+        notes.append("lossy compressed image" + (f" (ratio {ratio})" if ratio else "")
+                     + ": fine detail may be altered")
+    return notes
 
 
 def decode_series(datasets: list[Dataset], rows: int, cols: int, samples: int, photometric: str) -> np.ndarray:

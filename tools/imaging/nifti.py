@@ -13,17 +13,34 @@ from tools.imaging.config import MIN_SIDE, ImagingConfig, check_limits
 from tools.imaging.pixels import SAMPLE
 from tools.imaging.study import Deferred, ImageStudy, SafeMetadata
 
+HEADER_BYTES = 540  # a NIfTI-2 header (NIfTI-1 needs 348)
+
 
 def load_nifti_stream(fh: Any, name: str, config: ImagingConfig, warnings: list[str], size: int) -> ImageStudy:
-    import nibabel as nib
-
+    """A NIfTI file (plain or gzip) from the open binary stream ``fh`` of ``size`` bytes."""
     fh.seek(0)
-    head = fh.read(4)
+    compressed = fh.read(2) == b"\x1f\x8b"
     fh.seek(0)
-    compressed = head[:2] == b"\x1f\x8b"
     stream: Any = gzip.GzipFile(fileobj=fh, mode="rb") if compressed else fh
     try:
-        header_bytes = stream.read(540)
+        header_bytes, klass, header = _read_header(stream, name)
+        shape, shape3 = _checked_shape(header, name, config)
+        itemsize = _voxel_itemsize(header, name)
+        expected = _voxel_offset(header) + int(np.prod(shape3)) * itemsize
+        if not compressed and expected > size:
+            raise CorruptFileError(f"{name} is truncated: its header announces {expected} bytes, the file has {size}")
+        data, zooms = _read_voxels(stream, header_bytes, klass, expected, len(shape), name)
+    finally:
+        if compressed:
+            stream.close()
+    return _study(data, shape3, zooms, name, warnings)
+
+
+def _read_header(stream: Any, name: str) -> tuple[bytes, Any, Any]:
+    import nibabel as nib
+
+    try:
+        header_bytes = stream.read(HEADER_BYTES)
         klass = nib.Nifti2Image if header_bytes[4:8] in (b"n+2\x00", b"ni2\x00") else nib.Nifti1Image
         header = klass.header_class.from_fileobj(io.BytesIO(header_bytes), check=False)
     except Exception as exc:
@@ -31,30 +48,52 @@ def load_nifti_stream(fh: Any, name: str, config: ImagingConfig, warnings: list[
     if header.get("magic", b"").tobytes().startswith(b"ni"):
         raise UnsupportedFormatError(f"{name} is the header of a NIfTI .hdr/.img pair; "
                                      "convert it to a single .nii file")
+    return header_bytes, klass, header
+
+
+def _checked_shape(header: Any, name: str, config: ImagingConfig) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+    """The declared shape and its (x, y, z) extent (1 where absent), with the size limits checked."""
     shape = tuple(int(s) for s in header.get_data_shape())
     if len(shape) > 3 and any(s > 1 for s in shape[3:]):
         raise InvalidImageError(f"{name} is a {len(shape)}-D NIfTI {shape}; a 2-D or 3-D volume is expected "
                                 "(split the time series or channels into separate volumes)")
     shape3 = tuple(list(shape[:3]) + [1] * (3 - len(shape[:3])))
     nx, ny, nz = shape3
-    if nx < MIN_SIDE or ny < MIN_SIDE:
+    if nx < MIN_SIDE or ny < MIN_SIDE or nz < 1 or any(s < 1 for s in shape[3:]):
         raise InvalidImageError(f"{name} is a {nx}x{ny}x{nz} volume: too small to be read")
     check_limits(name, ny, nx, nz, 1, config)
+    return shape, (nx, ny, nz)
+
+
+def _voxel_itemsize(header: Any, name: str) -> int:
     try:
-        vox_offset = int(header.get("vox_offset", 352))
-    except (TypeError, ValueError):
-        vox_offset = 352
-    itemsize = max(1, header.get_data_dtype().itemsize)
-    expected = vox_offset + nx * ny * nz * itemsize
-    if not compressed and expected > size:
-        raise CorruptFileError(f"{name} is truncated: its header announces {expected} bytes, the file has {size}")
+        dtype = header.get_data_dtype()
+    except (KeyError, ValueError, TypeError) as exc:  # nibabel knows no such datatype code
+        code = int(np.asarray(header.get("datatype", -1)).reshape(-1)[0])
+        raise UnsupportedFormatError(f"{name} declares NIfTI data type code {code}, which is not a known "
+                                     "voxel type") from exc
+    return max(1, dtype.itemsize)
+
+
+def _voxel_offset(header: Any) -> int:
+    try:
+        return int(header.get("vox_offset", 352))
+    except (TypeError, ValueError, OverflowError):
+        return 352
+
+
+def _read_voxels(stream: Any, header_bytes: bytes, klass: Any, expected: int, ndim: int,
+                 name: str) -> tuple[np.ndarray, list[float]]:
+    """The voxels (reoriented to the closest RAS+ frame when 3-D) and the voxel sizes in mm."""
+    import nibabel as nib
+
     try:
         rest = stream.read(expected - len(header_bytes) + 1) if expected > len(header_bytes) else b""
         data_bytes = header_bytes + rest
         if len(data_bytes) < expected:
             raise CorruptFileError(f"{name} is truncated: the voxel data ends early")
         img = klass.from_bytes(data_bytes[:expected])
-        img = nib.as_closest_canonical(img) if len(shape) >= 3 else img
+        img = nib.as_closest_canonical(img) if ndim >= 3 else img
         dataobj = img.dataobj  # a proxy (scaled on read) or, after a reorientation, an array
         scaled = getattr(dataobj, "slope", 1) != 1 or getattr(dataobj, "inter", 0) != 0
         data = np.asanyarray(dataobj, dtype=np.float32) if scaled else np.asanyarray(dataobj)
@@ -63,9 +102,11 @@ def load_nifti_stream(fh: Any, name: str, config: ImagingConfig, warnings: list[
         raise
     except Exception as exc:
         raise CorruptFileError(f"{name}: the NIfTI voxel data cannot be read ({type(exc).__name__})") from exc
-    finally:
-        if compressed:
-            stream.close()
+    return data, zooms
+
+
+def _study(data: np.ndarray, shape3: tuple[int, int, int], zooms: list[float], name: str,
+           warnings: list[str]) -> ImageStudy:
     data = np.asarray(data).reshape(shape3)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise InvalidImageError(f"{name} holds NaN or infinite voxel values")
@@ -74,9 +115,9 @@ def load_nifti_stream(fh: Any, name: str, config: ImagingConfig, warnings: list[
     # (x: left->Right, y: posterior->Anterior, z: inferior->Superior) -> (slices, rows, cols) in the
     # radiological layout: rows anterior->posterior, columns patient right->left.
     vol = np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, ::-1])
-    zooms += [None] * (3 - len(zooms))  # type: ignore[list-item]
+    zooms = zooms + [0.0] * (3 - len(zooms))
     spacing: tuple[float | None, ...] = tuple(
-        (float(z) if z and z > 0 else None) for z in (zooms[2], zooms[1], zooms[0]))
+        (float(z) if np.isfinite(z) and z > 0 else None) for z in (zooms[2], zooms[1], zooms[0]))
     if vol.shape[0] == 1:
         vol = vol[0]
         spacing = spacing[1:]

@@ -40,6 +40,9 @@ def modality_rescale(datasets: list[Dataset], first: Dataset, n_frames: int) -> 
         pairs = [(p[0] * dose_scaling[0], p[1] * dose_scaling[0]) for p in pairs]
     slopes = np.array([p[0] for p in pairs], dtype=np.float64)
     inters = np.array([p[1] for p in pairs], dtype=np.float64)
+    if not (np.isfinite(slopes).all() and np.isfinite(inters).all()):
+        raise InvalidImageError("the Rescale Slope or Rescale Intercept (or Dose Grid Scaling) is not a finite "
+                                "number: the physical pixel values cannot be computed")
     if np.all(slopes == slopes[0]) and np.all(inters == inters[0]):
         return float(slopes[0]), float(inters[0])
     return slopes[:, None, None], inters[:, None, None]

@@ -13,6 +13,7 @@ from tools.imaging.dicom import (
     PIXEL_KEYWORDS,
     header_int,
     header_numbers,
+    malformed_attributes,
     raw_text,
     read_dicom,
     read_dicom_path,
@@ -94,7 +95,8 @@ def load_series_files(files: list[Path], config: ImagingConfig, warnings: list[s
             raise NoPixelDataError(f"{where} holds no DICOM image")
         if skipped:
             warnings.append(f"{skipped} file(s) that are not DICOM images were skipped")
-        return _series_to_study(datasets, config, warnings)
+        with malformed_attributes(where):
+            return _series_to_study(datasets, config, warnings)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from typing import Any
 
 
@@ -38,11 +39,12 @@ EXTENSIONS = {
 
 
 def gzip_is_nifti(head: bytes, fh: Any) -> bool:
+    """True when the gzip stream ``fh`` holds a NIfTI header; False for any other or a corrupt stream."""
     fh.seek(0)
     try:
         with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
             inner = gz.read(548)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return False
     finally:
         fh.seek(0)
