@@ -25,11 +25,11 @@ def deid_policy(settings: Settings) -> DeidPolicy:
 
 
 def imaging_limits(settings: Settings) -> ImagingLimits:
-    """The image loader's input limits (file size, pixel values, frames)."""
+    """The image loader's input limits (file size, pixel values, frames, peak decode memory)."""
     from tools.imaging import ImagingLimits
 
     return ImagingLimits(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels,
-                         max_frames=settings.max_frames)
+                         max_frames=settings.max_frames, max_decode_bytes=settings.max_decode_bytes)
 
 
 def imaging_config(settings: Settings) -> ImagingConfig:

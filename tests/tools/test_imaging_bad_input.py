@@ -284,3 +284,66 @@ def test_non_finite_rescale_is_rejected_at_load(imaging_config, tmp_path, keywor
     with pytest.raises(errors.InvalidImageError, match="Rescale"):
         study = load(path, imaging_config)
         _ = study.pixels, study.display  # what the UI reads: never an untyped error here either
+
+
+# --- the memory budget (issue 13): checked from the header, before anything large is allocated ----------
+def test_deflated_dicom_declaring_a_huge_image_is_refused_before_inflating(imaging_config, tmp_path):
+    import tracemalloc
+
+    from tests.tools.crafted import deflated_dicom
+
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(deflated_dicom(20000, 20000))  # about 780 KB, 800 MB inflated
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.FileTooLargeError, match="20000x20000 pixels of 16 bits.*RADCONSULT_MAX_DECODE_BYTES"):
+            load(path, imaging_config)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB allocated before the refusal"
+
+
+def test_deflated_dicom_inflating_past_the_budget_is_refused_by_size(imaging_config, tmp_path):
+    from tests.tools.crafted import deflated_dicom
+
+    # 64 x 64 pixels, but 32 MiB of private data before them: the image header in the first MiB says
+    # nothing about the pixels, so the inflated size is what is held against the budget
+    path = tmp_path / "padded.dcm"
+    path.write_bytes(deflated_dicom(64, 64, padding=32 * 2**20))
+    with pytest.raises(errors.FileTooLargeError, match="inflates to over 8 MiB.*RADCONSULT_MAX_DECODE_BYTES"):
+        load(path, _limited(imaging_config, max_decode_bytes=16 * 2**20))
+    with pytest.raises(errors.InvalidImageError, match="blank"):  # within the default budget: read whole
+        load(path, imaging_config)
+
+
+def test_decode_budget_counts_dtype_frames_and_float_arrays(imaging_config, monkeypatch):
+    from tools.imaging import dicom_study
+
+    # RG1_UNCI: 1955 x 1841 x 16 bits = 6.9 MiB stored; with the pixel data held, the decoded array and
+    # the two float32 arrays the study materialises, about 41 MiB: a 32 MiB budget refuses it untouched.
+    def boom(*args, **kwargs):
+        raise AssertionError("pixels were decoded before the memory budget was checked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dicom_study, "decode", boom)
+        with pytest.raises(errors.FileTooLargeError, match="1955x1841 pixels of 16 bits.*RADCONSULT_MAX_DECODE_BYTES"):
+            load(pydicom_file("RG1_UNCI.dcm"), _limited(imaging_config, max_decode_bytes=32 * 2**20))
+        with pytest.raises(errors.FileTooLargeError, match="10 frame"):  # emri_small: 10 frames of 64x64
+            load(pydicom_file("emri_small.dcm"), _limited(imaging_config, max_decode_bytes=200_000))
+    study = load(pydicom_file("RG1_UNCI.dcm"), _limited(imaging_config, max_decode_bytes=48 * 2**20))
+    assert study.pixels.dtype == np.float32 and study.display.shape == (1955, 1841)
+
+
+def test_decode_budget_for_png_and_nifti(imaging_config, tmp_path):
+    import nibabel as nib
+    from PIL import Image
+
+    Image.fromarray(np.arange(512 * 512, dtype=np.uint16).reshape(512, 512)).save(tmp_path / "a.png")
+    nib.save(nib.Nifti1Image(np.arange(64 ** 3, dtype=np.int16).reshape(64, 64, 64), np.eye(4)),
+             tmp_path / "v.nii")
+    for name in ("a.png", "v.nii"):
+        with pytest.raises(errors.FileTooLargeError, match="RADCONSULT_MAX_DECODE_BYTES"):
+            load(tmp_path / name, _limited(imaging_config, max_decode_bytes=1 * 2**20))
+        assert load(tmp_path / name, imaging_config).pixels.size > 0

@@ -16,12 +16,15 @@ class ImagingLimits:
     """Input limits, checked from file sizes and headers before any pixel buffer is allocated.
 
     ``max_file_bytes``: largest file (or series total), bytes. ``max_pixels``: most pixel values
-    (rows x cols x frames x samples). ``max_frames``: most frames or slices.
+    (rows x cols x frames x samples). ``max_frames``: most frames or slices. ``max_decode_bytes``: the
+    peak memory one load may take, bytes, estimated from the header (see :func:`check_memory`): a
+    small compressed file can declare a huge image.
     """
 
     max_file_bytes: int = 512 * MiB
     max_pixels: int = 512 * MiB
     max_frames: int = 2000
+    max_decode_bytes: int = 4096 * MiB
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,23 @@ def check_limits(name: str, rows: int, cols: int, frames: int, samples: int, con
     if n > config.limits.max_pixels:
         raise FileTooLargeError(f"{name} holds {n} pixel values ({frames}x{rows}x{cols}x{samples}), over "
                                 f"the limit of {config.limits.max_pixels} (RADCONSULT_MAX_PIXELS)")
+
+
+def decode_peak_bytes(values: int, itemsize: int, *, held: int = 0, copies: int = 1, out_values: int | None = None,
+                      extra: int = 0) -> int:
+    """Estimated peak memory of loading an image, in bytes: ``held`` (what the parsed file keeps: the
+    encoded pixel data, file bytes), ``copies`` arrays of ``values`` stored values of ``itemsize`` bytes
+    (the decoded array and the loader's own copies of it), ``extra`` bytes of format-specific buffers,
+    and the two float32 arrays every study materialises on first read (``pixels`` in physical units and
+    ``display`` in [0, 1]: 8 bytes per output value; ``out_values`` defaults to ``values``)."""
+    n_out = values if out_values is None else out_values
+    return held + copies * values * itemsize + extra + 8 * n_out
+
+
+def check_memory(name: str, peak: int, what: str, limits: ImagingLimits) -> None:
+    """FileTooLargeError when the estimated ``peak`` memory of a load is over ``limits.max_decode_bytes``;
+    ``what`` says what the header declares (e.g. "20000x20000 pixels of 16 bits")."""
+    if peak > limits.max_decode_bytes:
+        raise FileTooLargeError(f"{name} declares {what}: decoding it would take about {peak / MiB:,.0f} MiB of "
+                                f"memory, over the budget of {limits.max_decode_bytes / MiB:,.0f} MiB per load "
+                                "(RADCONSULT_MAX_DECODE_BYTES)")

@@ -8,7 +8,14 @@ import numpy as np
 
 from tools.errors import CorruptFileError, InvalidImageError
 from tools.imaging.config import ImagingConfig, check_limits
-from tools.imaging.dicom import check_header, decode, malformed_attributes, raw_text, transfer_syntax
+from tools.imaging.dicom import (
+    check_decode_memory,
+    check_header,
+    decode,
+    malformed_attributes,
+    raw_text,
+    transfer_syntax,
+)
 from tools.imaging.geometry import multiframe_spacing, pixel_spacing, sort_slices
 from tools.imaging.pixels import color_arrays, grey_arrays, modality_rescale
 from tools.imaging.study import ImageStudy, SafeMetadata
@@ -34,6 +41,7 @@ def _build_study(datasets: list[Dataset], config: ImagingConfig, warnings: list[
         rows, cols, _, samples = check_header(first, name, config)
         frames = len(datasets)
         check_limits("the series", rows, cols, frames, samples, config)
+    check_decode_memory(datasets, name, rows, cols, frames, samples, config)
 
     # --- geometry and order (before decoding) ----------------------------------------------------
     spacing_rc, spacing_note = pixel_spacing(first)

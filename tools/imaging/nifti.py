@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tools.errors import CorruptFileError, InputError, InvalidImageError, UnsupportedFormatError
-from tools.imaging.config import MIN_SIDE, ImagingConfig, check_limits
+from tools.imaging.config import MIN_SIDE, ImagingConfig, check_limits, check_memory, decode_peak_bytes
 from tools.imaging.pixels import SAMPLE
 from tools.imaging.study import Deferred, ImageStudy, SafeMetadata
 
@@ -26,7 +26,12 @@ def load_nifti_stream(fh: Any, name: str, config: ImagingConfig, warnings: list[
         header_bytes, klass, header = _read_header(stream, name)
         shape, shape3 = _checked_shape(header, name, config)
         itemsize = _voxel_itemsize(header, name)
-        expected = _voxel_offset(header) + int(np.prod(shape3)) * itemsize
+        values = int(np.prod(shape3))
+        # the voxel bytes read (and joined to the header), nibabel's array and its reorientation, the
+        # float32 data (scaled) and the contiguous volume, then the float32 pixels and display
+        check_memory(name, decode_peak_bytes(values, itemsize, copies=4, extra=8 * values),
+                     f"{'x'.join(map(str, shape3))} voxels of {8 * itemsize} bits", config.limits)
+        expected = _voxel_offset(header) + values * itemsize
         if not compressed and expected > size:
             raise CorruptFileError(f"{name} is truncated: its header announces {expected} bytes, the file has {size}")
         data, zooms = _read_voxels(stream, header_bytes, klass, expected, len(shape), name)

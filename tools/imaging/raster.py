@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from tools.errors import CorruptFileError, FileTooLargeError, InvalidImageError, UnsupportedFormatError
-from tools.imaging.config import MIN_SIDE, ImagingConfig, check_limits
+from tools.imaging.config import MIN_SIDE, ImagingConfig, check_limits, check_memory, decode_peak_bytes
 from tools.imaging.study import Deferred, ImageStudy, SafeMetadata
 
 
@@ -29,6 +29,10 @@ def load_raster(fh: Any, name: str, config: ImagingConfig, warnings: list[str]) 
                                 f"(at least {MIN_SIDE}x{MIN_SIDE} pixels)")
     samples = 3 if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV") else 1
     check_limits(name, rows, cols, 1, samples, config)
+    # Pillow's image, the array copy and a mode conversion, then the float32 pixels and display
+    itemsize = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+    check_memory(name, decode_peak_bytes(rows * cols * samples, itemsize, copies=3),
+                 f"{rows}x{cols} pixels x {samples} sample(s) of {8 * itemsize} bits", config.limits)
     try:
         im.load()
         if fmt in ("jpeg", "mpo") and im.getexif().get(0x0112, 1) != 1:
