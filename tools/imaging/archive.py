@@ -65,11 +65,22 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int, max_members: int = M
 def _copy_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, budget: int) -> int:
     """Copy one member to ``target``; its size in bytes. FileTooLargeError past ``budget`` bytes."""
     copied = 0
-    with archive.open(member) as src, target.open("wb") as dst:
-        while chunk := src.read(_COPY_CHUNK):
+    try:
+        src = archive.open(member)
+    except OSError as exc:  # a header offset that points outside the file (a seek the OS refuses)
+        raise CorruptFileError(f"the zip file is corrupt: {exc.strerror or exc}") from exc
+    with src, target.open("wb") as dst:
+        while chunk := _read(src):
             copied += len(chunk)
             if copied > budget:
                 raise FileTooLargeError("zip expands to more than its declared size and the limit "
                                         f"({budget / 1e6:.0f} MB left)")
             dst.write(chunk)
     return copied
+
+
+def _read(src: zipfile.ZipExtFile) -> bytes:
+    try:
+        return src.read(_COPY_CHUNK)
+    except OSError as exc:  # reading the archive, not writing the copy: the archive is damaged
+        raise CorruptFileError(f"the zip file is corrupt: {exc.strerror or exc}") from exc
