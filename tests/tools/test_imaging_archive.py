@@ -71,7 +71,10 @@ def test_declared_bomb_and_too_many_members(tmp_path):
     ("bad_crc", errors.CorruptFileError, "corrupt"),
     ("truncated", errors.CorruptFileError, "corrupt"),
     ("empty", errors.InputError, "no files"),
-    ("member_cut_out", errors.CorruptFileError, "corrupt"),  # offsets before the file start (found by fuzzing)
+    # found by fuzzing: offsets before the file's start; stored data declared as LZMA or bzip2
+    ("member_cut_out", errors.CorruptFileError, "corrupt"),
+    ("lzma_method", errors.CorruptFileError, "corrupt"),
+    ("bzip2_method", errors.CorruptFileError, "corrupt"),
 ])
 def test_broken_archives_are_typed_errors(tmp_path, case, expected, message):
     stored = _zip({"IM1.dcm": pydicom_file("CT_small.dcm").read_bytes()})
@@ -83,6 +86,8 @@ def test_broken_archives_are_typed_errors(tmp_path, case, expected, message):
         "bad_crc": _patch_headers(stored, 14, 16, b"\x00\x00\x00\x00"),
         "truncated": stored[: len(stored) // 2],
         "empty": _zip({}),
+        "lzma_method": _patch_headers(stored, 8, 10, struct.pack("<H", zipfile.ZIP_LZMA)),
+        "bzip2_method": _patch_headers(stored, 8, 10, struct.pack("<H", zipfile.ZIP_BZIP2)),
         "member_cut_out": (lambda z: z[:1000] + z[30000:])(_zip({"a.dcm": pydicom_file("CT_small.dcm").read_bytes(),
                                                                "b.dcm": pydicom_file("CT_small.dcm").read_bytes()})),
     }[case]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import re
 import struct
 import zipfile
@@ -54,8 +55,8 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int, max_members: int = M
     except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required for extraction"
         raise UnsupportedFormatError("the zip file is encrypted: extract it first or zip it without a "
                                      "password") from exc
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, struct.error, UnicodeDecodeError,
-            OverflowError) as exc:
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, ValueError, struct.error,
+            UnicodeDecodeError, OverflowError) as exc:
         raise CorruptFileError(f"the zip file is corrupt: {exc}") from exc
     if not out:
         raise InputError("the zip file holds no files")
