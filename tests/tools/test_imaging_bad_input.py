@@ -286,6 +286,18 @@ def test_non_finite_rescale_is_rejected_at_load(imaging_config, tmp_path, keywor
         _ = study.pixels, study.display  # what the UI reads: never an untyped error here either
 
 
+
+@pytest.mark.parametrize("value", [b"inf ", b"1e400 ", b"abc "])
+def test_integer_string_that_is_not_an_integer(imaging_config, tmp_path, value):
+    # found by the coverage-guided fuzzer: pydicom turns IS "inf" into an OverflowError on access
+    data = pydicom_file("emri_small.dcm").read_bytes()  # explicit VR little endian
+    at = data.index(b"\x28\x00\x08\x00IS\x02\x0010")  # Number of Frames = "10"
+    path = tmp_path / "frames.dcm"
+    path.write_bytes(data[:at + 6] + len(value).to_bytes(2, "little") + value + data[at + 10:])
+    with pytest.raises(errors.RadconsultError):
+        study = load(path, imaging_config)
+        _ = study.pixels, study.display
+
 # --- the memory budget (issue 13): checked from the header, before anything large is allocated ----------
 def test_deflated_dicom_declaring_a_huge_image_is_refused_before_inflating(imaging_config, tmp_path):
     import tracemalloc

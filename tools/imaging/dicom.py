@@ -55,7 +55,7 @@ def malformed_attributes(name: str) -> Iterator[None]:
 
     try:
         yield
-    except (NotImplementedError, BytesLengthException, struct.error) as exc:
+    except (NotImplementedError, BytesLengthException, struct.error, OverflowError) as exc:
         match = re.search(r"\([0-9A-Fa-f]{4}, ?[0-9A-Fa-f]{4}\)", str(exc))
         where = f" {match.group(0).replace(' ', '').upper()}" if match else ""
         raise CorruptFileError(f"{name} has a malformed attribute{where}: "
@@ -65,6 +65,7 @@ def malformed_attributes(name: str) -> Iterator[None]:
 _MALFORMED = {
     "NotImplementedError": "an unknown value representation (VR)",
     "BytesLengthException": "a value length that does not fit its value representation",
+    "OverflowError": "a number too large for its value representation",
 }
 
 
@@ -284,10 +285,12 @@ def check_decoder(ts: Any) -> None:
 
 
 def header_int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
-    value = ds.get(keyword, default)
+    """An integer attribute, or ``default`` when absent or unusable (pydicom converts IS values on access:
+    "inf" overflows, "abc" is not a number)."""
     try:
+        value = ds.get(keyword, default)
         return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
