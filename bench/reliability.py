@@ -68,6 +68,8 @@ def fuzz(args: argparse.Namespace) -> SuiteResult:
     limits = ChildLimits(timeout_s=args.timeout_s, budget_bytes=args.budget_mib * MiB)
     if args.replay is not None:
         return _replay(args, limits)
+    if args.engine == "atheris":
+        return _atheris(args, limits)
     shared = _shared_data()
     step = max(1, args.inputs // 20)
 
@@ -92,6 +94,61 @@ def fuzz(args: argparse.Namespace) -> SuiteResult:
         notes.append("failures:\n" + report.describe_failures())
     passed = totals["untyped"] == totals["hang"] == totals["memory"] == 0 and control[0] == control[1]
     return SuiteResult("fuzz", table, notes, passed)
+
+
+def _atheris(args: argparse.Namespace, limits) -> SuiteResult:
+    """Coverage-guided: libFuzzer runs ``--inputs`` inputs in its own process (in-process execution,
+    so hangs and memory blow-ups end that run with an artifact), then the corpus it grew is replayed
+    through the forked-child harness, which counts every outcome under the usual limits."""
+    import json
+    import subprocess
+    import tempfile
+
+    from tests.reliability.fuzz import FuzzInput, FuzzReport, load_like_the_ui
+    from tests.reliability.harness import run_all
+    from tools.deid import DeidPolicy, installation_secret
+    from tools.errors import RadconsultError
+    from tools.imaging import ImagingConfig, ImagingLimits
+
+    kinds = ("dicom", "png", "jpeg", "nifti", "zip")
+    work = Path(tempfile.mkdtemp(prefix="radconsult-atheris-"))
+    command = [sys.executable, "-m", "tests.reliability.atheris_engine", "--runs", str(args.inputs),
+               "--seed", str(args.seed), "--workdir", str(work), "--budget-mib", str(args.budget_mib)]
+    if (shared := _shared_data()) is not None:
+        command += ["--shared-data", str(shared)]
+    started = time.perf_counter()
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    summary = json.loads((work / "summary.json").read_text()) if (work / "summary.json").exists() else {}
+    artifacts = sorted(p.name for p in work.iterdir() if p.name.startswith(("timeout-", "oom-", "crash-")))
+    corpus = sorted((work / "corpus").iterdir())
+    items = [FuzzInput(i, kinds[p.read_bytes()[0] % 5], p.name, "atheris corpus", p.read_bytes()[1:],
+                       as_bytes=kinds[p.read_bytes()[0] % 5] != "zip") for i, p in enumerate(corpus)
+             if len(p.read_bytes()) > 1]
+    policy = DeidPolicy(secret_path=work / "secret.key")
+    installation_secret(policy)
+    config = ImagingConfig(deid=policy, limits=ImagingLimits(max_decode_bytes=limits.budget_bytes))
+    report = FuzzReport()
+    targets = [lambda it=it: load_like_the_ui(it, work / "replay" / str(it.index), config) for it in items]
+    for index, outcome in run_all(targets, limits, RadconsultError, jobs=args.jobs):
+        report.add(items[index], outcome)
+    ex = summary.get("executions", 0)
+    table = ["| engine | inputs | loaded | typed error | untyped error | hang | memory over budget |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| atheris, in-process (coverage-guided) | {ex} | {summary.get('loaded', 0)} | "
+             f"{summary.get('typed', 0)} | {summary.get('untyped', 0)} | "
+             f"{sum(a.startswith('timeout-') for a in artifacts)} | "
+             f"{summary.get('memory', 0) + sum(a.startswith('oom-') for a in artifacts)} |"]
+    t = report.totals
+    table.append(f"| its corpus ({len(items)} inputs reaching new code), each in a child | {report.inputs} | "
+                 + " | ".join(str(t[o]) for o in ("loaded", "typed", "untyped", "hang", "memory")) + " |")
+    notes = [f"libFuzzer exit status {run.returncode}, {seconds:.0f} s; artifacts: {', '.join(artifacts) or 'none'}; "
+             f"work folder {work}",
+             "untyped classes (in-process): " + json.dumps(summary.get("untyped_classes", {}))]
+    if report.failures:
+        notes.append("failures on replay:\n" + report.describe_failures())
+    passed = (summary.get("untyped", 0) == 0 and not artifacts and t["untyped"] == t["hang"] == t["memory"] == 0)
+    return SuiteResult("fuzz (atheris)", table, notes, passed)
 
 
 def _control(seeds, limits) -> tuple[int, int]:
@@ -153,6 +210,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-mib", type=int, default=256, help="loader memory budget per input (MiB)")
     p.add_argument("--save", type=Path, help="folder for failing inputs (fuzz) and replays")
     p.add_argument("--replay", type=int, help="fuzz: rebuild and run this one input in-process")
+    p.add_argument("--engine", choices=("mutate", "atheris"), default="mutate",
+                   help="fuzz: this suite's structure-aware mutator over seeds (each input in a child), or "
+                        "atheris (libFuzzer, coverage-guided, in-process; its corpus then replayed in children)")
     return p
 
 

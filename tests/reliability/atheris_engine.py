@@ -35,7 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-mib", type=int, default=256)
     args = parser.parse_args(argv)
 
+    import logging
+    import warnings
+
     import atheris
+
+    warnings.simplefilter("ignore")  # pydicom and nibabel warn about most mutants
+    logging.disable(logging.CRITICAL)
 
     from tests.reliability.fuzz import KINDS, FuzzInput, load_like_the_ui, load_seeds
     from tests.reliability.harness import _where
@@ -84,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             (findings / f"{hashlib.sha1(data).hexdigest()[:12]}-{kind}").write_bytes(data)
         finally:
             shutil.rmtree(work / "run", ignore_errors=True)
-        if sum(counts.values()) % 200 == 0:
-            save_summary()
+        save_summary()  # every time: libFuzzer ends the process with exit(), past any Python cleanup
 
     def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
@@ -100,16 +105,10 @@ def main(argv: list[str] | None = None) -> None:
             payload = atheris.Mutate(payload, max(1, max_size - 1))
         return bytes([kind]) + payload[:max_size - 1]
 
-    import atexit
-
-    atexit.register(save_summary)
     atheris.Setup([sys.argv[0], str(corpus), f"-runs={args.runs}", f"-seed={args.seed}", "-timeout=20",
                    "-rss_limit_mb=4096", f"-max_len={MAX_LEN}", f"-artifact_prefix={work}/",
                    "-print_final_stats=1"], test_one_input, custom_mutator=custom_mutator)
-    try:
-        atheris.Fuzz()
-    finally:
-        save_summary()
+    atheris.Fuzz()
 
 
 if __name__ == "__main__":
