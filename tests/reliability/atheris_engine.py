@@ -7,8 +7,8 @@ Pillow's Python code (instrumented at import); each input is one kind byte and a
 are libFuzzer's own (``atheris.Mutate``) or this suite's structure-aware ones (custom mutator). Every
 input runs in this process: typed errors are counted, other errors counted and saved in
 ``workdir/findings``; a hang or memory blow-up makes libFuzzer stop with a ``timeout-``/``oom-``
-artifact in ``workdir``. ``workdir/summary.json`` is rewritten as the run goes (libFuzzer exits the
-process when it is done), and ``workdir/corpus`` keeps the inputs that reached new code: the bench
+artifact in ``workdir``. ``workdir/summary.json`` is rewritten after every input (libFuzzer ends the
+process with ``exit()``, past any Python cleanup), and ``workdir/corpus`` keeps the inputs that reached new code: the bench
 replays them through the forked-child harness.
 """
 
