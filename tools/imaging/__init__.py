@@ -22,8 +22,12 @@ the extension: a PNG named ``.dcm`` loads as PNG with a warning saying so.
 Identifiers never leave this package: the study carries only :class:`SafeMetadata`, the
 HMAC-derived patient and study keys and remapped UIDs (see :mod:`tools.deid`).
 
-Limits (``config.limits.max_file_bytes``, ``max_pixels``, ``max_frames``) are checked from file sizes
-and headers before any pixel buffer is allocated.
+Limits (``config.limits``: ``max_file_bytes``, ``max_pixels``, ``max_frames``, and the peak-memory
+budget ``max_decode_bytes``, which counts the stored pixels, the decoded array and the two float32
+arrays a study materialises) are checked from file sizes and headers before any pixel buffer is
+allocated; a deflated DICOM is inflated as a stream and checked before pydicom inflates it. Every
+failure is a :class:`tools.errors.InputError`, also for malformed attributes that pydicom parses only
+on first access (all of them are read inside :func:`tools.imaging.dicom.malformed_attributes`).
 
 ``pixels`` and ``display`` are computed from the decoded stored values on first access (the
 decode itself, the checks and the metadata happen in :func:`load`): a caller that needs only the
@@ -32,7 +36,8 @@ display image never pays for the float32 physical-unit copy, and the reverse.
 Layout, one module per stage: ``config`` (limits), ``study`` (the types), ``sniffing`` (format from
 content), ``loader`` (the entry point), ``dicom`` (reading, header access, decoding), ``dicom_study``
 (DICOM -> ImageStudy), ``geometry`` (spacing, slice order), ``pixels`` (modality LUT, windowing),
-``series`` (folders, series, DICOMDIR), ``raster`` (PNG/JPEG), ``nifti``.
+``series`` (folders, series, DICOMDIR), ``raster`` (PNG/JPEG), ``nifti``, ``archive`` (zipped series:
+:func:`tools.imaging.archive.extract_zip`, then load the folder).
 """
 
 from __future__ import annotations
