@@ -1,7 +1,8 @@
 """The loader fuzz campaign: real sample files, mutated, each run through ``tools.imaging`` in a child.
 
 Seeds (real files, nothing synthetic but the containers): pydicom's and pydicom-data's samples by exact
-name (CT, MR, CR, JPEG, JPEG 2000, RLE, deflated, big endian, multi-frame, palette, RGB, RT dose), the
+name (CT, MR, CR, US, JPEG, JPEG 2000, JPEG-LS, RLE, deflated, big endian, multi-frame, palette, RGB,
+RT dose, modality and VOI lookup tables, overlays), the
 SIIM chest CR from ``../shared/data/cxr``, the NIH chest PNGs (and a JPEG encoded from one), NIfTI-1/2
 volumes made with nibabel from a real CT series, and that series zipped. Each input is one seed, of
 each kind in turn, with one to three mutations; it is loaded the way the UI does (a path or bytes, a
@@ -33,7 +34,8 @@ SUFFIX = {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg", "nifti": ".nii", "zip"
 DICOM_SAMPLES = ("CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "JPEG2000.dcm",
                  "MR2_J2KI.dcm", "JPGExtended.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm", "emri_small.dcm",
                  "examples_palette.dcm", "rtdose.dcm", "SC_ybr_full_422_uncompressed.dcm", "JPEG-LL.dcm",
-                 "RG1_UNCI.dcm")
+                 "RG1_UNCI.dcm", "mlut_18.dcm", "vlut_04.dcm", "US1_UNCR.dcm", "emri_small_RLE.dcm",
+                 "MR-SIEMENS-DICOM-WithOverlays.dcm")
 SERIES = ("77654033", "CT2")  # a real 4-slice CT series under pydicom's dicomdirtests
 
 
