@@ -2,7 +2,8 @@
 
 Outcomes: ``loaded`` (the target returned), ``typed`` (a :class:`tools.errors.RadconsultError`),
 ``untyped`` (any other exception, or the child killed by a signal such as SIGSEGV), ``hang`` (over
-the wall-clock limit, or killed by the CPU-time limit), ``memory`` (MemoryError under the address-space
+the wall-clock limit while busy, or killed by the CPU-time limit; a child starved of CPU on a busy
+machine gets more wall time), ``memory`` (MemoryError under the address-space
 limit, killed by the kernel for memory, or a peak resident-set growth over the budget plus slack).
 
 The child is a ``fork`` of the caller: the libraries are imported once, each input costs a few
@@ -158,6 +159,22 @@ def _finish(pid: int, read_fd: int, timed_out: bool, limits: ChildLimits, second
     return Outcome("untyped", "no result", f"the child exited with {os.waitstatus_to_exitcode(status)}", 0, seconds)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _starved(pid: int, elapsed: float, limits: ChildLimits) -> bool:
+    """True while a child over the wall-clock limit has had too little CPU to count as hung (a shared,
+    busy machine): it gets up to 5 more limits of wall time, or until it has used half a limit of CPU."""
+    return elapsed < 6 * limits.timeout_s and _cpu_seconds(pid) < limits.timeout_s / 2
+
+
 def run_all(targets: Iterable[Callable[[], Any]], limits: ChildLimits, typed: type[BaseException],
             jobs: int = 1) -> Iterator[tuple[int, Outcome]]:
     """Run each target in its own child, ``jobs`` at a time; yields (index, outcome) as they finish."""
@@ -176,12 +193,12 @@ def run_all(targets: Iterable[Callable[[], Any]], limits: ChildLimits, typed: ty
         if not running:
             break
         now = time.monotonic()
-        wait = max(0.0, min(start + limits.timeout_s for _, _, start in running.values()) - now)
+        wait = max(0.5, min(start + limits.timeout_s for _, _, start in running.values()) - now)
         ready, _, _ = select.select(list(running), [], [], wait)
         now = time.monotonic()
         for fd in list(running):
             index, pid, start = running[fd]
-            timed_out = fd not in ready and now - start >= limits.timeout_s
+            timed_out = fd not in ready and now - start >= limits.timeout_s and not _starved(pid, now - start, limits)
             if fd in ready or timed_out:
                 del running[fd]
                 yield index, _finish(pid, fd, timed_out, limits, now - start)

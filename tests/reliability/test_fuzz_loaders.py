@@ -38,7 +38,7 @@ def _raise(exc: BaseException) -> None:
 
 
 def test_harness_tells_each_outcome_apart():
-    limits = ChildLimits(timeout_s=2.0, cpu_s=5, budget_bytes=32 * MiB, slack_bytes=16 * MiB,
+    limits = ChildLimits(timeout_s=1.0, cpu_s=5, budget_bytes=32 * MiB, slack_bytes=16 * MiB,
                          address_space_bytes=512 * MiB)
     targets = [
         lambda: None,
@@ -62,8 +62,9 @@ def test_seeds_cover_every_kind_and_inputs_are_reproducible():
     seeds = load_seeds(_shared())
     kinds = {s.kind for s in seeds}
     assert kinds == set(KINDS), f"seeds of these kinds are missing: {set(KINDS) - kinds}"
-    a, b = make_input(seeds, SEED, 7), make_input(seeds, SEED, 7)
-    assert a == b and make_input(seeds, SEED + 1, 7).data != a.data or a.mutation != make_input(seeds, SEED + 1, 7).mutation
+    a = make_input(seeds, SEED, 7)
+    assert make_input(seeds, SEED, 7) == a  # an input is rebuilt from (seed, index) alone
+    assert any(make_input(seeds, SEED + k, 7).data != a.data for k in range(1, 6))  # other seeds differ
 
 
 def test_seeded_fuzz_run_has_no_untyped_error_hang_or_memory_overrun(tmp_path):
