@@ -29,6 +29,11 @@ def _touch(n: int) -> None:
     block[::4096] = b"\x01" * len(block[::4096])  # resident, not only reserved
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
 def _crash() -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
 
@@ -44,17 +49,18 @@ def test_harness_tells_each_outcome_apart():
         lambda: None,
         lambda: _raise(InputError("bad input")),
         lambda: _raise(ValueError("boom")),
-        lambda: time.sleep(30),
+        lambda: time.sleep(30),             # no CPU used: waited for up to 6 limits, then a hang
+        _spin,                              # busy: a hang once it has used half a limit of CPU
         lambda: _touch(96 * MiB),           # resident growth over budget + slack
         lambda: _touch(4096 * MiB),         # over the address-space limit: MemoryError
         _crash,
     ]
     outcomes = dict(run_all(targets, limits, RadconsultError, jobs=3))
     got = [outcomes[i].outcome for i in range(len(targets))]
-    assert got == ["loaded", "typed", "untyped", "hang", "memory", "memory", "untyped"]
+    assert got == ["loaded", "typed", "untyped", "hang", "hang", "memory", "memory", "untyped"]
     assert outcomes[2].error.startswith("ValueError at ") and "test_fuzz_loaders.py" in outcomes[2].error
-    assert outcomes[6].error == "crash SIGSEGV"
-    assert outcomes[4].peak_bytes >= 90 * MiB
+    assert outcomes[7].error == "crash SIGSEGV"
+    assert outcomes[5].peak_bytes >= 90 * MiB
 
 
 # --- the campaign ------------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ def test_declared_bomb_and_too_many_members(tmp_path):
     ("member_cut_out", errors.CorruptFileError, "corrupt"),
     ("lzma_method", errors.CorruptFileError, "corrupt"),
     ("bzip2_method", errors.CorruptFileError, "corrupt"),
+    ("only_a_nameless_member", errors.InputError, "no files"),
 ])
 def test_broken_archives_are_typed_errors(tmp_path, case, expected, message):
     stored = _zip({"IM1.dcm": pydicom_file("CT_small.dcm").read_bytes()})
@@ -88,6 +89,9 @@ def test_broken_archives_are_typed_errors(tmp_path, case, expected, message):
         "empty": _zip({}),
         "lzma_method": _patch_headers(stored, 8, 10, struct.pack("<H", zipfile.ZIP_LZMA)),
         "bzip2_method": _patch_headers(stored, 8, 10, struct.pack("<H", zipfile.ZIP_BZIP2)),
+        # the name's length moved to the extra field: a member whose name is empty
+        "only_a_nameless_member": _patch_headers(_patch_headers(_zip({"a": b"x"}), 26, 28, b"\x00\x00"),
+                                                 28, 30, b"\x01\x00"),
         "member_cut_out": (lambda z: z[:1000] + z[30000:])(_zip({"a.dcm": pydicom_file("CT_small.dcm").read_bytes(),
                                                                "b.dcm": pydicom_file("CT_small.dcm").read_bytes()})),
     }[case]

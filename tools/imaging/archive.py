@@ -33,7 +33,8 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int, max_members: int = M
     out: list[Path] = []
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
+            # not ZipInfo.is_dir(): it fails on an empty name (found by fuzzing); nameless members are skipped
+            members = [m for m in archive.infolist() if m.filename and not m.filename.endswith("/")]
             if len(members) > max_members:
                 raise InputError(f"zip holds {len(members)} files (limit {max_members})")
             total = sum(m.file_size for m in members)
