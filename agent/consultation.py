@@ -157,12 +157,13 @@ class Consultation:
     def _load_images(self, case_id: str, images: Sequence[Any], first_ref: int) -> list[dict[str, Any]]:
         """Load and attach ``images``. The case record keeps the ref, a label and the pseudonymous keys;
         never the file path, which often carries a patient's name (the studies live in this process)."""
+        from agent.wiring import imaging_config
         from tools.imaging import ImageStudy, load
 
         records = []
         for i, item in enumerate(images):
             ref = f"S{first_ref + i}"
-            study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), self.settings)
+            study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), imaging_config(self.settings))
             self._studies[(case_id, ref)] = study
             records.append({"ref": ref, "label": _study_label(study), "patient_key": study.patient_key,
                             "study_key": study.study_key})

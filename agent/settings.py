@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(512 * 1024 * 1024, gt=0,
                             description="Largest number of pixel values (rows x cols x frames x samples).")
     max_frames: int = Field(2000, gt=0, description="Most frames (multi-frame objects or slices in a series).")
+    max_decode_bytes: int = Field(4096 * MiB, gt=0,
+                                  description="Peak memory one image load may take, bytes, estimated from the "
+                                              "header before decoding (stored pixels, the decoded array, the "
+                                              "float32 pixels and display): a small compressed file can "
+                                              "declare a huge image.")
 
     # --- de-identification ----------------------------------------------------------------------
     deid_dates: Literal["keep", "shift"] = Field(

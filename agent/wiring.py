@@ -6,3 +6,34 @@ Entry points read the settings once and pass these configs down.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.settings import Settings
+    from tools.deid import DeidPolicy
+    from tools.imaging import ImagingConfig, ImagingLimits
+
+
+# --- imaging and de-identification ----------------------------------------------------------------
+def deid_policy(settings: Settings) -> DeidPolicy:
+    """The de-identification policy: the installation secret and the date rule (keep or shift)."""
+    from tools.deid import DeidPolicy
+
+    return DeidPolicy(secret_path=settings.secret_path, dates=settings.deid_dates,
+                      max_shift_days=settings.deid_max_shift_days)
+
+
+def imaging_limits(settings: Settings) -> ImagingLimits:
+    """The image loader's input limits (file size, pixel values, frames, peak decode memory)."""
+    from tools.imaging import ImagingLimits
+
+    return ImagingLimits(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels,
+                         max_frames=settings.max_frames, max_decode_bytes=settings.max_decode_bytes)
+
+
+def imaging_config(settings: Settings) -> ImagingConfig:
+    """What ``tools.imaging.load`` needs: its limits and the de-identification policy."""
+    from tools.imaging import ImagingConfig
+
+    return ImagingConfig(deid=deid_policy(settings), limits=imaging_limits(settings))

@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.settings import Settings  # noqa: E402
+from agent.wiring import imaging_config  # noqa: E402
 from tools.classifiers.registry import list_models  # noqa: E402
 from tools.classifiers.runtime import load_model  # noqa: E402
 
@@ -93,12 +94,13 @@ def end_to_end(repeats: int) -> None:
         print("RG1_UNCI.dcm not installed (pip install pydicom-data): end-to-end latency skipped")
         return
     settings = Settings()
+    config = imaging_config(settings)
     rows = []
-    t_load = timeit(lambda: load(path, settings), repeats)
-    study = load(path, settings)
+    t_load = timeit(lambda: load(path, config), repeats)
+    study = load(path, config)
     t_cls = timeit(lambda: classify(study, settings=settings), repeats)
     t_sal = timeit(lambda: classify(study, settings=settings, saliency=True), repeats)
-    t_all = timeit(lambda: classify(load(path, settings), settings=settings, saliency=True), repeats)
+    t_all = timeit(lambda: classify(load(path, config), settings=settings, saliency=True), repeats)
     rows = [("load (read + de-identify + display)", t_load), ("preprocess + classify", t_cls),
             ("preprocess + classify + Grad-CAM", t_sal), ("end to end: load + classify + Grad-CAM", t_all)]
     print(f"\nRG1_UNCI.dcm ({study.shape[0]}x{study.shape[1]}), {repeats} runs")
@@ -123,7 +125,7 @@ def ood_report() -> None:
     studies = []
     for f in files:
         try:
-            study = load(f, settings)
+            study = load(f, imaging_config(settings))
         except Exception as exc:  # a file another area cannot load yet: say so, keep going
             print(f"  (skipped {f.name}: {exc})")
             continue

@@ -64,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     from pydicom.data import get_testdata_file
 
     from agent.settings import Settings
+    from agent.wiring import imaging_config
     from tools.imaging import load
 
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data")
+        config = imaging_config(Settings(data_dir=Path(tmp) / "data"))
         series_dir = Path(tmp) / "series"
         series_dir.mkdir()
         series = build_ct_series(series_dir, args.slices)
@@ -87,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, bare, path in cases:
             t_bare, t_load, t_disp, t_full = _interleaved_ms([
                 bare,
-                lambda p=path: load(p, settings),
-                lambda p=path: load(p, settings).display,
-                lambda p=path: (lambda s: (s.display, s.pixels))(load(p, settings)),
+                lambda p=path: load(p, config),
+                lambda p=path: load(p, config).display,
+                lambda p=path: (lambda s: (s.display, s.pixels))(load(p, config)),
             ], args.runs)
             print(f"{label:22s} {t_bare:9.2f} {t_load:9.2f} {t_load / t_bare:6.2f} {t_disp:9.2f} "
                   f"{t_disp / t_bare:6.2f} {t_full:9.2f} {t_full / t_bare:6.2f}")

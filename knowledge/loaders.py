@@ -35,6 +35,7 @@ from tools.errors import (
 
 if TYPE_CHECKING:
     from agent.settings import Settings
+    from tools.deid import DeidPolicy
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +434,14 @@ def _sr_lines(items: Any, depth: int, lines: list[str]) -> None:
             _sr_lines(item.get("ContentSequence"), depth + 1, lines)
 
 
+def _deid_policy(settings: Settings) -> DeidPolicy:
+    # Transitional: the knowledge layer's own config should carry the policy (agent.wiring.deid_policy).
+    from tools.deid import DeidPolicy
+
+    return DeidPolicy(secret_path=settings.secret_path, dates=settings.deid_dates,
+                      max_shift_days=settings.deid_max_shift_days)
+
+
 def load_dicom_sr(data: bytes, name: str, settings: Settings, warnings: list[str]) -> LoadedDocument:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -456,12 +465,13 @@ def load_dicom_sr(data: bytes, name: str, settings: Settings, warnings: list[str
     meta: dict[str, Any] = {"title": doc_title or "Structured report", "modality": str(ds.get("Modality", "SR"))}
     raw_id = deid.patient_identity(ds)
     study_date = str(ds.get("StudyDate", "") or ds.get("ContentDate", "") or "")
+    policy = _deid_policy(settings)
     if raw_id:
-        meta["patient"] = deid.patient_key(raw_id, settings)
-        if settings.deid_dates == "shift" and study_date:
-            study_date = deid.shift_date(study_date, deid.date_shift_days(raw_id, settings))
+        meta["patient"] = deid.patient_key(raw_id, policy)
+        if policy.shifts_dates and study_date:
+            study_date = deid.shift_date(study_date, deid.date_shift_days(raw_id, policy))
     if ds.get("StudyInstanceUID"):
-        meta["study"] = deid.study_key(str(ds.StudyInstanceUID), settings)
+        meta["study"] = deid.study_key(str(ds.StudyInstanceUID), policy)
     meta["study_date"] = _norm_date(study_date)
     if ds.get("BodyPartExamined"):
         meta["body_part"] = str(ds.BodyPartExamined).title()
@@ -527,7 +537,7 @@ def load_fhir(text: str, name: str, settings: Settings, warnings: list[str]) -> 
     if reference:
         from tools.deid import patient_key
 
-        meta["patient"] = patient_key(reference.split("/")[-1], settings)
+        meta["patient"] = patient_key(reference.split("/")[-1], _deid_policy(settings))
     date = resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start") \
         or resource.get("issued")
     meta["study_date"] = _norm_date(date)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from tools.deid import DeidPolicy
+    from tools.imaging import ImagingConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,3 +56,19 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.delenv("RADCONSULT_CONFIG", raising=False)
     return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def policy(settings: Settings) -> DeidPolicy:
+    """The de-identification policy of the isolated settings (secret under the test's data dir)."""
+    from agent.wiring import deid_policy
+
+    return deid_policy(settings)
+
+
+@pytest.fixture
+def imaging_config(settings: Settings) -> ImagingConfig:
+    """The image loader's config (limits and de-identification policy) of the isolated settings."""
+    from agent.wiring import imaging_config as build
+
+    return build(settings)

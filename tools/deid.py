@@ -12,9 +12,9 @@ What this module guarantees for a dataset passed through :func:`deidentify_datas
   consistent pseudonym: ``2.25.<decimal of a UUID derived by HMAC-SHA256 of the original>``, so
   references between objects (Study, Series, Frame of Reference, referenced SOP instances) stay
   intact across files of one installation;
-* dates: kept (``settings.deid_dates == "keep"``, Retain Longitudinal Temporal Information with
+* dates: kept (``policy.dates == "keep"``, Retain Longitudinal Temporal Information with
   Full Dates, DCM 113106) or shifted per patient by one consistent HMAC-derived offset of
-  1..``deid_max_shift_days`` days into the past (Modified Dates, DCM 113107); the birth date is
+  1..``policy.max_shift_days`` days into the past (Modified Dates, DCM 113107); the birth date is
   always removed, the age is kept (Retain Patient Characteristics, DCM 113108);
 * Study / Series Description and Protocol Name are kept but cleaned of every identifying string
   found in the original (Clean Descriptors, DCM 113105), and a final scan removes any such
@@ -22,8 +22,11 @@ What this module guarantees for a dataset passed through :func:`deidentify_datas
 * Patient Identity Removed = YES, De-identification Method and its code sequence are set.
 
 Keys: :func:`patient_key` and :func:`study_key` are HMAC-SHA256 of the raw identifier with a
-per-installation secret (``settings.secret_path``, 32 random bytes, hex, created on first use
+per-installation secret (``policy.secret_path``, 32 random bytes, hex, created on first use
 with mode 0600, atomically), so a key is stable on one installation and irreversible without it.
+
+Every function that needs the secret or the date rule takes a :class:`DeidPolicy` (built from the
+settings by ``agent.wiring.deid_policy``); this module never reads the settings itself.
 """
 
 from __future__ import annotations
@@ -38,15 +41,14 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from tools.errors import RadconsultError
+from tools.errors import RadconsultError, SettingsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
-
-    from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,41 @@ class SecretError(RadconsultError):
     """The per-installation secret cannot be created or read."""
 
 
+@dataclass(frozen=True)
+class DeidPolicy:
+    """How identifiers become pseudonyms on this installation.
+
+    ``secret_path``: the installation secret (HMAC key, created on first use, mode 0600).
+    ``dates``: "keep" (dates stay, for clinical timelines) or "shift" (every date of a patient moves by
+    one consistent pseudo-random offset of 1..``max_shift_days`` days into the past).
+    """
+
+    secret_path: Path
+    dates: Literal["keep", "shift"] = "keep"
+    max_shift_days: int = 365
+
+    def __post_init__(self) -> None:
+        if self.dates not in ("keep", "shift"):
+            raise SettingsError(f"de-identification dates must be 'keep' or 'shift', not {self.dates!r}")
+        if self.max_shift_days <= 0:
+            raise SettingsError(f"the largest date shift must be at least 1 day, not {self.max_shift_days}")
+
+    @property
+    def shifts_dates(self) -> bool:
+        return self.dates == "shift"
+
+
 # --- the per-installation secret -------------------------------------------------------------------
 _secret_cache: dict[tuple[str, int, int], bytes] = {}
 
 
-def installation_secret(settings: Settings) -> bytes:
-    """The 32-byte HMAC key of this installation, created at ``settings.secret_path`` on first use.
+def installation_secret(policy: DeidPolicy) -> bytes:
+    """The 32-byte HMAC key of this installation, created at ``policy.secret_path`` on first use.
 
     Creation is atomic: the key is written to a private temporary file (mode 0600) and hard-linked
     into place, which fails if another process got there first; that process's key is then used.
     """
-    path = Path(settings.secret_path)
+    path = Path(policy.secret_path)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -130,13 +156,13 @@ def _create_secret(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _digest(settings: Settings, purpose: str, value: str) -> bytes:
+def _digest(policy: DeidPolicy, purpose: str, value: str) -> bytes:
     msg = purpose.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
-    return hmac.new(installation_secret(settings), msg, hashlib.sha256).digest()
+    return hmac.new(installation_secret(policy), msg, hashlib.sha256).digest()
 
 
 # --- public keys -------------------------------------------------------------------------------------
-def patient_key(raw_patient_id: str, settings: Settings) -> str:
+def patient_key(raw_patient_id: str, policy: DeidPolicy) -> str:
     """Pseudonymous patient key, ``"P-"`` + 16 hex characters (64 bits of HMAC-SHA256).
 
     The raw id is stripped of surrounding blanks (DICOM pads values), so ``"123 "`` and ``"123"`` match.
@@ -144,18 +170,18 @@ def patient_key(raw_patient_id: str, settings: Settings) -> str:
     raw = (raw_patient_id or "").strip()
     if not raw:
         raise ValueError("patient_key needs a non-empty patient identifier")
-    return "P-" + _digest(settings, "patient", raw).hex()[:16]
+    return "P-" + _digest(policy, "patient", raw).hex()[:16]
 
 
-def study_key(raw_study_uid: str, settings: Settings) -> str:
+def study_key(raw_study_uid: str, policy: DeidPolicy) -> str:
     """Pseudonymous study key, ``"S-"`` + 16 hex characters, from the original StudyInstanceUID."""
     raw = (raw_study_uid or "").strip().rstrip("\x00")
     if not raw:
         raise ValueError("study_key needs a non-empty study identifier")
-    return "S-" + _digest(settings, "study", raw).hex()[:16]
+    return "S-" + _digest(policy, "study", raw).hex()[:16]
 
 
-def remap_uid(uid: str, settings: Settings) -> str:
+def remap_uid(uid: str, policy: DeidPolicy) -> str:
     """Consistent pseudonymous UID under ``2.25.`` (a UUID v4-shaped integer derived by HMAC).
 
     DICOM well-known UIDs (SOP classes, transfer syntaxes: root 1.2.840.10008.) are returned unchanged.
@@ -163,14 +189,14 @@ def remap_uid(uid: str, settings: Settings) -> str:
     raw = str(uid).strip().rstrip("\x00")
     if not raw or raw.startswith(DICOM_UID_ROOT):
         return raw
-    return "2.25." + str(uuid.UUID(bytes=_digest(settings, "uid", raw)[:16], version=4).int)
+    return "2.25." + str(uuid.UUID(bytes=_digest(policy, "uid", raw)[:16], version=4).int)
 
 
-def date_shift_days(raw_patient_id: str, settings: Settings) -> int:
-    """Days added to every date of this patient when ``deid_dates == "shift"``: -max..-1 (never 0)."""
+def date_shift_days(raw_patient_id: str, policy: DeidPolicy) -> int:
+    """Days added to every date of this patient when ``policy.dates == "shift"``: -max..-1 (never 0)."""
     raw = (raw_patient_id or "").strip()
-    n = int.from_bytes(_digest(settings, "dateshift", raw)[:8], "big")
-    return -(1 + n % settings.deid_max_shift_days)
+    n = int.from_bytes(_digest(policy, "dateshift", raw)[:8], "big")
+    return -(1 + n % policy.max_shift_days)
 
 
 def shift_date(value: str, days: int) -> str:
@@ -364,7 +390,7 @@ def scrub_text(text: str, identifying: Iterable[str]) -> str:
 
 
 # --- the de-identifier ---------------------------------------------------------------------------------
-def deidentify_dataset(ds: Dataset, settings: Settings) -> Dataset:
+def deidentify_dataset(ds: Dataset, policy: DeidPolicy) -> Dataset:
     """A de-identified copy of ``ds`` (the input is not modified). Pixel data is copied unchanged.
 
     Burned-in annotation is not removed from pixels: Burned In Annotation stays in the output so a
@@ -375,8 +401,8 @@ def deidentify_dataset(ds: Dataset, settings: Settings) -> Dataset:
 
     out = copy.deepcopy(ds)
     identity = patient_identity(ds)
-    pkey = patient_key(identity, settings) if identity else None
-    days = date_shift_days(identity or "", settings) if settings.deid_dates == "shift" else 0
+    pkey = patient_key(identity, policy) if identity else None
+    days = date_shift_days(identity or "", policy) if policy.shifts_dates else 0
     identifying = identifying_values(ds)
 
     age = derived_age(ds)
@@ -384,12 +410,12 @@ def deidentify_dataset(ds: Dataset, settings: Settings) -> Dataset:
         out.PatientAge = age
 
     out.remove_private_tags()
-    _clean(out, settings, days, identifying)
+    _clean(out, policy, days, identifying)
 
     if hasattr(out, "file_meta") and out.file_meta is not None:
         meta = out.file_meta
         if "MediaStorageSOPInstanceUID" in meta:
-            meta.MediaStorageSOPInstanceUID = remap_uid(meta.MediaStorageSOPInstanceUID, settings)
+            meta.MediaStorageSOPInstanceUID = remap_uid(meta.MediaStorageSOPInstanceUID, policy)
         for kw in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
                    "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID", "PrivateInformation"):
             if kw in meta:
@@ -400,7 +426,7 @@ def deidentify_dataset(ds: Dataset, settings: Settings) -> Dataset:
     out.PatientIdentityRemoved = "YES"
     method = [DEID_METHOD]
     codes = [CODE_BASIC, CODE_CLEAN_DESCRIPTORS, CODE_PATIENT_CHARACTERISTICS]
-    if settings.deid_dates == "shift":
+    if policy.shifts_dates:
         codes.append(CODE_MODIFIED_DATES)
         method.append("dates shifted per patient")
         out.LongitudinalTemporalInformationModified = "MODIFIED"
@@ -420,7 +446,7 @@ def deidentify_dataset(ds: Dataset, settings: Settings) -> Dataset:
     return out
 
 
-def _clean(ds: Dataset, settings: Settings, days: int, identifying: set[str]) -> None:
+def _clean(ds: Dataset, policy: DeidPolicy, days: int, identifying: set[str]) -> None:
     for elem in list(ds):
         tag = elem.tag
         group = tag.group
@@ -435,7 +461,7 @@ def _clean(ds: Dataset, settings: Settings, days: int, identifying: set[str]) ->
             continue
         if kw == "PatientID":  # nested copies (e.g. in referenced or directory records) get the key too
             raw = str(elem.value or "").strip()
-            elem.value = patient_key(raw, settings) if raw else ""
+            elem.value = patient_key(raw, policy) if raw else ""
             continue
         if kw in _EMPTY:
             elem.value = None if elem.VR == "SQ" else ""
@@ -443,15 +469,15 @@ def _clean(ds: Dataset, settings: Settings, days: int, identifying: set[str]) ->
         vr = elem.VR
         if vr == "SQ":
             for item in elem.value or ():
-                _clean(item, settings, days, identifying)
+                _clean(item, policy, days, identifying)
             continue
         if elem.value is None or elem.value == "":
             continue
         if vr == "UI":
             if _is_multivalue(elem.value):
-                elem.value = [remap_uid(v, settings) for v in elem.value]
+                elem.value = [remap_uid(v, policy) for v in elem.value]
             else:
-                elem.value = remap_uid(elem.value, settings)
+                elem.value = remap_uid(elem.value, policy)
         elif vr == "PN":
             elem.value = ""
         elif vr == "DA" and days:

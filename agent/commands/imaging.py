@@ -4,8 +4,9 @@
 prints :meth:`tools.imaging.ImageStudy.summary`: never an identifier.
 
 ``deid IN OUT`` writes de-identified copies of the DICOM file or folder IN (PS3.15 Annex E Basic
-Profile, see :mod:`tools.deid`). Files in a folder are written flat as ``OUT/<new SOP UID>.dcm``
-(folder and file names often carry patient names or IDs); non-DICOM files and DICOMDIR indexes are
+Profile, see :mod:`tools.deid`). Files are written as ``OUT/<new SOP UID>.dcm`` (a folder's files
+flat; one file into an existing folder too): input folder and file names often carry patient names
+or IDs and are never reused; an explicit output file name OUT is used as given; non-DICOM files and DICOMDIR indexes are
 skipped and counted; files that declare Burned In Annotation = YES are counted and warned about (the
 pixels are not altered). IN is never modified, OUT may not be IN or lie inside it, an existing output
 file is never overwritten, and nothing is written unless every file succeeds (the output is built in
@@ -48,9 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- inspect ---------------------------------------------------------------------------------------
 def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
     from agent.cli import print_json
+    from agent.wiring import imaging_config
     from tools.imaging import load
 
-    study = load(args.path, settings)
+    study = load(args.path, imaging_config(settings))
     summary = study.summary()
     if args.json:
         print_json(summary)
@@ -100,12 +102,18 @@ def deidentify_path(src: Path, dst: Path, settings: Settings) -> dict[str, objec
         raise InputError("OUT lies inside IN: choose an output folder outside the input folder")
 
     if src.is_file():
-        target = dst / src.name if dst.is_dir() else dst
+        into_folder = dst.is_dir()
+        if not into_folder:  # an explicit output file name, chosen by the user
+            if dst.exists():
+                raise InputError(f"{dst} exists: choose a new output name (nothing is overwritten)")
+            if not dst.parent.is_dir():
+                raise FileMissingError(f"the output folder {dst.parent} does not exist")
+        ds = _deidentified(src, settings)
+        # into a folder: named after the new SOP Instance UID, never after the input (file names often
+        # carry a patient's name or record number)
+        target = dst / _output_name(ds, 0) if into_folder else dst
         if target.exists():
             raise InputError(f"{target} exists: choose a new output name (nothing is overwritten)")
-        if not target.parent.is_dir():
-            raise FileMissingError(f"the output folder {target.parent} does not exist")
-        ds = _deidentified(src, settings)
         _atomic_write(ds, target)
         return {"written": 1, "skipped": 0, "burned_in_annotation": int(_burned_in(ds)), "output": str(target)}
 
@@ -125,8 +133,7 @@ def deidentify_path(src: Path, dst: Path, settings: Settings) -> dict[str, objec
             if ds is None:
                 skipped += 1
                 continue
-            name = f"{ds.SOPInstanceUID}.dcm" if "SOPInstanceUID" in ds else f"{written:06d}.dcm"
-            target = tmp / name
+            target = tmp / _output_name(ds, written)
             if target.exists():
                 raise InputError("two input files share one SOP Instance UID: the folder holds duplicates")
             _atomic_write(ds, target)
@@ -141,6 +148,12 @@ def deidentify_path(src: Path, dst: Path, settings: Settings) -> dict[str, objec
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"written": written, "skipped": skipped, "burned_in_annotation": burned, "output": str(dst)}
+
+
+def _output_name(ds: Any, index: int) -> str:
+    """The de-identified file's name: its new (remapped) SOP Instance UID, else a counter."""
+    uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    return f"{uid}.dcm" if uid else f"{index:06d}.dcm"
 
 
 def _burned_in(ds: Any) -> bool:
@@ -162,10 +175,11 @@ def _is_dicom_image(path: Path, settings: Settings) -> bool:
 def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -> Any:
     import pydicom
 
+    from agent.wiring import deid_policy, imaging_limits
     from tools.deid import deidentify_dataset
     from tools.imaging import check_file_size, is_truncated, sniff
 
-    check_file_size(path, settings)
+    check_file_size(path, imaging_limits(settings))
     with path.open("rb") as fh:
         if sniff(fh.read(1024)) != "dicom":
             raise UnsupportedFormatError(f"{path.name} is not a DICOM file: `radconsult deid` writes DICOM only")
@@ -183,7 +197,7 @@ def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -
             return None
         raise UnsupportedFormatError(f"{path.name} is a DICOMDIR index: de-identify its folder instead")
     try:
-        return deidentify_dataset(ds, settings)
+        return deidentify_dataset(ds, deid_policy(settings))
     except InputError:
         raise
     except Exception as exc:

@@ -57,10 +57,11 @@ def _bundle(name: str, settings: Any):
 
 def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
     from agent.cli import print_json
+    from agent.wiring import imaging_config
     from tools.classifiers.inference import classify
     from tools.imaging import load
 
-    study = load(args.path, settings)
+    study = load(args.path, imaging_config(settings))
     finding = classify(study, model=args.model, settings=settings, saliency_png=args.saliency)
     if args.json:
         print_json(finding.as_dict())

@@ -212,13 +212,14 @@ class UIController:
     # --- actions ----------------------------------------------------------------------------------
     def upload(self, sess: SessionState, user: str | None, paths: list[Path]) -> str:
         """Stage and load (de-identify) an upload into the current case; Gradio's own copy is deleted."""
+        from agent.wiring import imaging_config
         from tools.imaging import load
 
         case = sess.case
         source = None
         try:
             source = stage_upload(paths, sess.dir, self.settings.max_upload_bytes)
-            study = load(source, self.settings)
+            study = load(source, imaging_config(self.settings))
             case.studies.append(study)
             case.saliency = None
             msg = (f"✓ Loaded {study.source_format.upper()} {' x '.join(str(s) for s in study.shape)}"

@@ -89,28 +89,9 @@ def cleanup_state(value: object) -> None:
 
 def _safe_extract(zip_path: Path, dest: Path, max_bytes: int, max_members: int = 5000) -> list[Path]:
     """Extract a zip without path traversal, links or a decompression bomb (total ``max_bytes``)."""
-    out: list[Path] = []
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) > max_members:
-                raise InputError(f"zip holds {len(members)} files (limit {max_members})")
-            total = sum(m.file_size for m in members)
-            if total > max_bytes:
-                raise FileTooLargeError(f"zip expands to {total / 1e6:.0f} MB (limit {max_bytes / 1e6:.0f} MB)")
-            for i, m in enumerate(members):
-                name = Path(m.filename).name
-                if not name or name.startswith(".") or "__MACOSX" in m.filename:
-                    continue
-                target = dest / f"{i:05d}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
-                with zf.open(m) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                out.append(target)
-    except zipfile.BadZipFile as exc:
-        raise InputError(f"the zip file is corrupt: {exc}") from exc
-    if not out:
-        raise InputError("the zip file holds no files")
-    return out
+    from tools.imaging.archive import extract_zip
+
+    return extract_zip(zip_path, dest, max_bytes, max_members)
 
 
 def stage_upload(paths: list[Path], session_dir: Path, max_bytes: int) -> Path:

@@ -90,10 +90,24 @@ def test_deid_warns_about_burned_in_annotation(tmp_path, capsys):
     assert pydicom.dcmread(tmp_path / "clean.dcm").BurnedInAnnotation == "YES"  # the flag travels
 
 
-def test_deid_file_into_existing_folder(tmp_path):
+def test_deid_file_into_existing_folder_is_named_after_the_new_uid(tmp_path, capsys):
+    src = tmp_path / "Doe_John_MRN7734521.dcm"  # a name that identifies the patient
+    shutil.copy(pydicom_file("MR_small.dcm"), src)
     (tmp_path / "outdir").mkdir()
-    assert main(["deid", str(pydicom_file("MR_small.dcm")), str(tmp_path / "outdir")]) == 0
-    assert [p.name for p in (tmp_path / "outdir").iterdir()] == ["MR_small.dcm"]
+    assert main(["deid", str(src), str(tmp_path / "outdir"), "--json"]) == 0
+    printed = capsys.readouterr().out
+    written = list((tmp_path / "outdir").iterdir())
+    assert len(written) == 1
+    ds = pydicom.dcmread(written[0])
+    assert written[0].name == f"{ds.SOPInstanceUID}.dcm" and ds.SOPInstanceUID.startswith("2.25.")
+    assert ds.SOPInstanceUID != pydicom.dcmread(src).SOPInstanceUID  # the remapped UID, not the original
+    assert json.loads(printed)["output"] == str(written[0])
+    for part in ("Doe", "John", "7734521"):
+        assert part not in written[0].name and part not in printed
+    # a second run does not overwrite, and its message names the output, not the input
+    assert main(["deid", str(src), str(tmp_path / "outdir")]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "Doe" not in err and "7734521" not in err
 
 
 def test_deid_folder_with_dicomdir(tmp_path, capsys):

@@ -5,6 +5,7 @@ question, contradicted sentences never reach the clinician, and uncovered image 
 from __future__ import annotations
 
 from agent.consultation import Consultation
+from agent.wiring import imaging_config
 from tests.agent.fakes import ScriptedBackend, frame, real_tools, text
 from tests.conftest import shared_file
 
@@ -87,7 +88,7 @@ def test_a_contradicted_sentence_is_removed_and_recorded(settings, monkeypatch):
 def test_an_image_finding_no_model_covers_is_declined(settings):
     from tools.imaging import load
 
-    study = load(shared_file("cxr/nih_00000001_000_cardiomegaly.png"), settings)
+    study = load(shared_file("cxr/nih_00000001_000_cardiomegaly.png"), imaging_config(settings))
     c, backend = consult(settings, [frame(intent="image", finding="cardiomegaly")])
     res = c.ask("f7", "Is the heart enlarged?", images=[study])
     assert "No installed model assesses cardiomegaly" in res.answer and "pneumonia" in res.answer
@@ -98,7 +99,7 @@ def test_an_image_finding_no_model_covers_is_declined(settings):
 def test_a_classifier_result_is_reported_from_the_result(settings):
     from tools.imaging import load
 
-    study = load(shared_file("cxr/nih_00000001_000_cardiomegaly.png"), settings)
+    study = load(shared_file("cxr/nih_00000001_000_cardiomegaly.png"), imaging_config(settings))
     c, _ = consult(settings, [frame(intent="image", finding="pneumonia")])
     res = c.ask("f8", "Any signs of pneumonia?", images=[study])
     assert [t.name for t in res.tool_calls] == ["read_case", "classify_study"]
@@ -112,7 +113,7 @@ def test_measurements_on_the_viewer_feed_the_calculator(settings):
     from tools.imaging import load
     from tools.measure import measure
 
-    study = load(pydicom_file("CT_small.dcm"), settings)
+    study = load(pydicom_file("CT_small.dcm"), imaging_config(settings))
     row, col = study.spacing[-2:]
     long_axis = measure(study, 0, (10, 20), (10 + 8.0 / col, 20), label="long axis", nodule_type="solid")
     short_axis = measure(study, 0, (30, 30), (30, 30 + 6.0 / row), label="short axis")
@@ -132,7 +133,7 @@ def test_a_length_without_pixel_spacing_is_refused(settings):
     from tools.imaging import load
     from tools.measure import MeasurementError, measure
 
-    png = load(shared_file("cxr/nih_00027426_000_no_finding.png"), settings)
+    png = load(shared_file("cxr/nih_00027426_000_no_finding.png"), imaging_config(settings))
     with pytest.raises(MeasurementError, match="no pixel spacing"):
         measure(png, 0, (10, 10), (50, 50))
     with pytest.raises(MeasurementError, match="outside"):

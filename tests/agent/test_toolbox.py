@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agent.wiring import imaging_config
+
 from agent.evidence import Ledger
 from agent.toolbox import AttachedStudy
 from tests.agent.fakes import real_context, real_tools
@@ -45,7 +47,7 @@ def test_bad_arguments_are_argument_errors(tools, settings):
 def test_inspect_real_dicom(tools, settings):
     from tools.imaging import load
 
-    study = load(pydicom_file("CT_small.dcm"), settings)
+    study = load(pydicom_file("CT_small.dcm"), imaging_config(settings))
     e = tools["inspect_study"].run({}, real_context(settings, studies=[AttachedStudy("S1", study, "CT")]), Ledger())[0]
     assert e.kind == "dicom" and e.facts["modality"] == "CT" and "modality: CT" in e.quote
 
@@ -53,7 +55,7 @@ def test_inspect_real_dicom(tools, settings):
 def test_classify_real_image(tools, settings):
     from tools.imaging import load
 
-    study = load(shared_file("cxr/nih_00027426_000_no_finding.png"), settings)
+    study = load(shared_file("cxr/nih_00027426_000_no_finding.png"), imaging_config(settings))
     ctx = real_context(settings, studies=[AttachedStudy("S1", study, "OT")])
     e = tools["classify_study"].run({"model": "pneumonia-cxr"}, ctx, Ledger())[0]
     assert e.kind == "classifier" and e.facts["model"] == "pneumonia-cxr" and e.facts["version"]

@@ -128,7 +128,7 @@ def test_dicom_sr(settings):
     assert doc.sections and doc.text.startswith("# ")
 
 
-def test_dicom_sr_identifiers_never_stored(tmp_path, settings):
+def test_dicom_sr_identifiers_never_stored(tmp_path, settings, policy):
     import pydicom
     from pydicom.dataset import Dataset
 
@@ -151,7 +151,7 @@ def test_dicom_sr_identifiers_never_stored(tmp_path, settings):
     doc = load_file(path, settings)
     assert "5 mm nodule" in doc.text
     assert "Doe" not in doc.text and "Jane" not in doc.text and "7781234" not in doc.text
-    assert doc.meta["patient"] == patient_key("MRN-7781234", settings)
+    assert doc.meta["patient"] == patient_key("MRN-7781234", policy)
     assert doc.meta["study_date"] == "2024-01-05"
 
 
@@ -160,7 +160,7 @@ def test_dicom_image_is_not_a_report(settings):
         load_file(pydicom_file("CT_small.dcm"), settings)
 
 
-def test_fhir_diagnostic_report(tmp_path, settings):
+def test_fhir_diagnostic_report(tmp_path, settings, policy):
     from tools.deid import patient_key
 
     text = "CHEST X-RAY\nPatient: Ann Other\nFINDINGS: Small left pleural effusion.\n"
@@ -172,7 +172,7 @@ def test_fhir_diagnostic_report(tmp_path, settings):
     doc = load_file(write(tmp_path / "dr.json", json.dumps(resource)), settings)
     assert "Small left pleural effusion" in doc.text and "Ann Other" not in doc.text
     assert "pid-555" not in doc.text
-    assert doc.meta["patient"] == patient_key("pid-555", settings)
+    assert doc.meta["patient"] == patient_key("pid-555", policy)
     assert doc.meta["study_date"] == "2024-02-03" and doc.meta["modality"] == "CR"
 
 
