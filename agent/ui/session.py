@@ -11,7 +11,6 @@ import shutil
 import tempfile
 import time
 import uuid
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING

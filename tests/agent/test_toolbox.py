@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.wiring import imaging_config
-
 from agent.evidence import Ledger
 from agent.toolbox import AttachedStudy
+from agent.wiring import imaging_config
 from tests.agent.fakes import real_context, real_tools
 from tests.conftest import pydicom_file, shared_file
 from tools.errors import ToolArgumentError, ToolExecutionError
