@@ -77,7 +77,9 @@ class ClassifyArgs(StudyArgs):
     saliency: bool = Field(False, description="also compute a saliency map")
 
 
-_MODEL_HINTS = {"pneumonia-cxr": "chest X-ray", "breast-us": "breast ultrasound"}
+_MODEL_HINTS = {"pneumonia-cxr": "paediatric chest X-ray, pneumonia",
+                "brain-mri-tumour": "brain MR slice showing a tumour: tumour type only",
+                "breast-us": "breast ultrasound"}
 
 
 def classify_args_model(settings: Settings | None) -> type[ClassifyArgs]:
@@ -87,9 +89,10 @@ def classify_args_model(settings: Settings | None) -> type[ClassifyArgs]:
     from pydantic import create_model
 
     try:
+        from agent.wiring import classifier_config
         from tools.classifiers.registry import list_models
 
-        names = [b.name for b in list_models(settings)]
+        names = [b.name for b in list_models(classifier_config(settings) if settings is not None else None)]
     except Exception as exc:  # registry unavailable: free text, checked by classify()
         log.info("classifier registry unavailable for the tool schema: %s", exc)
         return ClassifyArgs
@@ -255,7 +258,9 @@ def _classify(args: ClassifyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evid
     att = ctx.study(args.study)
     if att.study is None:
         raise ToolExecutionError(f"study {att.ref} is no longer loaded (the service restarted); attach it again")
-    finding = classify(att.study, model=args.model, settings=ctx.settings, saliency=args.saliency)
+    from agent.wiring import classifier_config
+
+    finding = classify(att.study, model=args.model, config=classifier_config(ctx.settings), saliency=args.saliency)
     card = _plain(_get(finding, "model_card", default=None))
     name = _get(finding, "model", "model_name", "name", default="classifier")
     version = _get(finding, "model_version", "version", default=None)
@@ -390,7 +395,9 @@ def build_tools(settings: Settings | None = None) -> dict[str, AgentTool]:
     tools = [
         AgentTool("inspect_study", "Technical facts of an attached image (modality, view, body part, size, date).",
                   StudyArgs, _inspect),
-        AgentTool("classify_study", "Run the image classifier on an attached image: calibrated probabilities, "
+        AgentTool("classify_study", "Run the image classifier on an attached image: pneumonia on a child's "
+                  "chest X-ray; tumour type (meningioma, glioma, pituitary) on a brain MR slice that shows a "
+                  "tumour, never whether there is one; breast ultrasound malignancy. Calibrated probabilities, "
                   "caution or abstention, optional saliency.", classify_args_model(settings), _classify),
         AgentTool("search_guidelines", "Search the guideline knowledge base (Fleischner, Lung-RADS, BI-RADS, "
                   "USPSTF screening) for passages to cite.", SearchArgs, _search_guidelines),

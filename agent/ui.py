@@ -458,11 +458,10 @@ def _intended_use(agent: Any, settings: Settings) -> list[dict[str, str]]:
         if not cards:
             import importlib
 
+            from agent.wiring import classifier_config
+
             list_models = importlib.import_module("tools.classifiers.registry").list_models
-            try:
-                cards = list_models(settings)
-            except TypeError:
-                cards = list_models()
+            cards = list_models(classifier_config(settings))
     except Exception as exc:  # noqa: BLE001 - a missing registry must not stop the page
         log.info("model cards unavailable: %s", exc)
         cards = []
@@ -539,7 +538,9 @@ def _classifier_saliency(case: CaseState, settings: Settings) -> tuple[Any, str]
         import importlib
 
         classify = importlib.import_module("tools.classifiers.inference").classify
-        finding = classify(study, model=model, settings=settings, saliency=True)
+        from agent.wiring import classifier_config
+
+        finding = classify(study, model=model, config=classifier_config(settings), saliency=True)
     except (RadconsultError, ImportError) as exc:
         log.info("no saliency for %s: %s", model, exc)
         return None, ""
