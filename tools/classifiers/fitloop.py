@@ -103,7 +103,8 @@ def fit(network_def: dict[str, Any], spec: FitSpec, train_x: np.ndarray, train_y
     counts = np.bincount(train_y, minlength=n_classes).astype(np.float64)
     weights = torch.tensor(len(train_y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
     opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    steps_per_epoch = len(train_y) // spec.batch_size
+    batch_size = min(spec.batch_size, len(train_y))  # tiny smoke runs: one batch of everything
+    steps_per_epoch = max(1, len(train_y) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch,
                                                 pct_start=0.2)
     full = train_x.shape[-1]
@@ -116,7 +117,7 @@ def fit(network_def: dict[str, Any], spec: FitSpec, train_x: np.ndarray, train_y
         order = rng.permutation(len(train_y))
         total = 0.0
         for step in range(steps_per_epoch):
-            idx = np.sort(order[step * spec.batch_size:(step + 1) * spec.batch_size])
+            idx = np.sort(order[step * batch_size:(step + 1) * batch_size])
             x = augment(torch.from_numpy(np.ascontiguousarray(train_x[idx]))[:, None])
             if size != full:
                 x = F.interpolate(x, size=(size, size), mode="area")
@@ -131,7 +132,7 @@ def fit(network_def: dict[str, Any], spec: FitSpec, train_x: np.ndarray, train_y
                 _ema_update(ema, net, spec.ema if epoch > 1 else min(spec.ema, (1 + step) / (10 + step)))
             total += loss.item() * len(idx)
         row: dict[str, float] = {"epoch": epoch, "size": size,
-                                 "train_loss": round(total / (steps_per_epoch * spec.batch_size), 4)}
+                                 "train_loss": round(total / (steps_per_epoch * batch_size), 4)}
         if size == full:
             logits = evaluate_logits(ema, val_x, mean, std, spec.tta)
             key, acc, nll = val_score(logits, val_y, positive)

@@ -126,7 +126,7 @@ RECIPES: dict[str, Recipe] = {
                     "test split differs from training (fewer pneumonia cases, other acquisition period).",
         modality="CR/DX", threshold_rule="prior-neutral", tta=("hflip",),
         archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", fit=FitSpec(
-            epochs=12, batch_size=32, lr=2e-3, weight_decay=5e-4, low_res=160, low_res_epochs=8, ema=0.998,
+            epochs=14, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=160, low_res_epochs=10, ema=0.995,
             augment=AugmentSpec(rotate_deg=10, scale=0.1, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
                                 contrast=0.15, noise=0.02, padding="border"), tta=("hflip",))),
         anchors=({"source": "Kermany et al., Cell 2018 (ImageNet-pretrained Inception-v3)",
@@ -142,12 +142,12 @@ RECIPES: dict[str, Recipe] = {
     "brain-mri-tumour": Recipe(
         name="brain-mri-tumour", version="1.0.0",
         description="Tumour type (meningioma, glioma or pituitary tumour) on a contrast-enhanced T1 MR slice of "
-                    "the head that shows a tumour, read at 256x256 pixels.",
+                    "the head that shows a tumour, read at 224x224 pixels.",
         task="multi-class classification (3 tumour types; no tumour-free class)",
         labels=("meningioma", "glioma", "pituitary"), positive_label="pituitary",
         network_def=monai_resnet(3, (32, 64, 128, 256)),
         architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 32/64/128/256, 7x7 stride-2 stem and "
-                     "max-pool), 1.2 M parameters, trained from scratch, 256x256 grey input, horizontal-flip TTA",
+                     "max-pool), 1.2 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
         data_source="Cheng 2017 figshare brain tumour data set: 3,064 contrast-enhanced T1-weighted MR slices "
                     "from 233 patients (Nanfang Hospital and General Hospital, Tianjin Medical University), "
                     "708 meningioma, 1,426 glioma, 930 pituitary tumour, 512x512; split by the author's "
@@ -160,7 +160,7 @@ RECIPES: dict[str, Recipe] = {
         intended_use_rules={"modalities": ["MR"], "body_parts": ["HEAD", "BRAIN", "SKULL", "CEREBR", "CRAN",
                                                                    "PITUITARY", "SELLA"],
                             "excluded_views": [], "age_years": None, "require_body_part": True,
-                            "grey_only": True, "min_side_px": 128, "training_px": "512x512 (read at 256x256)",
+                            "grey_only": True, "min_side_px": 128, "training_px": "512x512 (read at 224x224)",
                             "caution_series_words": ["T2", "FLAIR", "DWI", "ADC", "SWI", "DIFFUSION", "PERFUSION"],
                             "series_note": "contrast-enhanced T1-weighted slices"},
         result_statement="this model only answers which of three tumour types (meningioma, glioma, pituitary "
@@ -171,8 +171,8 @@ RECIPES: dict[str, Recipe] = {
                     "trained on single slices chosen to show the tumour, from two hospitals in China (2005-2010); "
                     "the type is read from one slice, not the whole series.",
         modality="MR", threshold_rule="calibrated", tta=("hflip",),
-        archive=ArchivePlan(kind="cheng-brain-mri", size=(256, 256), geometry="pad-square", fit=FitSpec(
-            epochs=30, batch_size=32, lr=2e-3, weight_decay=5e-4, low_res=192, low_res_epochs=20, ema=0.998,
+        archive=ArchivePlan(kind="cheng-brain-mri", size=(224, 224), geometry="pad-square", fit=FitSpec(
+            epochs=24, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=160, low_res_epochs=18, ema=0.995,
             augment=AugmentSpec(rotate_deg=15, scale=0.12, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
                                 contrast=0.15, noise=0.02, padding="zeros"), tta=("hflip",)),
             test_fold=5, val_fold=4),
@@ -204,7 +204,10 @@ RECIPES: dict[str, Recipe] = {
                      "malignant. Not a diagnosis and not a BI-RADS category.",
         intended_use_rules={"modalities": ["US"], "body_parts": ["BREAST"], "excluded_views": [],
                             "age_years": None, "require_body_part": True},
-        limitations="Small training set (546 images) from one centre; 28x28 input; only grey B-mode.",
+        limitations=("Small training set (546 images) from one centre; 28x28 input; only grey B-mode. It is still "
+                     "at 28x28 because no real-resolution breast ultrasound data set with a clear licence is "
+                     "available to this project yet (BreastMNIST is the 28-px derivative of Al-Dhabyani et al. "
+                     "2020); it will be retrained at full resolution when one is (issue 14)."),
         modality="US", epochs=40, batch_size=32, lr=2e-3, rotate_deg=15.0, scale=0.15, ensemble=3,
         threshold_rule="calibrated",
     ),

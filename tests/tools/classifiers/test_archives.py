@@ -44,7 +44,7 @@ def test_cheng_split_follows_the_author_folds():
     assert {e.group for e in rotated if e.split == "test"} == {"fold 1"}
 
 
-def test_training_cache_equals_the_inference_path(tmp_path):
+def test_training_cache_equals_the_inference_path(tmp_path, settings):
     """The scaled images training sees are what classify() computes from the same JPEG."""
     from tools.imaging import load  # the loader clinicians' files go through
 
@@ -56,9 +56,7 @@ def test_training_cache_equals_the_inference_path(tmp_path):
     for member, cached in zip(data["test"].members, data["test"].images, strict=True):
         path = tmp_path / member.rsplit("/", 1)[-1]
         path.write_bytes(jpegs[member])
-        from agent.settings import Settings
-
-        study = load(path, Settings(data_dir=tmp_path / "data"))
+        study = load(path, settings)
         x, _ = prepare_spec(study.display, spec)
         np.testing.assert_allclose(x[0], (cached - 0.5) / 0.25, atol=1e-4)
     # the cache answers the second call with the same arrays
