@@ -151,9 +151,9 @@ def end_to_end(repeats: int) -> None:
                 continue
             study = load(path, settings)
             t_load = timeit(lambda p=path: load(p, settings), repeats)
-            t_cls = timeit(lambda s=study: classify(s, model=named, config=CPU), repeats)
-            t_sal = timeit(lambda s=study: classify(s, model=named, config=CPU, saliency=True), repeats)
-            t_all = timeit(lambda p=path: classify(load(p, settings), model=named, config=CPU, saliency=True),
+            t_cls = timeit(lambda s=study, m=named: classify(s, model=m, config=CPU), repeats)
+            t_sal = timeit(lambda s=study, m=named: classify(s, model=m, config=CPU, saliency=True), repeats)
+            t_all = timeit(lambda p=path, m=named: classify(load(p, settings), model=m, config=CPU, saliency=True),
                            repeats)
             f = classify(study, model=named, config=CPU)
             size = "x".join(str(s) for s in study.shape[:2])
