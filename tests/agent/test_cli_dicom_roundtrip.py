@@ -62,8 +62,8 @@ def _voi_lut(ds_tags: dict, n: int = 4096) -> dict:
     from pydicom.dataset import Dataset
 
     item = Dataset()
-    item.LUTDescriptor = [n, 0, 12]
-    item.LUTData = list(range(n))
+    item.add_new(0x00283002, "US", [n, 0, 12])  # LUTDescriptor: entries, first stored value, bits
+    item.add_new(0x00283006, "OW", np.arange(n, dtype="<u2").tobytes())  # LUTData: identity ramp
     return {**ds_tags, "VOILUTSequence": [item]}
 
 

@@ -105,9 +105,9 @@ RECIPES: dict[str, Recipe] = {
         name="pneumonia-cxr", version="2.0.0",
         description="Pneumonia vs normal on a frontal paediatric chest radiograph, read at 224x224 pixels.",
         task="binary classification", labels=("normal", "pneumonia"), positive_label="pneumonia",
-        network_def=monai_resnet(2, (32, 64, 128, 256)),
-        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 32/64/128/256, 7x7 stride-2 stem and "
-                     "max-pool), 1.2 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
+        network_def=monai_resnet(2, (24, 48, 96, 192)),
+        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 24/48/96/192, 7x7 stride-2 stem and "
+                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
         data_source="Kermany et al. 2018 paediatric chest X-ray set (Guangzhou Women and Children's Medical "
                     "Center; children aged 1-5; anterior-posterior films) at 224x224: the 5,216 training images "
                     "split by patient into train and val, and the original 624-image test split (234 normal, "
@@ -126,7 +126,7 @@ RECIPES: dict[str, Recipe] = {
                     "test split differs from training (fewer pneumonia cases, other acquisition period).",
         modality="CR/DX", threshold_rule="prior-neutral", tta=("hflip",),
         archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", fit=FitSpec(
-            epochs=14, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=160, low_res_epochs=10, ema=0.995,
+            epochs=14, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=10, ema=0.995,
             augment=AugmentSpec(rotate_deg=10, scale=0.1, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
                                 contrast=0.15, noise=0.02, padding="border"), tta=("hflip",))),
         anchors=({"source": "Kermany et al., Cell 2018 (ImageNet-pretrained Inception-v3)",
@@ -145,9 +145,9 @@ RECIPES: dict[str, Recipe] = {
                     "the head that shows a tumour, read at 224x224 pixels.",
         task="multi-class classification (3 tumour types; no tumour-free class)",
         labels=("meningioma", "glioma", "pituitary"), positive_label="pituitary",
-        network_def=monai_resnet(3, (32, 64, 128, 256)),
-        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 32/64/128/256, 7x7 stride-2 stem and "
-                     "max-pool), 1.2 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
+        network_def=monai_resnet(3, (24, 48, 96, 192)),
+        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 24/48/96/192, 7x7 stride-2 stem and "
+                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
         data_source="Cheng 2017 figshare brain tumour data set: 3,064 contrast-enhanced T1-weighted MR slices "
                     "from 233 patients (Nanfang Hospital and General Hospital, Tianjin Medical University), "
                     "708 meningioma, 1,426 glioma, 930 pituitary tumour, 512x512; split by the author's "
@@ -172,7 +172,7 @@ RECIPES: dict[str, Recipe] = {
                     "the type is read from one slice, not the whole series.",
         modality="MR", threshold_rule="calibrated", tta=("hflip",),
         archive=ArchivePlan(kind="cheng-brain-mri", size=(224, 224), geometry="pad-square", fit=FitSpec(
-            epochs=24, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=160, low_res_epochs=18, ema=0.995,
+            epochs=24, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=18, ema=0.995,
             augment=AugmentSpec(rotate_deg=15, scale=0.12, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
                                 contrast=0.15, noise=0.02, padding="zeros"), tta=("hflip",)),
             test_fold=5, val_fold=4),

@@ -109,8 +109,7 @@ def train_archive(recipe: Recipe, data: Path, out: Path, seed: int, epochs: int 
     def run(part: SplitData) -> tuple[np.ndarray, np.ndarray]:
         logits, feats = predict_logits(net, normalise(part.images, spec), tta, "cpu", 64,
                                        feature_layer=feature_layer)
-        assert feats is not None
-        return logits, feats
+        return logits, feats if feats is not None else np.zeros((len(logits), 0), np.float32)
 
     tr_logits, tr_feats = run(train)
     va_logits, va_feats = run(val)

@@ -35,19 +35,6 @@ def test_a_single_bundle_directory_can_be_named(tmp_path):
     assert get_bundle("solo", ClassifierConfig(model_dirs=(path,))).path == path
 
 
-def test_config_is_frozen_and_checked(tmp_path):
-    from dataclasses import FrozenInstanceError
-
-    from tools.errors import SettingsError
-
-    config = ClassifierConfig(device="cpu", model_dirs=(str(tmp_path),))
-    assert config.model_dirs == (tmp_path,)
-    with pytest.raises(FrozenInstanceError):
-        config.device = "cuda"  # type: ignore[misc]
-    with pytest.raises(SettingsError, match="unknown classifier device"):
-        ClassifierConfig(device="tpu")
-
-
 def test_unknown_name_suggests_near_names(user_config):
     with pytest.raises(UnknownNameError, match="tiny-cxr") as err:
         get_bundle("tiny-cx", user_config)
