@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from agent.settings import Settings
     from knowledge.retrieve import Citation
     from tools.classifiers.bundle import Bundle
+    from tools.classifiers.config import ClassifierConfig
     from tools.classifiers.inference import Finding
     from tools.imaging import ImageStudy
 
@@ -47,19 +48,21 @@ class KnowledgeService:
 class ClassifierService:
     """The classifier registry with this installation's device and model directories."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, config: ClassifierConfig) -> None:
+        self._config = config
 
     def models(self) -> list[Bundle]:
         from tools.classifiers.registry import list_models
 
-        return list_models(self._settings)
+        return list_models(self._config)
 
     def classify(self, study: ImageStudy, model: str | None, saliency: bool) -> Finding:
         from tools.classifiers.inference import classify
 
-        return classify(study, model=model, settings=self._settings, saliency=saliency)
+        return classify(study, model=model, config=self._config, saliency=saliency)
 
 
 def build_services(settings: Settings) -> ToolServices:
-    return ToolServices(knowledge=KnowledgeService(settings), classifiers=ClassifierService(settings))
+    from agent.wiring import classifier_config
+
+    return ToolServices(knowledge=KnowledgeService(settings), classifiers=ClassifierService(classifier_config(settings)))

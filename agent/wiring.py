@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.settings import Settings
+    from tools.classifiers.config import ClassifierConfig
     from tools.deid import DeidPolicy
     from tools.imaging import ImagingConfig, ImagingLimits
 
@@ -37,3 +38,12 @@ def imaging_config(settings: Settings) -> ImagingConfig:
     from tools.imaging import ImagingConfig
 
     return ImagingConfig(deid=deid_policy(settings), limits=imaging_limits(settings))
+
+
+# --- classifiers -------------------------------------------------------------------------------------
+def classifier_config(settings: Settings) -> ClassifierConfig:
+    """The classifiers' config: device, extra bundle directories, and the decode cache for training data."""
+    from tools.classifiers.config import ClassifierConfig
+
+    return ClassifierConfig(device=settings.device, model_dirs=tuple(settings.model_dirs),
+                            cache_dir=settings.cache_dir / "classifier-data")

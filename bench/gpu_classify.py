@@ -1,5 +1,8 @@
 """GPU throughput of the bundled classifiers and a MONAI DenseNet121 at 224x224 (random weights).
 
+The bundled models include the real-resolution ones (pneumonia-cxr and brain-mri-tumour, both at
+224x224), each at its own input size.
+
 Images/s against batch size, float32 vs torch.autocast(float16), through the same runtime path the
 classifiers use (``predict_logits``), with CUDA synchronisation around each timed call. Exits with a
 clear message when no CUDA device is present.
@@ -47,14 +50,14 @@ def main() -> int:
         return 1
     from monai.networks.nets import DenseNet121
 
-    from agent.settings import Settings
+    from tools.classifiers.config import ClassifierConfig
     from tools.classifiers.registry import list_models
     from tools.classifiers.runtime import load_model, predict_logits
 
     batches = [int(b) for b in args.batches.split(",")]
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}\n")
     nets = []
-    for bundle in list_models(Settings(device="cuda")):
+    for bundle in list_models(ClassifierConfig(device="cuda")):
         loaded = load_model(bundle, "cuda")
         nets.append((bundle.name, loaded.network, (1, *bundle.input_size), bundle))
     dense = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2).cuda().eval()

@@ -49,6 +49,11 @@ class InvalidImageError(InputError):
     """Pixel content that cannot be used: 1x1, NaN/Inf, constant, wrong dimensionality."""
 
 
+class DataArchiveError(InputError):
+    """A training or evaluation data archive is missing, truncated, corrupt or laid out differently from
+    what the recipe expects; the message names the archive and what is wrong."""
+
+
 class NoApplicableModelError(InputError):
     """No classifier is intended for this kind of image (or its metadata cannot tell); name one explicitly."""
 

@@ -1,4 +1,4 @@
-"""Classifier subcommands: ``classify``, ``models list``, ``models train``, ``models eval``."""
+"""Classifier subcommands: ``classify``, ``models list``, ``models train``, ``models eval``, ``models cv``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="classifier name (see `radconsult models list`)")
     p.add_argument("--saliency", type=Path, metavar="OUT.png",
                    help="write a Grad-CAM overlay at the image's original resolution")
+    p.add_argument("--slice", type=int, dest="slice_index", metavar="N",
+                   help="for a series or multi-frame image: the slice to classify (0-based)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_classify)
 
@@ -26,43 +28,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
 
     tr = msub.add_parser("train", help="train a bundled recipe and write a MONAI bundle")
-    tr.add_argument("name", help="recipe name: pneumonia-cxr or breast-us")
-    tr.add_argument("--data", type=Path, required=True, help="MedMNIST-style .npz (train/val/test splits)")
+    tr.add_argument("name", help="recipe name: pneumonia-cxr, brain-mri-tumour or breast-us")
+    tr.add_argument("--data", type=Path, required=True,
+                    help="the recipe's data: kermany_chest_xray_224.tar (pneumonia-cxr), "
+                         "figshare_cheng_brain_tumor_jpg.tar (brain-mri-tumour) or breastmnist.npz (breast-us)")
     tr.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--epochs", type=int, help="override the recipe's epochs (quick runs)")
     tr.add_argument("--limit", type=int, help="use at most this many train and val images (smoke runs)")
-    tr.add_argument("--threads", type=int, default=1, help="CPU threads (bit-exact results need the same count)")
+    tr.add_argument("--test-fold", type=int, choices=range(1, 6), metavar="K",
+                    help="brain-mri-tumour: test on fold K, select on the fold before it, train on the rest")
+    tr.add_argument("--threads", type=int, help="CPU threads (default: the recipe's; bit-exact results need the "
+                                                 "same count)")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
 
-    ev = msub.add_parser("eval", help="AUC, ACC, ECE (15 bins), Brier and n of a classifier on a split")
+    ev = msub.add_parser("eval", help="AUC, ACC, sensitivity/specificity or per-class recall, ECE (15 bins), "
+                                      "Brier and n of a classifier on a split")
     ev.add_argument("name", help="classifier name, or a bundle directory")
-    ev.add_argument("--data", type=Path, required=True, help="MedMNIST-style .npz")
+    ev.add_argument("--data", type=Path, required=True,
+                    help="the archive the bundle was trained from (.tar), or a MedMNIST-style .npz")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    cv = msub.add_parser("cv", help="patient-wise 5-fold cross-validation of a fold-based recipe")
+    cv.add_argument("name", help="recipe name: brain-mri-tumour")
+    cv.add_argument("--data", type=Path, required=True, help="figshare_cheng_brain_tumor_jpg.tar")
+    cv.add_argument("--out", type=Path, required=True,
+                    help="directory for the per-fold bundles (test-fold-K) and cv.json; folds already there are read")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--folds", default="1,2,3,4,5", help="comma-separated test folds")
+    cv.add_argument("--attach", type=Path, metavar="BUNDLE",
+                    help="also record the table in this bundle's model card")
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(func=cmd_cv)
     models.set_defaults(func=lambda args, settings: (models.print_help(), 1)[1])
 
 
 def _bundle(name: str, settings: Any):
+    from agent.wiring import classifier_config
     from tools.classifiers.bundle import Bundle
     from tools.classifiers.registry import get_bundle
 
     path = Path(name)
     if ("/" in name or name.startswith(".")) and path.is_dir():
         return Bundle.read(path)
-    return get_bundle(name, settings)
+    return get_bundle(name, classifier_config(settings))
 
 
 def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
     from agent.cli import print_json
-    from agent.wiring import imaging_config
+    from agent.wiring import classifier_config, imaging_config
     from tools.classifiers.inference import classify
     from tools.imaging import load
 
     study = load(args.path, imaging_config(settings))
-    finding = classify(study, model=args.model, settings=settings, saliency_png=args.saliency)
+    finding = classify(study, model=args.model, config=classifier_config(settings), saliency_png=args.saliency,
+                       slice_index=args.slice_index)
     if args.json:
         print_json(finding.as_dict())
         return 0
@@ -76,6 +99,8 @@ def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
               + (" FLAGGED" if finding.ood_flag else ""))
     for c in finding.cautions:
         print(f"  caution: {c}")
+    if finding.statement:
+        print(f"  read as: {finding.statement}")
     if finding.saliency_png:
         print(f"  saliency overlay: {finding.saliency_png}")
     test = (card.get("metrics") or {}).get("test") or {}
@@ -83,6 +108,7 @@ def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
         print(f"  test metrics: AUC {test.get('auc')}, ACC {test.get('acc')}, ECE {test.get('ece')} "
               f"(n={test.get('n')})")
     print(f"  trained on: {card.get('training_data')}")
+    print(f"  data licence: {card.get('data_licence')}")
     print(f"  intended use: {card.get('intended_use')}")
     print(f"  {finding.disclaimer}")
     return 0
@@ -90,9 +116,10 @@ def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
 
 def cmd_list(args: argparse.Namespace, settings: Any) -> int:
     from agent.cli import print_json
+    from agent.wiring import classifier_config
     from tools.classifiers.registry import list_models
 
-    bundles = list_models(settings)
+    bundles = list_models(classifier_config(settings))
     if args.json:
         print_json([{**b.card(), "path": str(b.path),
                      "weights_present": b.weights_path.is_file()} for b in bundles])
@@ -111,6 +138,7 @@ def cmd_train(args: argparse.Namespace, settings: Any) -> int:
     import sys
 
     from agent.cli import print_json
+    from agent.wiring import classifier_config
     from tools.classifiers.bundle import Bundle
     from tools.classifiers.train import train
 
@@ -118,7 +146,8 @@ def cmd_train(args: argparse.Namespace, settings: Any) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     out = train(args.name, args.data, args.out, seed=args.seed, epochs=args.epochs, limit=args.limit,
-                threads=args.threads, progress=progress)
+                threads=args.threads, progress=progress, test_fold=args.test_fold,
+                cache_dir=classifier_config(settings).cache_dir)
     bundle = Bundle.read(out)
     metrics = bundle.metadata.get("metrics", {})
     if args.json:
@@ -135,14 +164,53 @@ def cmd_train(args: argparse.Namespace, settings: Any) -> int:
 
 def cmd_eval(args: argparse.Namespace, settings: Any) -> int:
     from agent.cli import print_json
+    from agent.wiring import classifier_config
     from tools.classifiers.evaluate import evaluate_bundle
 
-    result = evaluate_bundle(_bundle(args.name, settings), args.data, args.split, settings.device)
+    config = classifier_config(settings)
+    result = evaluate_bundle(_bundle(args.name, settings), args.data, args.split, config.device, config.cache_dir)
     if args.json:
         print_json(result)
+        return 0
+    line = (f"{result['model']} {result['version']} on {result['data']} [{result['split']}]: "
+            f"AUC {result['auc']} ACC {result['acc']} ")
+    if "per_class_recall" in result:
+        line += "recall " + ", ".join(f"{k} {v}" for k, v in result["per_class_recall"].items()) + " "
     else:
-        print(f"{result['model']} {result['version']} on {result['data']} [{result['split']}]: "
-              f"AUC {result['auc']} ACC {result['acc']} ECE {result['ece']} Brier {result['brier']} "
-              f"n={result['n']}" + (f", OOD flag rate {result['ood_flag_rate']}" if "ood_flag_rate" in result
-                                    else ""))
+        line += f"sensitivity {result['sensitivity']} specificity {result['specificity']} "
+    line += f"ECE {result['ece']} Brier {result['brier']} n={result['n']}"
+    if "ood_flag_rate" in result:
+        line += f", OOD flag rate {result['ood_flag_rate']}"
+    print(line)
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace, settings: Any) -> int:
+    import sys
+
+    from agent.cli import print_json
+    from agent.wiring import classifier_config
+    from tools.classifiers.crossval import attach, cross_validate
+    from tools.errors import InputError
+
+    try:
+        folds = [int(f) for f in args.folds.split(",") if f.strip()]
+    except ValueError as exc:
+        raise InputError(f"--folds must be comma-separated fold numbers, got {args.folds!r}") from exc
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    result = cross_validate(args.name, args.data, args.out, seed=args.seed, folds=folds,
+                            cache_dir=classifier_config(settings).cache_dir, progress=progress)
+    if args.attach:
+        attach(args.attach, result)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{'test fold':>9} {'val fold':>8} {'n':>5} {'ACC':>7} {'macro AUC':>10} {'ECE':>7}")
+    for r in result["folds"]:
+        print(f"{r['test_fold']:>9} {r['val_fold']:>8} {r['n']:>5} {r['acc']:>7} {r['auc']:>10} {r['ece']:>7}")
+    m = result["mean"]
+    print(f"{'mean':>9} {'':>8} {m['n']:>5} {m['acc']:>7} {m['auc']:>10} {m['ece']:>7}")
     return 0

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from tools.classifiers.inference import Finding
 
 # what each bundled classifier reads, for the model's choice of ``model`` (a user bundle shows its name only)
-MODEL_HINTS = {"pneumonia-cxr": "chest X-ray", "breast-us": "breast ultrasound"}
+MODEL_HINTS = {"pneumonia-cxr": "paediatric chest X-ray, pneumonia",
+               "brain-mri-tumour": "brain MR slice showing a tumour: tumour type only",
+               "breast-us": "breast ultrasound"}
 
 
 class StudyArgs(BaseModel):
@@ -100,5 +102,6 @@ INSPECT_STUDY = ToolSpec(
     "inspect_study", "Technical facts of an attached image (modality, view, body part, size, date).",
     StudyArgs, _inspect, audit_action="inspect", returns="dicom")
 CLASSIFY_STUDY = ToolSpec(
-    "classify_study", "Run the image classifier on an attached image: calibrated probabilities, caution or "
-    "abstention, optional saliency.", ClassifyArgs, _classify, audit_action="classify", returns="classifier")
+    "classify_study", "Run the image classifier on an attached image: pneumonia on a child's chest X-ray; "
+    "tumour type (meningioma, glioma, pituitary) on a brain MR slice that shows a tumour, never whether there is "
+    "one; breast ultrasound malignancy. Calibrated probabilities, caution or abstention, optional saliency.", ClassifyArgs, _classify, audit_action="classify", returns="classifier")

@@ -79,3 +79,25 @@ def test_guideline_and_prior_report_search(tools, settings):
     p = tools["search_prior_reports"].run({"query": "breast ultrasound fibroadenoma"}, ctx, ledger)
     assert p and all(e.kind == "prior_report" and e.date for e in p)
     assert not any("fibroadenoma" in e.quote.lower() for e in p)  # DEMO-0002's finding never leaks
+
+
+def test_tumour_type_question_on_an_mr_slice_reaches_the_brain_model(tools, settings):
+    """'What kind of tumour is this?' on an MR head slice: the classify tool picks brain-mri-tumour from the
+    image's metadata, and its evidence says that the model only tells the type, given a tumour."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.tools.classifiers.helpers import CHENG, study_from
+
+    with tarfile.open(shared_file(CHENG)) as tf:
+        image = np.asarray(Image.open(io.BytesIO(tf.extractfile("figshare_cheng_brain_tumor/glioma/740.jpg").read())))
+    study = study_from(image, modality="MR", body_part="HEAD", series_description="T1 POST GD")
+    schema = tools["classify_study"].schema()
+    assert "tumour type" in schema.description and "never whether there is one" in schema.description
+    assert "brain-mri-tumour" in str(schema.parameters["properties"]["model"])
+    e = tools["classify_study"].run({}, ToolContext(settings, [AttachedStudy("S1", study, "MR")]), Ledger())[0]
+    assert e.facts["model"] == "brain-mri-tumour" and e.facts["label"] in ("meningioma", "glioma", "pituitary")
+    assert "cannot tell whether a tumour is present" in e.quote

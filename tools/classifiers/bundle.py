@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tools.classifiers.ood import MahalanobisOOD
+from tools.classifiers.preprocess import Preprocessing
 from tools.errors import BundleError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Bundle:
             raise BundleError(f"{self.name}: calibration temperature must be > 0")
         if not 0.0 <= self.threshold <= 1.0:
             raise BundleError(f"{self.name}: decision threshold must lie in [0, 1]")
+        _ = self.preprocess_spec  # raises BundleError when malformed
 
     # --- fields ----------------------------------------------------------------------------------
     @property
@@ -135,6 +137,30 @@ class Bundle:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return dict(self.metadata.get("preprocessing", {}))
+
+    @cached_property
+    def preprocess_spec(self) -> Preprocessing:
+        """The input pipeline the bundle was trained with (see :mod:`tools.classifiers.preprocess`)."""
+        try:
+            return Preprocessing.from_metadata(self.preprocessing, self._declared_size())
+        except BundleError as exc:
+            raise BundleError(f"{self.name}: {exc}") from exc
+
+    def _declared_size(self) -> tuple[int, int]:
+        size = self.metadata.get("network_data_format", {}).get("inputs", {}).get("image", {}).get(
+            "spatial_shape", [28, 28])
+        return int(size[0]), int(size[1])
+
+    @property
+    def multiclass(self) -> bool:
+        """More than two labels: the decision is the most probable label (no threshold)."""
+        return len(self.labels) > 2
+
+    @property
+    def statement(self) -> str | None:
+        """What every result of this model must say about its scope (e.g. "given a tumour is present")."""
+        text = self.metadata.get("result_statement")
+        return str(text) if text else None
 
     @property
     def mean(self) -> float:
@@ -193,6 +219,7 @@ class Bundle:
             "data_licence": m.get("data_licence"), "labels": self.labels,
             "positive_label": self.positive_label, "metrics": m.get("metrics", {}),
             "calibration": m.get("calibration", {}), "limitations": m.get("limitations"),
+            "result_statement": self.statement, "references": m.get("references", []),
         }
 
     # --- network ---------------------------------------------------------------------------------
@@ -230,6 +257,12 @@ class Bundle:
             raise ModelUnavailableError(f"{self.name}: cannot read {WEIGHTS}: {exc}") from exc
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise BundleError(f"{self.name}: {WEIGHTS} does not hold a state_dict")
+        # weights may be stored in float16 to keep bundles small; the network computes in float32
+        reference = net.state_dict()
+        state = {k: v.to(reference[k].dtype) if k in reference and torch.is_tensor(v) and v.is_floating_point()
+                 else v for k, v in state.items()}
         try:
             net.load_state_dict(state)
         except Exception as exc:
@@ -239,8 +272,12 @@ class Bundle:
 
 
 def write_bundle(path: Path, metadata: dict[str, Any], network_def: dict[str, Any],
-                 state_dict: dict[str, torch.Tensor] | None) -> Path:
-    """Write a bundle directory (configs and, when given, weights). Returns ``path``."""
+                 state_dict: dict[str, torch.Tensor] | None, weights_dtype: torch.dtype | None = None) -> Path:
+    """Write a bundle directory (configs and, when given, weights). Returns ``path``.
+
+    ``weights_dtype=torch.float16`` stores floating-point tensors at half precision (half the file size;
+    :meth:`Bundle.load_network` casts them back to the network's float32).
+    """
     path = Path(path)
     (path / "configs").mkdir(parents=True, exist_ok=True)
     (path / METADATA).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
@@ -248,5 +285,9 @@ def write_bundle(path: Path, metadata: dict[str, Any], network_def: dict[str, An
                                            encoding="utf-8")
     if state_dict is not None:
         (path / "models").mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, path / WEIGHTS)
+        def stored(v: torch.Tensor) -> torch.Tensor:
+            v = v.detach().cpu().contiguous()
+            return v.to(weights_dtype) if weights_dtype is not None and v.is_floating_point() else v
+
+        torch.save({k: stored(v) for k, v in state_dict.items()}, path / WEIGHTS)
     return path

@@ -3,16 +3,22 @@
 Rules live in each bundle's metadata (``intended_use_rules``)::
 
     {"modalities": ["CR", "DX"], "body_parts": ["CHEST"], "excluded_views": ["LL", "LAT"],
-     "age_years": [0, 5], "age_note": "...", "require_body_part": false}
+     "age_years": [0, 5], "age_note": "...", "require_body_part": false,
+     "grey_only": true, "min_side_px": 128, "caution_series_words": ["T2", "FLAIR"],
+     "series_note": "contrast-enhanced T1-weighted slices"}
 
 Abstain: a recorded modality, body part or view outside the rules (or no body part where the bundle
-requires one). Caution: inputs the model can run on but was not trained for (an age outside the
-range, missing metadata that would have been checked).
+requires one); and, from the pixels, a colour image sent to a grey-scale model (``grey_only``) or an
+image smaller than ``min_side_px`` on a side. Caution: inputs the model can run on but was not trained
+for (an age outside the range, missing metadata that would have been checked).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from tools.classifiers.bundle import Bundle
 from tools.errors import NoApplicableModelError
@@ -20,6 +26,7 @@ from tools.imaging import SafeMetadata
 
 UNKNOWN_MODALITIES = {"", "OT", "SC", "XC"}  # secondary capture / PNG / JPEG: modality not recorded
 LATERAL_WORDS = ("LATERAL",)
+COLOUR_CHROMA = 0.06  # mean (max - min) over RGB channels above which an image counts as colour
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ def check(bundle: Bundle, md: SafeMetadata) -> UseCheck:
     if excluded and (view in excluded or any(w in desc for w in LATERAL_WORDS)):
         return UseCheck(f"{bundle.name} is intended for frontal views; this is a lateral or oblique view "
                         f"({view or 'from the description'})", ())
+    words = [w.upper() for w in rules.get("caution_series_words", [])]
+    hits = [w for w in words if re.search(rf"(?<![A-Z0-9]){re.escape(w)}(?![A-Z0-9])", desc)]
+    if hits:
+        cautions.append(f"the series is described as {'/'.join(hits)}; the model was trained on "
+                        f"{rules.get('series_note', 'other series')}")
     ages = rules.get("age_years")
     if ages:
         note = rules.get("age_note") or f"ages {ages[0]}-{ages[1]}"
@@ -85,6 +97,36 @@ def check(bundle: Bundle, md: SafeMetadata) -> UseCheck:
             cautions.append(f"patient is {shown} years old ({who}); the model was trained on {note}, so its "
                             "probabilities may not transfer")
     return UseCheck(None, tuple(cautions))
+
+
+def chroma(display: np.ndarray) -> float:
+    """Mean per-pixel spread between the RGB channels, in [0, 1]; 0 for a grey image (also RGB-encoded grey)."""
+    arr = np.asarray(display)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        return 0.0
+    rgb = arr[..., :3]
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))  # a strided sample is enough
+    sample = rgb[::step, ::step].astype(np.float32)
+    return float((sample.max(axis=-1) - sample.min(axis=-1)).mean())
+
+
+def check_pixels(bundle: Bundle, display: np.ndarray) -> str | None:
+    """Abstention reason from the pixels themselves, or None: colour input to a grey-scale model, or an
+    image too small for the model's training resolution."""
+    rules = bundle.intended_use_rules
+    arr = np.asarray(display)
+    if rules.get("grey_only"):
+        c = chroma(arr)
+        if c > COLOUR_CHROMA:
+            return (f"{bundle.name} reads grey-scale {'/'.join(rules.get('modalities', [])) or ''} images; this "
+                    f"is a colour image (mean channel spread {c:.2f}), such as a photograph or a screenshot")
+    min_side = rules.get("min_side_px")
+    if min_side:
+        h, w = (arr.shape[:2] if arr.ndim == 3 and arr.shape[-1] in (3, 4) else arr.shape[-2:])
+        if min(h, w) < int(min_side):
+            return (f"the image is only {h}x{w} pixels; {bundle.name} was trained on "
+                    f"{rules.get('training_px', 'larger')} images and needs at least {min_side} pixels per side")
+    return None
 
 
 def select(bundles: list[Bundle], md: SafeMetadata) -> tuple[Bundle, str]:

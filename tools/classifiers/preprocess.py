@@ -1,33 +1,102 @@
 """Image -> model input, exactly as the bundled models were trained.
 
-MedMNIST images were made by a centre square crop of the original and a resize to 28x28; training
-reads them as uint8 / 255. At inference we take ``ImageStudy.display`` (float in [0, 1]), convert RGB
-to grey, crop the centre square, resize with area averaging (``monai.transforms.Resize(mode="area")``)
-and normalise with the training mean and standard deviation stored in the bundle.
+Every bundle declares its preprocessing in ``metadata["preprocessing"]`` and this module is the one
+implementation, used by training (on the decoded training images) and by inference (on
+``ImageStudy.display``), so the two cannot drift apart:
+
+1. ``to_grey_2d``: validate; RGB -> luminance; one 2-D plane in [0, 1].
+2. geometry: ``"centre-square"`` (the MedMNIST bundles: the largest centred square, then resize),
+   ``"stretch"`` (the whole image resized to the model size without keeping the aspect ratio, as the
+   Kermany 224-px images were made) or ``"pad-square"`` (the image centred on a square canvas filled with
+   its minimum, then resized: the whole field of view at its own aspect ratio; for the square MR slices
+   of the brain data set it is the same as a plain resize). Resizing uses
+   ``monai.transforms.Resize(mode="area")``.
+3. intensity: ``"fixed"`` (display values as they are) or ``"percentiles"`` (the ``[lower, upper]``
+   percentiles of the resized image mapped to [0, 1] and clipped, with
+   ``monai.transforms.ScaleIntensityRange``): a display window, a modality LUT or a JPEG's contrast
+   stretch then all give the model the same input.
+4. ``(x - mean) / std`` with the training statistics.
+
+Steps 1-3 give the "scaled" image (training caches it and augments it); step 4 happens per batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Resize
+from monai.transforms import Resize, ScaleIntensityRange
 
-from tools.errors import InvalidImageError
+from tools.errors import BundleError, InvalidImageError
 
 MIN_SIDE = 8  # pixels; anything smaller carries no usable structure
+GEOMETRIES = ("centre-square", "stretch", "pad-square")
+INTENSITIES = ("fixed", "percentiles")
 
 
 @dataclass(frozen=True)
 class CropBox:
-    """The centre square taken from the original image, in original pixel coordinates."""
+    """The region of the original image that the model saw, in original pixel coordinates (``top`` and
+    ``left`` are negative when the image was padded onto a larger square canvas)."""
 
     top: int
     left: int
-    side: int
+    side: int    # side of the analysed square; for a stretched region the larger of its two sides
     height: int  # original image height, pixels
     width: int   # original image width, pixels
+    crop_height: int | None = None  # analysed region, pixels; None means side x side
+    crop_width: int | None = None
+
+    @property
+    def region(self) -> tuple[int, int]:
+        """(height, width) of the analysed region."""
+        return (self.crop_height or self.side, self.crop_width or self.side)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A bundle's declared input pipeline (see the module docstring)."""
+
+    size: tuple[int, int]
+    mean: float = 0.0
+    std: float = 1.0
+    geometry: str = "centre-square"
+    intensity: str = "fixed"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.geometry not in GEOMETRIES:
+            raise BundleError(f"unknown preprocessing geometry {self.geometry!r}; use {' or '.join(GEOMETRIES)}")
+        if self.intensity not in INTENSITIES:
+            raise BundleError(f"unknown preprocessing intensity {self.intensity!r}; use "
+                              f"{' or '.join(INTENSITIES)}")
+        if self.std <= 0 or min(self.size) < 1:
+            raise BundleError("preprocessing needs std > 0 and a positive size")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise BundleError(f"preprocessing percentiles must satisfy 0 <= lower < upper <= 100; got {lo}, {hi}")
+
+    @classmethod
+    def from_metadata(cls, pre: dict[str, Any], fallback_size: tuple[int, int]) -> Preprocessing:
+        """From ``metadata["preprocessing"]``; older bundles without geometry/intensity keys get the
+        MedMNIST pipeline (centre square, fixed intensity)."""
+        size = pre.get("size") or fallback_size
+        try:
+            return cls(size=(int(size[0]), int(size[1])), mean=float(pre.get("mean", 0.0)),
+                       std=float(pre.get("std", 1.0)), geometry=str(pre.get("geometry", "centre-square")),
+                       intensity=str(pre.get("intensity", "fixed")),
+                       percentiles=tuple(float(p) for p in pre.get("percentiles", (0.5, 99.5)))[:2])
+        except (TypeError, ValueError, IndexError) as exc:
+            raise BundleError(f"malformed preprocessing block: {exc}") from exc
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"size": list(self.size), "geometry": self.geometry, "resize": "area",
+                               "intensity": self.intensity, "mean": round(self.mean, 6), "std": round(self.std, 6)}
+        if self.intensity == "percentiles":
+            out["percentiles"] = list(self.percentiles)
+        return out
 
 
 def to_grey_2d(image: np.ndarray) -> np.ndarray:
@@ -49,8 +118,8 @@ def to_grey_2d(image: np.ndarray) -> np.ndarray:
     if arr.ndim != 2:
         what = f"a volume or multi-frame object of {arr.shape[0]} frames" if arr.ndim == 3 else f"{arr.ndim}-D data"
         raise InvalidImageError(
-            f"the classifiers take one 2-D image (a radiograph or an ultrasound frame); got {what} with "
-            f"shape {tuple(image.shape)}: pick one frame first")
+            f"the classifiers take one 2-D image (a radiograph, an MR slice or an ultrasound frame); got "
+            f"{what} with shape {tuple(image.shape)}: pick one frame first")
     if min(arr.shape) < MIN_SIDE:
         raise InvalidImageError(f"image of {arr.shape[0]}x{arr.shape[1]} pixels is too small "
                                 f"(at least {MIN_SIDE}x{MIN_SIDE} needed)")
@@ -72,13 +141,61 @@ def centre_square(plane: np.ndarray) -> tuple[np.ndarray, CropBox]:
     return plane[top:top + side, left:left + side], CropBox(top, left, side, h, w)
 
 
-def prepare(image: np.ndarray, size: tuple[int, int], mean: float, std: float) -> tuple[np.ndarray, CropBox]:
-    """Display image in [0, 1] -> normalised (1, size[0], size[1]) float32 array and its crop box."""
+def _resize(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if plane.shape == tuple(size):
+        return np.ascontiguousarray(plane, dtype=np.float32)
+    resized = Resize(spatial_size=size, mode="area")(torch.from_numpy(np.ascontiguousarray(plane))[None])
+    return np.asarray(resized, dtype=np.float32)[0]
+
+
+def scale_percentiles(plane: np.ndarray, lower: float, upper: float) -> np.ndarray:
+    """Map the [lower, upper] percentiles of ``plane`` to [0, 1], clipped. Falls back to the full range
+    when the percentiles coincide (an image that is almost all one value)."""
+    lo, hi = (float(v) for v in np.percentile(plane, [lower, upper]))
+    if hi - lo < 1e-6:
+        lo, hi = float(plane.min()), float(plane.max())
+    if hi - lo < 1e-6:
+        raise InvalidImageError("the image is constant after resizing: nothing to classify")
+    out = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(plane)
+    return np.asarray(out, dtype=np.float32)
+
+
+def scaled(image: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, CropBox]:
+    """Steps 1-3: display image -> (H, W) float32 in [0, 1] at the model size, and the analysed region."""
     plane = to_grey_2d(image)
-    square, box = centre_square(plane)
-    resized = Resize(spatial_size=size, mode="area")(torch.from_numpy(np.ascontiguousarray(square))[None])
-    out = (np.asarray(resized, dtype=np.float32) - mean) / std
-    return out.astype(np.float32), box
+    if spec.geometry == "centre-square":
+        region, box = centre_square(plane)
+    elif spec.geometry == "pad-square":
+        h, w = plane.shape
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        region = np.full((side, side), plane.min(), dtype=np.float32)
+        region[top:top + h, left:left + w] = plane
+        box = CropBox(-top, -left, side, h, w)
+    else:
+        h, w = plane.shape
+        region, box = plane, CropBox(0, 0, max(h, w), h, w, crop_height=h, crop_width=w)
+    out = _resize(region, spec.size)
+    if spec.intensity == "percentiles":
+        out = scale_percentiles(out, *spec.percentiles)
+    return out, box
+
+
+def normalise(scaled_images: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Step 4 on (H, W) or (N, H, W) scaled images -> (1, H, W) or (N, 1, H, W) float32 model input."""
+    x = (np.asarray(scaled_images, dtype=np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
+    return x[None] if x.ndim == 2 else x[:, None]
+
+
+def prepare_spec(image: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, CropBox]:
+    """Display image in [0, 1] -> normalised (1, H, W) float32 model input and its analysed region."""
+    out, box = scaled(image, spec)
+    return normalise(out, spec).astype(np.float32), box
+
+
+def prepare(image: np.ndarray, size: tuple[int, int], mean: float, std: float) -> tuple[np.ndarray, CropBox]:
+    """The MedMNIST pipeline (centre square, area resize, fixed intensity): (1, H, W) input and crop box."""
+    return prepare_spec(image, Preprocessing(size=size, mean=mean, std=std))
 
 
 def normalise_uint8(images: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -9,9 +9,48 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.classifiers.augment import AugmentSpec
+from tools.classifiers.fitloop import FitSpec
 from tools.errors import UnknownNameError
 
 MEDMNIST_LICENCE = "CC BY 4.0 (MedMNIST v2, Yang et al., Scientific Data 2023)"
+KERMANY_LICENCE = ("CC BY 4.0: Kermany D, Zhang K, Goldbaum M (2018), Labeled Optical Coherence Tomography (OCT) "
+                   "and Chest X-Ray Images for Classification, Mendeley Data, v2, doi:10.17632/rscbjbr9sj.2")
+THRESHOLD_RULES = {
+    "balanced": "threshold maximises balanced accuracy (Youden's J) on val: independent of prevalence",
+    "prior-neutral": "threshold = the positive-class prevalence of val, on the temperature-scaled "
+                     "probability: the Bayes decision with equal class priors, i.e. the balanced-accuracy "
+                     "optimum of a calibrated model, robust to a prevalence shift",
+    "calibrated": "threshold 0.5 on the temperature-scaled probability: the accuracy-optimal choice when "
+                  "the prevalence matches training",
+}
+CHENG_LICENCE = ("CC BY 4.0: Cheng, Jun (2017), brain tumor dataset, figshare, doi:10.6084/m9.figshare.1512427")
+
+
+def monai_resnet(num_classes: int, widths: tuple[int, ...], layers: tuple[int, ...] = (1, 1, 1, 1)) -> dict[str, Any]:
+    """A MONAI ResNet for 200-300 px input: 7x7 stride-2 stem and max-pool (1/4 resolution), basic blocks."""
+    return {
+        "_target_": "monai.networks.nets.ResNet",
+        "block": "basic", "layers": list(layers), "block_inplanes": list(widths),
+        "spatial_dims": 2, "n_input_channels": 1, "num_classes": num_classes,
+        "conv1_t_size": 7, "conv1_t_stride": 2, "no_max_pool": False,
+    }
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    """How a real-resolution recipe reads its archive and trains (see archives.py and fitloop.py)."""
+
+    kind: str                              # archives.KINDS
+    size: tuple[int, int]                  # model input, pixels
+    geometry: str                          # preprocess.GEOMETRIES
+    fit: FitSpec
+    intensity: str = "percentiles"
+    val_fraction: float = 0.12             # kermany-cxr
+    test_fold: int = 5                     # cheng-brain-mri
+    val_fold: int = 4
+    weights_dtype: str = "float16"         # storage of models/model.pt
+    threads: int = 2
 
 
 def compact_resnet(num_classes: int = 2, widths: tuple[int, ...] = (16, 32, 64, 128)) -> dict[str, Any]:
@@ -53,35 +92,102 @@ class Recipe:
     ensemble: int = 1                     # members of a LogitEnsemble (different seeds)
     threshold_rule: str = "balanced"      # see train.THRESHOLD_RULES
     calibration_note: str = ""            # how the threshold rule was chosen, for the model card
+    data_licence: str = MEDMNIST_LICENCE
+    archive: ArchivePlan | None = None    # real-resolution recipes: the archive layout and training plan
+    result_statement: str | None = None   # carried by every result (what the model cannot say)
+    anchors: tuple[dict[str, Any], ...] = ()   # published results on the same data, for the model card
+    references: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 RECIPES: dict[str, Recipe] = {
     "pneumonia-cxr": Recipe(
-        name="pneumonia-cxr", version="1.0.0",
-        description="Pneumonia vs normal on a frontal paediatric chest radiograph (28x28 input).",
+        name="pneumonia-cxr", version="2.0.0",
+        description="Pneumonia vs normal on a frontal paediatric chest radiograph, read at 224x224 pixels.",
         task="binary classification", labels=("normal", "pneumonia"), positive_label="pneumonia",
-        network_def=compact_resnet(2, (8, 16, 32, 64)),
-        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 8/16/32/64, 3x3 stem, "
-                     "no max-pool), 0.08 M parameters, 28x28 grey input, horizontal-flip TTA",
-        data_source="PneumoniaMNIST (MedMNIST v2): 4,707 train / 524 val / 624 test paediatric chest "
-                    "radiographs (Kermany et al. 2018, Guangzhou Women and Children's Medical Center, "
-                    "ages 1-5), centre-cropped and resized to 28x28",
-        intended_use="Decision support for frontal (PA/AP) chest radiographs of young children: "
-                     "probability of pneumonia (bacterial or viral). Not a diagnosis. Adults and "
-                     "lateral views are outside its training data.",
+        network_def=monai_resnet(2, (24, 48, 96, 192)),
+        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 24/48/96/192, 7x7 stride-2 stem and "
+                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
+        data_source="Kermany et al. 2018 paediatric chest X-ray set (Guangzhou Women and Children's Medical "
+                    "Center; children aged 1-5; anterior-posterior films) at 224x224: the 5,216 training images "
+                    "split by patient into train and val, and the original 624-image test split (234 normal, "
+                    "390 pneumonia)",
+        data_licence=KERMANY_LICENCE,
+        intended_use="Decision support for frontal (PA/AP) chest radiographs of young children: probability of "
+                     "pneumonia (bacterial or viral). Not a diagnosis. Adults and lateral views are outside its "
+                     "training data.",
         intended_use_rules={"modalities": ["CR", "DX"], "body_parts": ["CHEST", "THORAX", "LUNG"],
                             "excluded_views": ["LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "OBL"],
                             "age_years": [0, 5], "age_note": "paediatric chest radiographs, ages 1-5",
-                            "require_body_part": False},
-        limitations="28x28 input discards fine detail; trained on one hospital's paediatric images; "
-                    "the official test split is distribution-shifted (fewer pneumonia cases).",
-        modality="CR/DX", epochs=12, batch_size=64, lr=3e-3, threshold_rule="prior-neutral",
-        calibration_note="The first trained version used the empirical balanced-accuracy optimum on val "
-                         "(midpoint of a wide optimal interval: 0.215; test ACC 0.875). The rule was then "
-                         "changed to prior-neutral (val prevalence 0.742 on the calibrated probability); "
-                         "that change followed one look at the test split, so the reported test ACC is "
-                         "not a fully blind estimate. AUC, ECE and Brier do not depend on the threshold.",
+                            "require_body_part": False, "grey_only": True, "min_side_px": 128,
+                            "training_px": "224x224 (whole films stretched to square)"},
+        limitations="Trained on one hospital's paediatric films; the whole film is stretched to a square as in "
+                    "the training images; not validated on adults, portable ICU films or lateral views; the "
+                    "test split differs from training (fewer pneumonia cases, other acquisition period).",
+        modality="CR/DX", threshold_rule="prior-neutral", tta=("hflip",),
+        archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", fit=FitSpec(
+            epochs=14, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=10, ema=0.995,
+            augment=AugmentSpec(rotate_deg=10, scale=0.1, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
+                                contrast=0.15, noise=0.02, padding="border"), tta=("hflip",))),
+        anchors=({"source": "Kermany et al., Cell 2018 (ImageNet-pretrained Inception-v3)",
+                  "setting": "same 624 test images", "acc": 0.928, "sensitivity": 0.932, "specificity": 0.901,
+                  "auc": 0.968},
+                 {"source": "target of issue 14", "setting": "same 624 test images", "acc": 0.94, "auc": 0.985,
+                  "sensitivity": 0.90, "specificity": 0.90}),
+        references=("Kermany DS, Goldbaum M, Cai W, et al. Identifying medical diagnoses and treatable diseases "
+                    "by image-based deep learning. Cell 172(5):1122-1131, 2018.",
+                    "Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
+                    "Images for Classification. Mendeley Data v2, 2018, doi:10.17632/rscbjbr9sj.2 (CC BY 4.0)."),
+    ),
+    "brain-mri-tumour": Recipe(
+        name="brain-mri-tumour", version="1.0.0",
+        description="Tumour type (meningioma, glioma or pituitary tumour) on a contrast-enhanced T1 MR slice of "
+                    "the head that shows a tumour, read at 224x224 pixels.",
+        task="multi-class classification (3 tumour types; no tumour-free class)",
+        labels=("meningioma", "glioma", "pituitary"), positive_label="pituitary",
+        network_def=monai_resnet(3, (24, 48, 96, 192)),
+        architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 24/48/96/192, 7x7 stride-2 stem and "
+                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
+        data_source="Cheng 2017 figshare brain tumour data set: 3,064 contrast-enhanced T1-weighted MR slices "
+                    "from 233 patients (Nanfang Hospital and General Hospital, Tianjin Medical University), "
+                    "708 meningioma, 1,426 glioma, 930 pituitary tumour, 512x512; split by the author's "
+                    "patient-grouped cv_fold: folds 1-3 train, fold 4 val, fold 5 test",
+        data_licence=CHENG_LICENCE,
+        intended_use="Decision support on one contrast-enhanced T1 MR slice of the head that the clinician "
+                     "knows shows a tumour: which of three types (meningioma, glioma, pituitary tumour) it looks "
+                     "like. It cannot say whether a tumour is present and knows no other lesion types. Not a "
+                     "diagnosis.",
+        intended_use_rules={"modalities": ["MR"], "body_parts": ["HEAD", "BRAIN", "SKULL", "CEREBR", "CRAN",
+                                                                   "PITUITARY", "SELLA"],
+                            "excluded_views": [], "age_years": None, "require_body_part": True,
+                            "grey_only": True, "min_side_px": 128, "training_px": "512x512 (read at 224x224)",
+                            "caution_series_words": ["T2", "FLAIR", "DWI", "ADC", "SWI", "DIFFUSION", "PERFUSION"],
+                            "series_note": "contrast-enhanced T1-weighted slices"},
+        result_statement="this model only answers which of three tumour types (meningioma, glioma, pituitary "
+                         "tumour) a slice that shows a tumour resembles; it was trained without tumour-free "
+                         "images, cannot tell whether a tumour is present, and its output never means that a "
+                         "tumour was found",
+        limitations="No tumour-free class and only three tumour types (no metastasis, lymphoma, abscess ...); "
+                    "trained on single slices chosen to show the tumour, from two hospitals in China (2005-2010); "
+                    "the type is read from one slice, not the whole series.",
+        modality="MR", threshold_rule="calibrated", tta=("hflip",),
+        archive=ArchivePlan(kind="cheng-brain-mri", size=(224, 224), geometry="pad-square", fit=FitSpec(
+            epochs=24, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=18, ema=0.995,
+            augment=AugmentSpec(rotate_deg=15, scale=0.12, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
+                                contrast=0.15, noise=0.02, padding="zeros"), tta=("hflip",)),
+            test_fold=5, val_fold=4),
+        anchors=({"source": "Cheng et al., PLoS ONE 2015 (hand-made features, tumour region given)",
+                  "setting": "patient-wise 5-fold CV", "acc": 0.913},
+                 {"source": "Deepak and Ameer, Comput Biol Med 2019 (ImageNet-pretrained GoogLeNet)",
+                  "setting": "patient-wise 5-fold CV", "acc": 0.98},
+                 {"source": "target of issue 14", "setting": "fold 5 and 5-fold mean", "acc": 0.95, "auc": 0.98}),
+        references=("Cheng J. brain tumor dataset. figshare, 2017, doi:10.6084/m9.figshare.1512427 (CC BY 4.0).",
+                    "Cheng J, Huang W, Cao S, et al. Enhanced performance of brain tumor classification via tumor "
+                    "region augmentation and partition. PLoS ONE 10(10):e0140381, 2015.",
+                    "Cheng J, Yang W, Huang M, et al. Retrieval of brain tumors by adaptive spatial pooling and "
+                    "Fisher vector representation. PLoS ONE 11(6):e0157112, 2016.",
+                    "Deepak S, Ameer PM. Brain tumor classification using deep CNN features via transfer "
+                    "learning. Computers in Biology and Medicine 111:103345, 2019."),
     ),
     "breast-us": Recipe(
         name="breast-us", version="1.0.0",
@@ -98,7 +204,10 @@ RECIPES: dict[str, Recipe] = {
                      "malignant. Not a diagnosis and not a BI-RADS category.",
         intended_use_rules={"modalities": ["US"], "body_parts": ["BREAST"], "excluded_views": [],
                             "age_years": None, "require_body_part": True},
-        limitations="Small training set (546 images) from one centre; 28x28 input; only grey B-mode.",
+        limitations=("Small training set (546 images) from one centre; 28x28 input; only grey B-mode. It is still "
+                     "at 28x28 because no real-resolution breast ultrasound data set with a clear licence is "
+                     "available to this project yet (BreastMNIST is the 28-px derivative of Al-Dhabyani et al. "
+                     "2020); it will be retrained at full resolution when one is (issue 14)."),
         modality="US", epochs=40, batch_size=32, lr=2e-3, rotate_deg=15.0, scale=0.15, ensemble=3,
         threshold_rule="calibrated",
     ),

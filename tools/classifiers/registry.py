@@ -1,4 +1,4 @@
-"""Registry of classifier bundles keyed by name: the bundled ones plus ``settings.model_dirs``.
+"""Registry of classifier bundles keyed by name: the bundled ones plus ``config.model_dirs``.
 
 Each entry of ``model_dirs`` may be a bundle directory itself (it has configs/metadata.json) or a
 directory whose sub-directories are bundles. A user bundle with the name of a bundled one replaces it
@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 import logging
 from pathlib import Path
-from typing import Any
 
 from tools.classifiers.bundle import METADATA, Bundle
+from tools.classifiers.config import ClassifierConfig
 from tools.errors import BundleError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,8 @@ log = logging.getLogger(__name__)
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundles"
 
 
-def _candidate_dirs(settings: Any | None) -> list[Path]:
-    roots = [BUNDLED_DIR]
-    roots += [Path(p).expanduser() for p in (getattr(settings, "model_dirs", None) or [])]
+def _candidate_dirs(config: ClassifierConfig | None) -> list[Path]:
+    roots = [BUNDLED_DIR, *(config.model_dirs if config is not None else ())]
     found: list[Path] = []
     for root in roots:
         if (root / METADATA).is_file():
@@ -34,11 +33,11 @@ def _candidate_dirs(settings: Any | None) -> list[Path]:
     return found
 
 
-def discover(settings: Any | None = None) -> dict[str, Bundle]:
+def discover(config: ClassifierConfig | None = None) -> dict[str, Bundle]:
     """All readable bundles by name. A malformed user bundle is logged and skipped here; asking for it
     by name with :func:`get_bundle` raises its BundleError."""
     bundles: dict[str, Bundle] = {}
-    for path in _candidate_dirs(settings):
+    for path in _candidate_dirs(config):
         try:
             bundle = Bundle.read(path)
         except BundleError as exc:
@@ -48,16 +47,17 @@ def discover(settings: Any | None = None) -> dict[str, Bundle]:
     return bundles
 
 
-def list_models(settings: Any | None = None) -> list[Bundle]:
-    return [b for _, b in sorted(discover(settings).items())]
+def list_models(config: ClassifierConfig | None = None) -> list[Bundle]:
+    """Every readable bundle, sorted by name (``config=None``: the bundled ones only)."""
+    return [b for _, b in sorted(discover(config).items())]
 
 
-def get_bundle(name: str, settings: Any | None = None) -> Bundle:
+def get_bundle(name: str, config: ClassifierConfig | None = None) -> Bundle:
     """The bundle called ``name``; UnknownNameError naming the near ones when there is none."""
-    bundles = discover(settings)
+    bundles = discover(config)
     if name in bundles:
         return bundles[name]
-    for path in _candidate_dirs(settings):  # a broken bundle asked for by name: say why
+    for path in _candidate_dirs(config):  # a broken bundle asked for by name: say why
         if path.name == name:
             return Bundle.read(path)
     near = difflib.get_close_matches(name, list(bundles), n=3, cutoff=0.4)

@@ -1,9 +1,10 @@
 """Grad-CAM saliency (monai.visualize.GradCAM) mapped back onto the original image.
 
 The map explains the bundle's positive label (e.g. "pneumonia", "malignant") at the layer named in
-the bundle's metadata (``saliency.target_layer``). It is computed on the model input (the centre square
-resized to 28x28), resized back to the crop and placed in a zero map of the original size, so it aligns
-pixel for pixel with ``ImageStudy.display``. Values are in [0, 1]; 0 outside the analysed square.
+the bundle's metadata (``saliency.target_layer``); a multi-class model explains its top label. It is
+computed on the model input (the centre square, or the whole image stretched to the model size),
+resized back to the analysed region and placed in a zero map of the original size, so it aligns pixel
+for pixel with ``ImageStudy.display``. Values are in [0, 1]; 0 outside the analysed region.
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def grad_cam(network: nn.Module, model_input: np.ndarray, target_layer: str, cla
 
 
 def to_original(heat: np.ndarray, box: CropBox) -> np.ndarray:
-    """Model-resolution map -> (height, width) map of the original image (0 outside the crop)."""
-    t = torch.from_numpy(heat)[None, None]
-    up = F.interpolate(t, size=(box.side, box.side), mode="bilinear", align_corners=False)[0, 0].numpy()
+    """Model-resolution map -> (height, width) map of the original image (0 outside the analysed region)."""
+    rh, rw = box.region
+    t = torch.from_numpy(np.ascontiguousarray(heat))[None, None]
+    up = F.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False)[0, 0].numpy()
     full = np.zeros((box.height, box.width), dtype=np.float32)
-    full[box.top:box.top + box.side, box.left:box.left + box.side] = np.clip(up, 0.0, 1.0)
+    r0, c0 = max(0, -box.top), max(0, -box.left)      # first region pixel inside the image
+    i0, j0 = max(0, box.top), max(0, box.left)        # where it lands in the image
+    nh, nw = min(rh - r0, box.height - i0), min(rw - c0, box.width - j0)
+    full[i0:i0 + nh, j0:j0 + nw] = np.clip(up[r0:r0 + nh, c0:c0 + nw], 0.0, 1.0)
     return full
 
 

@@ -1,8 +1,10 @@
-"""Train a bundled classifier from a MedMNIST-style .npz and write a complete MONAI bundle.
+"""Train a bundled classifier and write a complete MONAI bundle: ``train(NAME, DATA, OUT, seed=N)``.
 
-Selection (best epoch), temperature and decision threshold are chosen on the validation split only;
-the test split is evaluated once at the end and its metrics are written into the model card.
-Deterministic for a given seed, data file, torch version and thread count.
+The 28-px recipes read a MedMNIST-style .npz (this module); the real-resolution recipes read their
+archive in place (:mod:`tools.classifiers.train_archive`). Selection (best epoch), temperature and
+decision threshold are chosen on the validation split only; the test split is evaluated once at the end
+and its metrics are written into the model card. Deterministic for a given seed, data file, torch
+version and thread count.
 """
 
 from __future__ import annotations
@@ -25,21 +27,11 @@ from tools.classifiers.calibration import balanced_threshold, fit_temperature, s
 from tools.classifiers.evaluate import load_split, metrics_from_logits
 from tools.classifiers.ood import fit_mahalanobis
 from tools.classifiers.preprocess import normalise_uint8
-from tools.classifiers.recipes import MEDMNIST_LICENCE, Recipe, get_recipe
+from tools.classifiers.recipes import MEDMNIST_LICENCE, THRESHOLD_RULES, Recipe, get_recipe
 from tools.classifiers.runtime import predict_logits
 from tools.errors import InputError
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_RULES = {
-    "balanced": "threshold maximises balanced accuracy (Youden's J) on val: independent of prevalence",
-    "prior-neutral": "threshold = the positive-class prevalence of val, on the temperature-scaled "
-                     "probability: the Bayes decision with equal class priors, i.e. the balanced-accuracy "
-                     "optimum of a calibrated model, robust to a prevalence shift",
-    "calibrated": "threshold 0.5 on the temperature-scaled probability: the accuracy-optimal choice when "
-                  "the prevalence matches training",
-}
-
 
 def augmenter(recipe: Recipe, seed: int):
     """MONAI random transforms applied per image, channel-first (1, H, W) in [0, 1]."""
@@ -67,13 +59,20 @@ def _subset(images: np.ndarray, labels: np.ndarray, limit: int | None, rng: np.r
 
 
 def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = None,
-          limit: int | None = None, threads: int = 1, progress: Callable[[str], None] | None = None) -> Path:
+          limit: int | None = None, threads: int | None = None, progress: Callable[[str], None] | None = None,
+          test_fold: int | None = None, cache_dir: Path | None = None) -> Path:
     """Train recipe ``name`` on ``data`` and write the bundle to ``out``; returns ``out``.
 
     ``epochs`` overrides the recipe (short runs for tests); ``limit`` caps the number of training and
-    validation images (a quick smoke run; the card then records it).
+    validation images (a quick smoke run; the card then records it). ``threads`` defaults to the recipe's
+    (1 for the 28-px recipes, 2 for the archive ones). ``test_fold`` rotates the brain MRI folds (the
+    cross-validation); ``cache_dir`` keeps decoded archive images between runs.
     """
     recipe = get_recipe(name)
+    if threads is None:
+        threads = recipe.archive.threads if recipe.archive is not None else 1
+    if recipe.archive is None and test_fold is not None:
+        raise InputError(f"{name} is trained from a .npz file with fixed splits; --test-fold does not apply")
     say = progress or log.info
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "configs" / "metadata.json").is_file():
@@ -85,6 +84,10 @@ def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = 
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
+        if recipe.archive is not None:
+            from tools.classifiers.train_archive import train_archive
+
+            return train_archive(recipe, Path(data), out, seed, epochs, limit, test_fold, cache_dir, say)
         return _train(recipe, Path(data), out, seed, epochs or recipe.epochs, limit, rng, say)
     finally:
         torch.set_num_threads(old_threads)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tools.classifiers.bundle import Bundle
+from tools.classifiers.config import ClassifierConfig
 from tools.classifiers.registry import get_bundle, list_models
 from tools.errors import BundleError, ModelUnavailableError, UnknownNameError
 
@@ -13,44 +14,43 @@ from .helpers import TINY_NET, tiny_metadata, write_tiny_bundle
 
 
 @pytest.fixture
-def user_settings(settings, tmp_path):
+def user_config(tmp_path) -> ClassifierConfig:
     write_tiny_bundle(tmp_path / "bundles", "tiny-cxr")
-    return settings.model_copy(update={"model_dirs": [tmp_path / "bundles"]})
+    return ClassifierConfig(model_dirs=(tmp_path / "bundles",))
 
 
-def test_registry_lists_bundled_and_user_bundles(user_settings):
-    names = [b.name for b in list_models(user_settings)]
+def test_registry_lists_bundled_and_user_bundles(user_config):
+    names = [b.name for b in list_models(user_config)]
     assert "tiny-cxr" in names
-    assert {"pneumonia-cxr", "breast-us"} <= set(names)
-    bundle = get_bundle("tiny-cxr", user_settings)
+    assert {"pneumonia-cxr", "brain-mri-tumour", "breast-us"} <= set(names)
+    assert [b.name for b in list_models()] == ["brain-mri-tumour", "breast-us", "pneumonia-cxr"]
+    bundle = get_bundle("tiny-cxr", user_config)
     assert bundle.labels == ["normal", "abnormal"] and bundle.temperature == 1.5
     net = bundle.load_network()
     assert not net.training
 
 
-def test_a_single_bundle_directory_can_be_named(settings, tmp_path):
+def test_a_single_bundle_directory_can_be_named(tmp_path):
     path = write_tiny_bundle(tmp_path, "solo")
-    s = settings.model_copy(update={"model_dirs": [path]})
-    assert get_bundle("solo", s).path == path
+    assert get_bundle("solo", ClassifierConfig(model_dirs=(path,))).path == path
 
 
-def test_unknown_name_suggests_near_names(user_settings):
+def test_unknown_name_suggests_near_names(user_config):
     with pytest.raises(UnknownNameError, match="tiny-cxr") as err:
-        get_bundle("tiny-cx", user_settings)
+        get_bundle("tiny-cx", user_config)
     assert "did you mean" in str(err.value)
     with pytest.raises(UnknownNameError, match="pneumonia-cxr"):
-        get_bundle("pneumonia", user_settings)
+        get_bundle("pneumonia", user_config)
 
 
-def test_labels_disagreeing_with_network_is_bundle_error(settings, tmp_path):
+def test_labels_disagreeing_with_network_is_bundle_error(tmp_path):
     meta = tiny_metadata("three", labels=["a", "b", "c"])
     path = write_tiny_bundle(tmp_path, "three", metadata=meta)  # network has 2 outputs
     with pytest.raises(BundleError, match="3 labels"):
         Bundle.read(path).build_network()
     # the registry skips it in listings but explains when asked by name
-    s = settings.model_copy(update={"model_dirs": [tmp_path]})
     with pytest.raises(BundleError):
-        get_bundle("three", s).load_network()
+        get_bundle("three", ClassifierConfig(model_dirs=(tmp_path,))).load_network()
 
 
 def test_input_channels_disagreeing_with_network_is_bundle_error(tmp_path):
@@ -99,10 +99,31 @@ def test_bundled_weights_are_small_and_cards_complete():
     for bundle in list_models(None):
         assert bundle.weights_path.stat().st_size < 5 * 1024 * 1024
         card = bundle.card()
-        assert card["training_data"] and card["intended_use"] and card["data_licence"]
+        assert card["training_data"] and card["intended_use"] and "CC BY 4.0" in card["data_licence"]
         test = card["metrics"]["test"]
         assert {"auc", "acc", "ece", "brier", "n"} <= set(test)
         assert bundle.ood is not None and bundle.ood.threshold > 0
+        readme = (bundle.path / "docs" / "README.md").read_text()
+        assert f"# {bundle.name} {bundle.version}" in readme and "radconsult models train" in readme
+    real = {b.name: b for b in list_models(None) if b.preprocess_spec.size[0] >= 224}
+    assert set(real) == {"pneumonia-cxr", "brain-mri-tumour"}
+    assert real["brain-mri-tumour"].statement and "tumour is present" in real["brain-mri-tumour"].statement
+    assert "per_class_recall" in real["brain-mri-tumour"].metadata["metrics"]["test"]
+    assert "28x28" in get_bundle("breast-us").metadata["limitations"]  # says why it is still at 28 px
+
+
+def test_fp16_weights_load_into_a_float32_network(tmp_path):
+    import torch
+
+    from tools.classifiers.bundle import write_bundle
+
+    path = write_tiny_bundle(tmp_path, "half")
+    state = torch.load(path / "models" / "model.pt", weights_only=True)
+    write_bundle(path, tiny_metadata("half"), TINY_NET, state, weights_dtype=torch.float16)
+    stored = torch.load(path / "models" / "model.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    net = Bundle.read(path).load_network()
+    assert all(p.dtype == torch.float32 for p in net.parameters())
 
 
 def test_network_def_references_resolve_like_monai(tmp_path):
