@@ -29,6 +29,7 @@ from tools.errors import RadconsultError, ToolArgumentError, ToolExecutionError
 
 if TYPE_CHECKING:
     from agent.settings import Settings
+    from knowledge.base import KnowledgeBase
     from tools.imaging import ImageStudy
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ToolContext:
     studies: list[AttachedStudy] = field(default_factory=list)
     patient_key: str | None = None
     question: str = ""
+    kb: KnowledgeBase | None = None  # the process's knowledge base; None: ensure_kb(settings)
 
     def study(self, ref: str | None) -> AttachedStudy:
         if not self.studies:
@@ -299,40 +301,37 @@ def _citations_to_evidence(cits: list[Any], kind: str, tool: str, ledger: Ledger
     return out
 
 
-_KB_READY: set[str] = set()
+_KBS: dict[str, KnowledgeBase] = {}
 _KB_LOCK = threading.Lock()
 
 
-def ensure_kb(settings: Settings) -> None:
-    """Build the bundled corpus into the store on first use (once per process and store)."""
-    key = str(settings.chroma_url or settings.kb_dir)
-    if key in _KB_READY:
-        return
-    with _KB_LOCK:
-        if key not in _KB_READY:
-            from knowledge.bootstrap import ensure_bundled
+def ensure_kb(settings: Settings) -> KnowledgeBase:
+    """The process's one knowledge base for the settings' store: opened once, the bundled corpus built
+    (or found up to date) on first use. While another process builds it, searches see what is committed."""
+    from agent.wiring import knowledge_config
+    from knowledge.base import KnowledgeBase
 
-            ensure_bundled(settings)
-            _KB_READY.add(key)
+    config = knowledge_config(settings)
+    with _KB_LOCK:
+        kb = _KBS.get(config.location)
+        if kb is None or kb.config != config:
+            kb = _KBS[config.location] = KnowledgeBase(config)
+    return kb.ready()
 
 
 def _search_guidelines(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
-    from knowledge.retrieve import search
-
-    ensure_kb(ctx.settings)
-    cits = search(args.query, "guideline", k=3, settings=ctx.settings)
+    kb = ctx.kb.ready() if ctx.kb is not None else ensure_kb(ctx.settings)
+    cits = kb.search(args.query, "guideline", k=3)
     if not cits:
         raise ToolExecutionError("no guideline passage matches that query")
     return _citations_to_evidence(cits, "guideline", "search_guidelines", ledger)
 
 
 def _search_prior(args: SearchArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
-    from knowledge.retrieve import search
-
     if not ctx.patient_key:
         raise ToolExecutionError("no patient is attached to this case, so there are no prior reports to search")
-    ensure_kb(ctx.settings)
-    cits = search(args.query, "report", patient=ctx.patient_key, k=3, settings=ctx.settings)
+    kb = ctx.kb.ready() if ctx.kb is not None else ensure_kb(ctx.settings)
+    cits = kb.search(args.query, "report", patient=ctx.patient_key, k=3)
     if not cits:
         raise ToolExecutionError("no prior report of this patient matches that query")
     return _citations_to_evidence(cits, "prior_report", "search_prior_reports", ledger)

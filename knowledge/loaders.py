@@ -34,7 +34,7 @@ from tools.errors import (
 )
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from knowledge.config import KnowledgeConfig, ReportDeid
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class LoadedDocument:
     meta: dict[str, Any]
     fmt: str
     warnings: list[str] = field(default_factory=list)
+    part: str = ""  # which document of a file that holds several (a FHIR Bundle's reports); "" if one
 
 
 # --- redaction ----------------------------------------------------------------------------------
@@ -100,16 +101,16 @@ def redact(text: str) -> str:
 
 
 # --- reading ------------------------------------------------------------------------------------
-def read_bytes(path: Path, settings: Settings) -> bytes:
-    """The file's bytes, after the existence, size (``settings.max_ingest_bytes``) and emptiness checks."""
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, after the existence, size (at most ``max_bytes``) and emptiness checks."""
     if not path.exists():
         raise FileMissingError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
     size = path.stat().st_size
-    if size > settings.max_ingest_bytes:
+    if size > max_bytes:
         raise FileTooLargeError(f"{path.name}: {size / 2**20:.1f} MiB is over the ingestion limit of "
-                                f"{settings.max_ingest_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_INGEST_BYTES)")
+                                f"{max_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_INGEST_BYTES)")
     data = path.read_bytes()
     if not data.strip():
         raise InputError(f"{path.name}: the file is empty")
@@ -433,7 +434,7 @@ def _sr_lines(items: Any, depth: int, lines: list[str]) -> None:
             _sr_lines(item.get("ContentSequence"), depth + 1, lines)
 
 
-def load_dicom_sr(data: bytes, name: str, settings: Settings, warnings: list[str]) -> LoadedDocument:
+def load_dicom_sr(data: bytes, name: str, deid_values: ReportDeid, warnings: list[str]) -> LoadedDocument:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -457,11 +458,11 @@ def load_dicom_sr(data: bytes, name: str, settings: Settings, warnings: list[str
     raw_id = deid.patient_identity(ds)
     study_date = str(ds.get("StudyDate", "") or ds.get("ContentDate", "") or "")
     if raw_id:
-        meta["patient"] = deid.patient_key(raw_id, settings)
-        if settings.deid_dates == "shift" and study_date:
-            study_date = deid.shift_date(study_date, deid.date_shift_days(raw_id, settings))
+        meta["patient"] = deid.patient_key(raw_id, deid_values)  # type: ignore[arg-type]
+        if deid_values.deid_dates == "shift" and study_date:
+            study_date = deid.shift_date(study_date, deid.date_shift_days(raw_id, deid_values))  # type: ignore[arg-type]
     if ds.get("StudyInstanceUID"):
-        meta["study"] = deid.study_key(str(ds.StudyInstanceUID), settings)
+        meta["study"] = deid.study_key(str(ds.StudyInstanceUID), deid_values)  # type: ignore[arg-type]
     meta["study_date"] = _norm_date(study_date)
     if ds.get("BodyPartExamined"):
         meta["body_part"] = str(ds.BodyPartExamined).title()
@@ -481,7 +482,7 @@ def guess_modality(text: str) -> str:
     return ""
 
 
-def load_fhir(text: str, name: str, settings: Settings, warnings: list[str]) -> LoadedDocument:
+def load_fhir(text: str, name: str, deid_values: ReportDeid, warnings: list[str]) -> list[LoadedDocument]:
     try:
         resource = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -527,34 +528,48 @@ def load_fhir(text: str, name: str, settings: Settings, warnings: list[str]) -> 
     if reference:
         from tools.deid import patient_key
 
-        meta["patient"] = patient_key(reference.split("/")[-1], settings)
+        meta["patient"] = patient_key(reference.split("/")[-1], deid_values)  # type: ignore[arg-type]
     date = resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start") \
         or resource.get("issued")
     meta["study_date"] = _norm_date(date)
     meta["modality"] = guess_modality(title)
     sections, _ = markdown_sections(report_text)
-    return LoadedDocument(report_text, sections, meta, "fhir", warnings)
+    return [LoadedDocument(report_text, sections, meta, "fhir", warnings)]
 
 
-def load_file(path: Path, settings: Settings, kind: str | None = None) -> LoadedDocument:
-    """Load one file with the loader its suffix (or content) calls for. ``kind`` ("guideline" or
-    "report", None when unknown) decides whether the text is redacted."""
-    data = read_bytes(path, settings)
+def load_bytes(data: bytes, path: Path, config: KnowledgeConfig, kind: str | None = None) -> list[LoadedDocument]:
+    """The documents in one file's bytes (already read and size-checked), with the loader its suffix
+    (or content) calls for: one, or several for a FHIR Bundle. ``kind`` ("guideline" or "report",
+    None when unknown) decides whether the text is redacted."""
     fmt = detect_format(path, data)
     warnings: list[str] = []
     name = path.name
     if fmt == "pdf":
-        return load_pdf(data, name, kind, warnings)
+        return [load_pdf(data, name, kind, warnings)]
     if fmt == "dicom":
-        return load_dicom_sr(data, name, settings, warnings)
+        return [load_dicom_sr(data, name, config.deid, warnings)]
     text = decode_text(data, name, warnings)
     if fmt == "markdown":
-        return load_markdown(text, name, kind, warnings)
+        return [load_markdown(text, name, kind, warnings)]
     if fmt == "html":
-        return load_html(text, name, kind, warnings)
+        return [load_html(text, name, kind, warnings)]
     if fmt == "fhir":
-        return load_fhir(text, name, settings, warnings)
-    return load_text(text, name, kind, warnings)
+        return load_fhir(text, name, config.deid, warnings)
+    return [load_text(text, name, kind, warnings)]
+
+
+def load_documents(path: Path, config: KnowledgeConfig, kind: str | None = None) -> list[LoadedDocument]:
+    """Every document in one file (see :func:`load_bytes`), after the size and emptiness checks."""
+    return load_bytes(read_bytes(path, config.max_ingest_bytes), path, config, kind)
+
+
+def load_file(path: Path, config: KnowledgeConfig, kind: str | None = None) -> LoadedDocument:
+    """The one document in a file; a file holding several (a FHIR Bundle) is an :class:`InputError`
+    here: use :func:`load_documents`."""
+    docs = load_documents(path, config, kind)
+    if len(docs) != 1:
+        raise InputError(f"{path.name}: holds {len(docs)} documents; load it with load_documents()")
+    return docs[0]
 
 
 def load_text_document(text: str, name: str, kind: str | None, fmt: str = "markdown") -> LoadedDocument:

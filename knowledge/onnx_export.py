@@ -4,7 +4,7 @@ The export wraps the transformer with its mean pooling and L2 normalisation, so 
 returns sentence vectors directly (the same vectors as sentence-transformers, to float precision).
 ``int8=True`` adds ONNX Runtime's dynamic quantisation (int8 weights, float activations): about a
 quarter of the size and faster on CPU, at a small cost in retrieval quality (see bench/retrieval.py).
-Exports are cached under ``settings.cache_dir / "embeddings"``, keyed by the model files' hashes.
+Exports are cached under ``config.cache_dir / "embeddings"``, keyed by the model files' hashes.
 """
 
 from __future__ import annotations

@@ -18,16 +18,13 @@ import datetime as _dt
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from knowledge.bm25 import BM25Index, tokenize, tokenize_negated
 from knowledge.store import KINDS, KnowledgeStore, collection_name
 from tools.errors import InputError, StoreError
-
-if TYPE_CHECKING:
-    from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +87,7 @@ def to_citation(chunk_id: str, document: str, meta: dict[str, Any], score: float
 # --- the cached lexical side --------------------------------------------------------------------
 @dataclass
 class _Lexical:
-    version: str
+    version: int
     ids: list[str]
     documents: list[str]
     metas: list[dict[str, Any]]
@@ -102,6 +99,7 @@ class _Lexical:
 
 
 _LEXICAL: dict[tuple[str, str], _Lexical] = {}
+_BUILDING: set[tuple[str, str]] = set()
 _LEXICAL_LOCK = threading.Lock()
 
 
@@ -111,32 +109,50 @@ def _embed_text(document: str, meta: dict[str, Any]) -> str:
     return f"{heading}\n{document}" if heading else document
 
 
+def _build_lexical(store: KnowledgeStore, kind: str, version: int) -> _Lexical:
+    """Read the collection's committed chunks (generation <= ``version``) and index them."""
+    ids: list[str] = []
+    docs: list[str] = []
+    metas: list[dict[str, Any]] = []
+    for row in store.iter_all(kind):
+        meta = row["metadatas"] or {}
+        if int(meta.get("gen", 0) or 0) > version:
+            continue  # written by a run that has not committed yet
+        ids.append(row["id"])
+        docs.append(row["documents"] or "")
+        metas.append(meta)
+    tokenizer = tokenize_negated if kind == "report" else tokenize
+    index = BM25Index([_embed_text(d, m) for d, m in zip(docs, metas, strict=True)], tokenizer=tokenizer)
+    return _Lexical(
+        version, ids, docs, metas, index,
+        np.asarray([str(m.get("patient", "")) for m in metas], dtype=object),
+        np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
+        np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
+        {cid: i for i, cid in enumerate(ids)})
+
+
 def lexical_index(store: KnowledgeStore, kind: str) -> _Lexical:
-    """The BM25 index of one collection, rebuilt only when the collection changed since."""
+    """The collection's last committed state as a BM25 index, cached per process and rebuilt when a
+    writer commits. While one thread rebuilds it, other searches use the previous state instead of
+    waiting."""
     key = (store.location, collection_name(kind))
     version = store.version(kind)
     with _LEXICAL_LOCK:
         cached = _LEXICAL.get(key)
-        if cached is not None and cached.version == version:
+        if cached is not None and (cached.version == version or key in _BUILDING):
             return cached
-        ids: list[str] = []
-        docs: list[str] = []
-        metas: list[dict[str, Any]] = []
-        for row in store.iter_all(kind):
-            ids.append(row["id"])
-            docs.append(row["documents"] or "")
-            metas.append(row["metadatas"] or {})
-        tokenizer = tokenize_negated if kind == "report" else tokenize
-        index = BM25Index([_embed_text(d, m) for d, m in zip(docs, metas, strict=True)], tokenizer=tokenizer)
-        built = _Lexical(
-            version, ids, docs, metas, index,
-            np.asarray([str(m.get("patient", "")) for m in metas], dtype=object),
-            np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
-            np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
-            {cid: i for i, cid in enumerate(ids)})
-        _LEXICAL[key] = built
-        log.info("BM25 index for %s: %d chunks", key[1], len(ids))
-        return built
+        _BUILDING.add(key)
+    try:
+        built = _build_lexical(store, kind, version)
+    finally:
+        with _LEXICAL_LOCK:
+            _BUILDING.discard(key)
+    with _LEXICAL_LOCK:
+        current = _LEXICAL.get(key)
+        if current is None or current.version <= built.version:
+            _LEXICAL[key] = built
+    log.info("BM25 index for %s: %d chunks (generation %d)", key[1], len(built.ids), version)
+    return built
 
 
 # --- filters ---------------------------------------------------------------------------------------
@@ -187,15 +203,14 @@ class Filters:
         return mask
 
 
-def clean_query(query: str, settings: Settings) -> str:
-    """Strip, refuse an empty query, and truncate one over ``settings.max_query_chars`` (warning)."""
+def clean_query(query: str, max_chars: int) -> str:
+    """Strip, refuse an empty query, and truncate one over ``max_chars`` characters (warning)."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("the query is empty")
     query = " ".join(query.split())
-    if len(query) > settings.max_query_chars:
-        log.warning("query of %d characters truncated to %d (RADCONSULT_MAX_QUERY_CHARS)",
-                    len(query), settings.max_query_chars)
-        query = query[: settings.max_query_chars]
+    if len(query) > max_chars:
+        log.warning("query of %d characters truncated to %d (RADCONSULT_MAX_QUERY_CHARS)", len(query), max_chars)
+        query = query[:max_chars]
     return query
 
 
@@ -207,7 +222,7 @@ def hybrid_search(store: KnowledgeStore, query: str, kind: str = "guideline", pa
     "all"), fused from the dense and BM25 rankings. ``dense``/``lexical`` switch a side off (ablations)."""
     if not 1 <= k <= 100:
         raise InputError(f"k must be between 1 and 100, got {k}")
-    query = clean_query(query, store.settings)
+    query = clean_query(query, store.config.max_query_chars)
     kinds = list(KINDS) if kind == "all" else [kind]
     for each in kinds:
         collection_name(each)
@@ -261,13 +276,3 @@ def hybrid_search(store: KnowledgeStore, query: str, kind: str = "guideline", pa
             break
     return out
 
-
-def search(query: str, kind: str = "guideline", patient: str | None = None, k: int = 5,
-           settings: Settings | None = None, modality: str | None = None,
-           date_from: str | _dt.date | None = None, date_to: str | _dt.date | None = None) -> list[Citation]:
-    """Hybrid search of the knowledge base (see :func:`hybrid_search`); ``settings`` default: load them."""
-    if settings is None:
-        from agent.settings import Settings
-
-        settings = Settings()
-    return hybrid_search(KnowledgeStore(settings), query, kind, patient, k, modality, date_from, date_to)

@@ -1,11 +1,16 @@
 """The Chroma store behind the knowledge base: two collections, ``guidelines`` and ``reports``.
 
-Embedded by default (a Chroma PersistentClient in ``settings.kb_dir``); a Chroma server when
-``settings.chroma_url`` is set (``http://host:port``), so several UI instances share one store.
+Embedded by default (a Chroma PersistentClient in ``config.kb_dir``); a Chroma server when
+``config.chroma_url`` is set (``http://host:port``), so several UI instances share one store.
 Every collection gets our own offline embedding function, never Chroma's default (it downloads).
 
 One writer at a time for the embedded store: writers take an exclusive, non-blocking lock on
-``kb_dir/write.lock`` and a second writer gets a clear :class:`StoreError`. Readers never wait.
+``kb_dir/write.lock`` and a second writer gets a clear :class:`WriterBusyError` at once.
+
+Readers never wait, and they see the last *committed* state: a writer stamps the chunks it adds with
+the generation it is writing (``gen``, the collection's commit counter + 1) and bumps the counter
+when its run is complete (:meth:`KnowledgeStore.commit`). Readers cache their derived index (BM25)
+per commit and leave out chunks of a generation that is not committed yet.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +29,7 @@ from urllib.parse import urlparse
 from tools.errors import StoreError
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from knowledge.config import KnowledgeConfig
     from knowledge.embeddings import Embedder
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ def _quiet_ef_warning() -> Iterator[None]:
         yield
 
 
+class WriterBusyError(StoreError):
+    """Another process holds the knowledge base's writer lock (a second writer is refused at once)."""
+
+
 def collection_name(kind: str) -> str:
     try:
         return COLLECTIONS[kind]
@@ -68,24 +76,24 @@ def _check_dir(path: Path) -> None:
                          f"set RADCONSULT_DATA_DIR to a writable place")
 
 
-def _make_client(settings: Settings) -> Any:
+def _make_client(config: KnowledgeConfig) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    if settings.chroma_url:
-        url = urlparse(settings.chroma_url)
+    if config.chroma_url:
+        url = urlparse(config.chroma_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise StoreError(f"RADCONSULT_CHROMA_URL must look like http://host:port, got {settings.chroma_url!r}")
+            raise StoreError(f"RADCONSULT_CHROMA_URL must look like http://host:port, got {config.chroma_url!r}")
         port = url.port or (443 if url.scheme == "https" else 8000)
         try:
             client = chromadb.HttpClient(host=url.hostname, port=port, ssl=url.scheme == "https",
                                          settings=chroma_settings)
             client.heartbeat()
         except Exception as exc:
-            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {exc}") from None
+            raise StoreError(f"cannot reach the Chroma server at {config.chroma_url}: {exc}") from None
         return client
-    path = settings.kb_dir
+    path = config.kb_dir
     _check_dir(path)
     try:
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
@@ -96,8 +104,8 @@ def _make_client(settings: Settings) -> Any:
 class KnowledgeStore:
     """The two Chroma collections and the writer lock. Cheap to construct; connects on first use."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: KnowledgeConfig, embedder: Embedder | None = None) -> None:
+        self.config = config
         self._embedder = embedder
         self._collections: dict[str, Any] = {}
         self._client: Any = None
@@ -106,26 +114,26 @@ class KnowledgeStore:
     @property
     def location(self) -> str:
         """Where the store lives: the server URL or the embedded directory."""
-        return self.settings.chroma_url or str(self.settings.kb_dir)
+        return self.config.chroma_url or str(self.config.kb_dir)
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             from knowledge.embeddings import get_embedder
 
-            self._embedder = get_embedder(self.settings)
+            self._embedder = get_embedder(self.config)
         return self._embedder
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            key = self.settings.chroma_url or str(self.settings.kb_dir.resolve())
+            key = self.config.chroma_url or str(self.config.kb_dir.resolve())
             with _CLIENTS_LOCK:
                 client = _CLIENTS.get(key)
                 if client is None:
-                    client = _CLIENTS[key] = _make_client(self.settings)
-                elif not self.settings.chroma_url:
-                    _check_dir(self.settings.kb_dir)
+                    client = _CLIENTS[key] = _make_client(self.config)
+                elif not self.config.chroma_url:
+                    _check_dir(self.config.kb_dir)
             self._client = client
         return self._client
 
@@ -156,31 +164,26 @@ class KnowledgeStore:
 
     # --- writer lock --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self, wait_s: float = 0.0) -> Iterator[None]:
-        """Hold the single-writer lock (embedded store only; a Chroma server serialises writers).
-        ``wait_s``: how long to wait for another writer to finish before giving up, seconds."""
-        if self.settings.chroma_url:
+    def writing(self) -> Iterator[None]:
+        """Hold the single-writer lock (embedded store only; a Chroma server serialises writes itself).
+        Never waits: a second writer gets :class:`WriterBusyError` at once, naming the holder's pid."""
+        if self.config.chroma_url:
             yield
             return
-        _check_dir(self.settings.kb_dir)
-        lock_path = self.settings.kb_dir / "write.lock"
+        _check_dir(self.config.kb_dir)
+        lock_path = self.config.kb_dir / "write.lock"
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StoreError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
         try:
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() < deadline:
-                        time.sleep(0.2)
-                        continue
-                    other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                    raise StoreError(f"the knowledge base in {self.settings.kb_dir} is being written by another "
-                                     f"process (pid {other}); try again when it has finished") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise WriterBusyError(f"the knowledge base in {self.config.kb_dir} is being written by another "
+                                      f"process (pid {other}); try again when it has finished (searches "
+                                      f"meanwhile see the last committed state)") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             try:
@@ -191,36 +194,38 @@ class KnowledgeStore:
         finally:
             os.close(fd)
 
-    # --- versioning: lets readers cache derived indexes (BM25) until a write happens ------------
-    def version(self, kind: str) -> str:
-        """A token that changes whenever the collection is written (count + write counter)."""
-        col = self.collection(kind)
-        try:
-            fresh = self._fresh(col)
-            meta = fresh.metadata or {}
-            return f"{fresh.count()}:{meta.get('writes', 0)}"
-        except Exception as exc:
-            raise StoreError(f"cannot read collection {col.name!r}: {exc}") from None
+    # --- versioning: readers cache derived indexes (BM25) per committed generation ----------------
+    def version(self, kind: str) -> int:
+        """The collection's committed generation: it changes only when a writer commits a run."""
+        return int(self.meta(kind).get("commit", 0) or 0)
 
     def _fresh(self, col: Any) -> Any:
-        """The collection re-read from the store (metadata and count as of now)."""
+        """The collection re-read from the store (metadata as of now)."""
         with _quiet_ef_warning():
             return self.client.get_collection(col.name, embedding_function=col._embedding_function)
 
-    def bump(self, kind: str, **extra: str | int) -> None:
-        """Record a write in the collection's metadata (merging, never dropping, existing keys)."""
+    def commit(self, kind: str, **extra: str | int) -> int:
+        """Publish everything written to ``kind`` so far to readers (merging, never dropping, existing
+        metadata keys). Returns the new committed generation."""
         col = self.collection(kind)
-        fresh = self._fresh(col)
-        meta = dict(fresh.metadata or {})
-        meta["writes"] = int(meta.get("writes", 0)) + 1
-        meta.update(extra)
-        fresh.modify(metadata=meta)
+        try:
+            fresh = self._fresh(col)
+            meta = dict(fresh.metadata or {})
+            meta["commit"] = int(meta.get("commit", 0) or 0) + 1
+            meta.update(extra)
+            fresh.modify(metadata=meta)
+        except Exception as exc:
+            raise StoreError(f"cannot commit to collection {col.name!r}: {exc}") from None
         self._collections[col.name] = fresh
+        return int(meta["commit"])
 
     def meta(self, kind: str) -> dict[str, Any]:
+        """The collection's metadata as stored now (commit counter, bundled-corpus fingerprint)."""
         col = self.collection(kind)
-        fresh = self._fresh(col)
-        return dict(fresh.metadata or {})
+        try:
+            return dict(self._fresh(col).metadata or {})
+        except Exception as exc:
+            raise StoreError(f"cannot read collection {col.name!r}: {exc}") from None
 
     # --- bulk reads ---------------------------------------------------------------------------
     def iter_all(self, kind: str, include: tuple[str, ...] = ("documents", "metadatas"),

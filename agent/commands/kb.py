@@ -59,9 +59,10 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _kb(settings: Settings):  # noqa: ANN202 - KnowledgeBase, imported lazily
+    from agent.wiring import knowledge_config
     from knowledge.base import KnowledgeBase
 
-    return KnowledgeBase(settings).open()
+    return KnowledgeBase(knowledge_config(settings)).open()
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
