@@ -15,6 +15,7 @@ from knowledge.config import KnowledgeConfig
 from knowledge.ingest import IngestReport, delete_source, ingest_paths
 from knowledge.retrieve import Citation, hybrid_search
 from knowledge.store import KINDS, KnowledgeStore, WriterBusyError
+from knowledge.watch import Watcher
 
 log = logging.getLogger(__name__)
 RETRY_BUNDLED_S = 10.0  # while another process builds the bundled corpus, check again this often
@@ -72,6 +73,11 @@ class KnowledgeBase:
     def ingest(self, paths: Sequence[Path | str], kind: str | None = None, patient: str | None = None,
                progress: bool | None = False) -> IngestReport:
         return ingest_paths([Path(p) for p in paths], self.store, kind, patient, progress)
+
+    def watcher(self, directory: Path | str, kind: str | None = None, patient: str | None = None,
+                interval: float = 2.0) -> Watcher:
+        """A :class:`~knowledge.watch.Watcher` that ingests files arriving in ``directory``."""
+        return Watcher(self.store, Path(directory), kind, patient, interval)
 
     def delete(self, source: str) -> int:
         return delete_source(source, self.store)

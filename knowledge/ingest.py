@@ -218,21 +218,25 @@ class Ingestor:
     (``config.batch_size`` at a time). The caller holds the single-writer lock
     (:meth:`KnowledgeStore.writing`) and calls :meth:`commit` at the end (which flushes)."""
 
-    def __init__(self, store: KnowledgeStore, progress: bool | None = None) -> None:
+    def __init__(self, store: KnowledgeStore, progress: bool | None = None,
+                 indexes: dict[str, StoreIndex] | None = None) -> None:
+        """``indexes``: fingerprints kept from an earlier run by the same writer (a watcher), read
+        from the store for any kind missing; the dict is updated in place."""
         self.store = store
         self.progress = progress
         self.report = IngestReport()
         self._pending: list[_Plan] = []
         self._pending_chunks = 0
-        self._index: dict[str, StoreIndex] = {}
+        self._index: dict[str, StoreIndex] = {} if indexes is None else indexes
         self._gen: dict[str, int] = {}
         self._touched: set[str] = set()
 
     def index(self, kind: str) -> StoreIndex:
-        """The collection's fingerprints, read on first use in this run."""
-        if kind not in self._index:
+        """The collection's fingerprints, read on first use."""
+        if kind not in self._gen:
             collection_name(kind)
             self._gen[kind] = self.store.version(kind) + 1
+        if kind not in self._index:
             self._index[kind] = StoreIndex(self.store, kind)
         return self._index[kind]
 
@@ -358,7 +362,7 @@ class Ingestor:
         offset = 0
         for kind in dict.fromkeys(p.kind for p in plans):
             mine = [p for p in plans if p.kind == kind]
-            col = self.store.collection(kind)
+            col = self.store.writable(kind)
             ids = [i for p in mine for i in p.add_ids]
             start = offset
             offset += len(ids)

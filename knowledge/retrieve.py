@@ -1,28 +1,28 @@
 """Hybrid retrieval with exact citations.
 
-A query runs twice over the same chunks: dense (cosine similarity in Chroma, MiniLM embeddings)
-and lexical (BM25, :mod:`knowledge.bm25`, catches exact terms such as "Lung-RADS 4X" or "6 mm").
+A query runs twice over the same committed chunks (:mod:`knowledge.snapshot`): dense (cosine
+similarity of MiniLM embeddings) and lexical (BM25, :mod:`knowledge.bm25`, catches exact terms such
+as "Lung-RADS 4X" or "6 mm").
 The two rankings are fused by reciprocal rank fusion (score = sum of 1 / (60 + rank)), filtered by
 collection, patient key, modality and study-date range, and deduplicated by section (one passage
 per source section). Each result is a :class:`Citation` whose ``quote`` is the stored passage,
 identical to ``original_text[span[0]:span[1]]``.
 
 Reports are indexed negation-aware ("no effusion" does not match "effusion"; see
-:func:`knowledge.bm25.tokenize_negated`). The BM25 index is built from the collection on first use and cached per process; it is rebuilt
-when the collection's write counter changes.
+:func:`knowledge.bm25.tokenize_negated`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from knowledge.bm25 import BM25Index, tokenize, tokenize_negated
+from knowledge.snapshot import Snapshot, snapshot
 from knowledge.store import KINDS, KnowledgeStore, collection_name
 from tools.errors import InputError, StoreError
 
@@ -84,77 +84,6 @@ def to_citation(chunk_id: str, document: str, meta: dict[str, Any], score: float
         span=(int(meta.get("start", 0)), int(meta.get("end", 0))), reference=str(meta.get("reference", "")))
 
 
-# --- the cached lexical side --------------------------------------------------------------------
-@dataclass
-class _Lexical:
-    version: int
-    ids: list[str]
-    documents: list[str]
-    metas: list[dict[str, Any]]
-    index: BM25Index
-    patient: np.ndarray
-    modality: np.ndarray
-    study_day: np.ndarray
-    position: dict[str, int]
-
-
-_LEXICAL: dict[tuple[str, str], _Lexical] = {}
-_BUILDING: set[tuple[str, str]] = set()
-_LEXICAL_LOCK = threading.Lock()
-
-
-def _embed_text(document: str, meta: dict[str, Any]) -> str:
-    section = str(meta.get("section", ""))
-    heading = " > ".join(x for x in (str(meta.get("title", "")), section) if x)
-    return f"{heading}\n{document}" if heading else document
-
-
-def _build_lexical(store: KnowledgeStore, kind: str, version: int) -> _Lexical:
-    """Read the collection's committed chunks (generation <= ``version``) and index them."""
-    ids: list[str] = []
-    docs: list[str] = []
-    metas: list[dict[str, Any]] = []
-    for row in store.iter_all(kind):
-        meta = row["metadatas"] or {}
-        if int(meta.get("gen", 0) or 0) > version:
-            continue  # written by a run that has not committed yet
-        ids.append(row["id"])
-        docs.append(row["documents"] or "")
-        metas.append(meta)
-    tokenizer = tokenize_negated if kind == "report" else tokenize
-    index = BM25Index([_embed_text(d, m) for d, m in zip(docs, metas, strict=True)], tokenizer=tokenizer)
-    return _Lexical(
-        version, ids, docs, metas, index,
-        np.asarray([str(m.get("patient", "")) for m in metas], dtype=object),
-        np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
-        np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
-        {cid: i for i, cid in enumerate(ids)})
-
-
-def lexical_index(store: KnowledgeStore, kind: str) -> _Lexical:
-    """The collection's last committed state as a BM25 index, cached per process and rebuilt when a
-    writer commits. While one thread rebuilds it, other searches use the previous state instead of
-    waiting."""
-    key = (store.location, collection_name(kind))
-    version = store.version(kind)
-    with _LEXICAL_LOCK:
-        cached = _LEXICAL.get(key)
-        if cached is not None and (cached.version == version or key in _BUILDING):
-            return cached
-        _BUILDING.add(key)
-    try:
-        built = _build_lexical(store, kind, version)
-    finally:
-        with _LEXICAL_LOCK:
-            _BUILDING.discard(key)
-    with _LEXICAL_LOCK:
-        current = _LEXICAL.get(key)
-        if current is None or current.version <= built.version:
-            _LEXICAL[key] = built
-    log.info("BM25 index for %s: %d chunks (generation %d)", key[1], len(built.ids), version)
-    return built
-
-
 # --- filters ---------------------------------------------------------------------------------------
 def _day(value: str | _dt.date | None, name: str) -> int | None:
     if value in (None, ""):
@@ -188,7 +117,7 @@ class Filters:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-    def mask(self, lex: _Lexical) -> np.ndarray | None:
+    def mask(self, lex: Snapshot) -> np.ndarray | None:
         if not any((self.patient, self.modality, self.day_from is not None, self.day_to is not None)):
             return None
         mask = np.ones(len(lex.ids), dtype=bool)
@@ -214,6 +143,42 @@ def clean_query(query: str, max_chars: int) -> str:
     return query
 
 
+def _dense(store: KnowledgeStore, kind: str, snap: Snapshot, vector: np.ndarray, n: int,
+           filters: Filters) -> list[tuple[int, float]]:
+    """The ``n`` nearest committed chunks as (snapshot row, cosine similarity). Exact search over the
+    snapshot's vectors for the embedded store; the server's index for a Chroma server (tried again
+    after a short pause when a request fails)."""
+    if snap.vectors is not None:
+        if not len(snap.ids) or snap.vectors.shape[1] != vector.shape[0]:
+            return []
+        sims = snap.vectors @ vector
+        mask = filters.mask(snap)
+        if mask is not None:
+            sims = np.where(mask, sims, -np.inf)
+        n = min(n, int(np.count_nonzero(np.isfinite(sims))))
+        if n <= 0:
+            return []
+        top = np.argpartition(-sims, n - 1)[:n]
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(int(i), float(sims[i])) for i in top]
+    for attempt in range(3):
+        try:
+            result = store.collection(kind).query(query_embeddings=[vector.tolist()], n_results=n,
+                                                  where=filters.where(), include=["distances"])
+            break
+        except Exception as exc:
+            if attempt == 2:
+                raise StoreError(f"dense search in {collection_name(kind)!r} failed: {exc}") from None
+            log.info("dense search in %s failed (%s); trying again", collection_name(kind), exc)
+            time.sleep(0.1 * (attempt + 1))
+    out = []
+    for cid, distance in zip(result["ids"][0], result["distances"][0], strict=True):
+        pos = snap.position.get(cid)
+        if pos is not None:  # written by a run that has not committed yet: not part of the state
+            out.append((pos, 1.0 - float(distance)))
+    return out
+
+
 def hybrid_search(store: KnowledgeStore, query: str, kind: str = "guideline", patient: str | None = None,
                   k: int = 5, modality: str | None = None, date_from: str | _dt.date | None = None,
                   date_to: str | _dt.date | None = None, dense: bool = True, lexical: bool = True,
@@ -234,7 +199,7 @@ def hybrid_search(store: KnowledgeStore, query: str, kind: str = "guideline", pa
     rows: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     query_vec = store.embedder.embed([query])[0] if dense else None
     for each in kinds:
-        lex = lexical_index(store, each)
+        lex = snapshot(store, each)
         if not lex.ids:
             continue
         if lexical:
@@ -246,20 +211,10 @@ def hybrid_search(store: KnowledgeStore, query: str, kind: str = "guideline", pa
                 tie[key] = tie.get(key, 0.0) + raw / best
                 rows[key] = (lex.documents[i], lex.metas[i])
         if query_vec is not None:
-            try:
-                result = store.collection(each).query(
-                    query_embeddings=[query_vec.tolist()], n_results=min(n_cand, len(lex.ids)),
-                    where=filters.where(), include=["distances"])
-                distances = result["distances"][0]
-            except Exception as exc:
-                raise StoreError(f"dense search in {collection_name(each)!r} failed: {exc}") from None
-            for rank, cid in enumerate(result["ids"][0], start=1):
-                pos = lex.position.get(cid)
-                if pos is None:  # written after the index was built: next query rebuilds it
-                    continue
-                key = (each, cid)
+            for rank, (pos, sim) in enumerate(_dense(store, each, lex, query_vec, n_cand, filters), start=1):
+                key = (each, lex.ids[pos])
                 fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank)
-                tie[key] = tie.get(key, 0.0) + 1.0 - float(distances[rank - 1])
+                tie[key] = tie.get(key, 0.0) + sim
                 rows[key] = (lex.documents[pos], lex.metas[pos])
     # equal fused ranks (one list's first is the other's second) are broken by the raw scores
     ranked = sorted(fused.items(), key=lambda item: (-round(item[1], 9), -tie[item[0]], item[0][1]))
