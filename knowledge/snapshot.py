@@ -22,6 +22,7 @@ import numpy as np
 
 from knowledge.bm25 import BM25Index, tokenize, tokenize_negated
 from knowledge.store import KnowledgeStore, collection_name
+from knowledge.terms import Abbreviations
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Snapshot:
     metas: list[dict[str, Any]]
     index: BM25Index
     vectors: np.ndarray | None  # (n, dim) float32, L2-normalised; None with a Chroma server
+    abbreviations: Abbreviations  # built-in ones and those the committed texts define
     patient: np.ndarray
     modality: np.ndarray
     study_day: np.ndarray
@@ -47,11 +49,29 @@ _BUILDING: set[tuple[str, str]] = set()
 _LOCK = threading.Lock()
 
 
-def index_text(document: str, meta: dict[str, Any]) -> str:
-    """What BM25 indexes for a chunk: its title and section path, then its text."""
+TITLE_REPEAT = 1  # times a chunk's title is indexed (a field boost: the title names what the passage is about)
+
+
+def index_text(document: str, meta: dict[str, Any], title_repeat: int = TITLE_REPEAT) -> str:
+    """What BM25 indexes for a chunk: its title (``title_repeat`` times) and section path, then its text."""
+    title = str(meta.get("title", ""))
     section = str(meta.get("section", ""))
-    heading = " > ".join(x for x in (str(meta.get("title", "")), section) if x)
+    heading = " > ".join(x for x in ([title] * max(title_repeat, 0) + [section]) if x)
     return f"{heading}\n{document}" if heading else document
+
+
+def from_rows(version: int, ids: list[str], docs: list[str], metas: list[dict[str, Any]],
+              vectors: np.ndarray | None, kind: str, title_repeat: int = TITLE_REPEAT) -> Snapshot:
+    """A snapshot of the given chunks (row ``i`` of ``vectors`` is chunk ``ids[i]``)."""
+    tokenizer = tokenize_negated if kind == "report" else tokenize
+    index = BM25Index([index_text(d, m, title_repeat) for d, m in zip(docs, metas, strict=True)],
+                      tokenizer=tokenizer)
+    return Snapshot(
+        version, ids, docs, metas, index, vectors, Abbreviations.learn(docs),
+        np.asarray([str(m.get("patient", "")) for m in metas], dtype=object),
+        np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
+        np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
+        {cid: i for i, cid in enumerate(ids)})
 
 
 def build(store: KnowledgeStore, kind: str, version: int) -> Snapshot:
@@ -71,17 +91,10 @@ def build(store: KnowledgeStore, kind: str, version: int) -> Snapshot:
         metas.append(meta)
         if with_vectors:
             vectors.append(row["embeddings"])
-    tokenizer = tokenize_negated if kind == "report" else tokenize
-    index = BM25Index([index_text(d, m) for d, m in zip(docs, metas, strict=True)], tokenizer=tokenizer)
     matrix = None
     if with_vectors:
         matrix = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
-    return Snapshot(
-        version, ids, docs, metas, index, matrix,
-        np.asarray([str(m.get("patient", "")) for m in metas], dtype=object),
-        np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
-        np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
-        {cid: i for i, cid in enumerate(ids)})
+    return from_rows(version, ids, docs, metas, matrix, kind)
 
 
 def snapshot(store: KnowledgeStore, kind: str) -> Snapshot:
