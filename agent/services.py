@@ -14,6 +14,8 @@ from agent.toolbox.context import ToolServices
 
 if TYPE_CHECKING:
     from agent.settings import Settings
+    from knowledge.base import KnowledgeBase
+    from knowledge.config import KnowledgeConfig
     from knowledge.retrieve import Citation
     from tools.classifiers.bundle import Bundle
     from tools.classifiers.config import ClassifierConfig
@@ -22,27 +24,36 @@ if TYPE_CHECKING:
 
 
 class KnowledgeService:
-    """The knowledge base of this process: the bundled corpus is built once, on first use (thread-safe)."""
+    """The knowledge base of this process for one store: opened once, the bundled corpus built (or found
+    up to date) on first use. While another process writes, searches see what is committed."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._ready = False
-        self._lock = threading.Lock()
+    def __init__(self, config: KnowledgeConfig) -> None:
+        self._config = config
+
+    @property
+    def base(self) -> KnowledgeBase:
+        return shared_knowledge_base(self._config)
 
     def ensure_ready(self) -> None:
-        if self._ready:
-            return
-        with self._lock:
-            if not self._ready:
-                from knowledge.bootstrap import ensure_bundled
-
-                ensure_bundled(self._settings)
-                self._ready = True
+        self.base.ready()
 
     def search(self, query: str, kind: str, *, patient: str | None = None, k: int = 3) -> list[Citation]:
-        from knowledge.retrieve import search
+        return self.base.ready().search(query, kind, patient=patient, k=k)
 
-        return search(query, kind, patient=patient, k=k, settings=self._settings)
+
+_BASES: dict[str, KnowledgeBase] = {}
+_BASES_LOCK = threading.Lock()
+
+
+def shared_knowledge_base(config: KnowledgeConfig) -> KnowledgeBase:
+    """One KnowledgeBase per store and process (a store has one writer lock and one snapshot)."""
+    from knowledge.base import KnowledgeBase
+
+    with _BASES_LOCK:
+        kb = _BASES.get(config.location)
+        if kb is None or kb.config != config:
+            kb = _BASES[config.location] = KnowledgeBase(config)
+        return kb
 
 
 class ClassifierService:
@@ -63,6 +74,7 @@ class ClassifierService:
 
 
 def build_services(settings: Settings) -> ToolServices:
-    from agent.wiring import classifier_config
+    from agent.wiring import classifier_config, knowledge_config
 
-    return ToolServices(knowledge=KnowledgeService(settings), classifiers=ClassifierService(classifier_config(settings)))
+    return ToolServices(knowledge=KnowledgeService(knowledge_config(settings)),
+                        classifiers=ClassifierService(classifier_config(settings)))

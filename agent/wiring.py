@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.settings import Settings
+    from knowledge.config import KnowledgeConfig
     from tools.classifiers.config import ClassifierConfig
     from tools.deid import DeidPolicy
     from tools.imaging import ImagingConfig, ImagingLimits
@@ -47,3 +48,16 @@ def classifier_config(settings: Settings) -> ClassifierConfig:
 
     return ClassifierConfig(device=settings.device, model_dirs=tuple(settings.model_dirs),
                             cache_dir=settings.cache_dir / "classifier-data")
+
+
+# --- knowledge base ----------------------------------------------------------------------------------
+def knowledge_config(settings: Settings) -> KnowledgeConfig:
+    """The knowledge base's config: store location, embedding model, limits, and the de-identification
+    policy that reports need (installation secret, date rule)."""
+    from knowledge.config import KnowledgeConfig
+
+    return KnowledgeConfig(
+        kb_dir=settings.kb_dir, cache_dir=settings.cache_dir, chroma_url=settings.chroma_url,
+        embedding_model=settings.embedding_model, embedding_backend=settings.embedding_backend,
+        max_ingest_bytes=settings.max_ingest_bytes, max_query_chars=settings.max_query_chars,
+        batch_size=settings.kb_batch_size, deid=deid_policy(settings))

@@ -13,9 +13,15 @@
    chunks plus Gaussian noise, renormalised (embedding 100k chunks would take hours on 2 cores).
    Baselines: Chroma dense search alone on the same collection, and rank-bm25 for the lexical side.
 4. Ingest throughput (characters of source text per second), ours vs the naive pipeline.
+5. ``--scale``: the knowledge base at hospital scale (:mod:`bench.kb_scale`): 5,500 documents built
+   from ../shared/data/medquad (every answer, topped up with IU reports as distractors), both
+   pipelines ingesting in this process (seconds, chars/s, the ratio, CPU time, peak memory, the
+   unchanged re-run), then recall@1/@5, MRR@10 and query p50/p95 on the held-out and the tuning
+   subsets of the questions.
 
 Run:  nice python bench/retrieval.py                 (subsets: a few minutes on 2 cores)
       nice python bench/retrieval.py --full          (all MedQuAD files, 3,955 reports, 10k+100k)
+      nice python bench/retrieval.py --scale         (5,500 documents: about an hour on 2 busy cores)
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.settings import Settings  # noqa: E402
+from knowledge.config import KnowledgeConfig  # noqa: E402
 from knowledge.embeddings import Embedder, chroma_embedding_function, get_embedder  # noqa: E402
 from knowledge.ingest import ingest_documents  # noqa: E402
 from knowledge.loaders import load_text_document  # noqa: E402
-from knowledge.retrieve import hybrid_search, lexical_index  # noqa: E402
+from knowledge.retrieve import hybrid_search  # noqa: E402
+from knowledge.snapshot import snapshot  # noqa: E402
 from knowledge.store import KnowledgeStore  # noqa: E402
 
 log = logging.getLogger("bench.retrieval")
@@ -145,14 +152,14 @@ def bench_medquad(args: argparse.Namespace, embedder: Embedder, work: Path) -> t
     rng = random.Random(args.seed)
     if args.medquad_queries and len(queries) > args.medquad_queries:
         queries = rng.sample(queries, args.medquad_queries)
-    settings = Settings(data_dir=work / "medquad", kb_batch_size=512)
+    settings = KnowledgeConfig.under(work / "medquad", batch_size=512)
     store = KnowledgeStore(settings, embedder)
     loaded = [(load_text_document(text, src, "guideline", "markdown"), src, "guideline")
               for src, _focus, text in docs]
     report = ingest_documents(loaded, store)
-    naive = Naive(work / "medquad-naive", get_embedder(Settings(data_dir=work / "x", embedding_backend="torch")))
+    naive = Naive(work / "medquad-naive", get_embedder(KnowledgeConfig.under(work / "x", embedding_backend="torch")))
     naive_s = naive.ingest([(src, text) for src, _f, text in docs])
-    lexical_index(store, "guideline")  # build the BM25 index outside the timed queries
+    snapshot(store, "guideline")  # build the BM25 index outside the timed queries
 
     results: dict[str, list[int | None]] = {"naive": [], "ours: hybrid": [], "ours: dense only": [],
                                             "ours: BM25 only": []}
@@ -163,7 +170,7 @@ def bench_medquad(args: argparse.Namespace, embedder: Embedder, work: Path) -> t
             hits = hybrid_search(store, q, "guideline", k=10, dense=dense, lexical=lexical)
             results[name].append(first_rank([h.source for h in hits], target))
     for backend in [b for b in args.recall_backends.split(",") if b]:
-        b_settings = Settings(data_dir=work / f"medquad-{backend}", kb_batch_size=512, embedding_backend=backend)
+        b_settings = KnowledgeConfig.under(work / f"medquad-{backend}", batch_size=512, embedding_backend=backend)
         b_store = KnowledgeStore(b_settings, get_embedder(b_settings))
         ingest_documents([(load_text_document(text, src, "guideline", "markdown"), src, "guideline")
                           for src, _focus, text in docs], b_store)
@@ -219,7 +226,7 @@ def distinct(sources: list[str], k: int) -> list[str]:
 def bench_iu(args: argparse.Namespace, embedder: Embedder, work: Path) -> tuple[str, dict[str, Any]]:
     reports = load_iu(args.iu_reports, args.seed)
     tags = {src: mesh for src, _t, mesh in reports}
-    settings = Settings(data_dir=work / "iu", kb_batch_size=512)
+    settings = KnowledgeConfig.under(work / "iu", batch_size=512)
     store = KnowledgeStore(settings, embedder)
     loaded = []
     for src, text, _mesh in reports:
@@ -227,7 +234,7 @@ def bench_iu(args: argparse.Namespace, embedder: Embedder, work: Path) -> tuple[
         doc.meta.update({"title": "Chest radiograph report", "modality": "CR", "patient": "IU-" + src[3:]})
         loaded.append((doc, src, "report"))
     report = ingest_documents(loaded, store)
-    naive = Naive(work / "iu-naive", get_embedder(Settings(data_dir=work / "x", embedding_backend="torch")))
+    naive = Naive(work / "iu-naive", get_embedder(KnowledgeConfig.under(work / "x", embedding_backend="torch")))
     naive.ingest([(src, text) for src, text, _m in reports])
     rows, out = [], {}
     for term, query in IU_TERMS.items():
@@ -264,16 +271,16 @@ def bench_scale(args: argparse.Namespace, embedder: Embedder, work: Path) -> tup
 
     from knowledge.bm25 import tokenize
 
-    sizes = [int(s) for s in args.scale.split(",") if s]
+    sizes = [int(s) for s in args.latency_sizes.split(",") if s]
     pool = passage_pool(max(sizes))
     rng = np.random.default_rng(args.seed)
     base_n = min(args.real_vectors, len(pool))
     base_vecs = embedder.embed(pool[:base_n])
     queries = [q for q, _ in load_medquad(60, args.seed + 1)[1]][: args.latency_queries]
     rows, out = [], {}
-    torch_embedder = get_embedder(Settings(data_dir=work / "x", embedding_backend="torch"))
+    torch_embedder = get_embedder(KnowledgeConfig.under(work / "x", embedding_backend="torch"))
     for size in sizes:
-        settings = Settings(data_dir=work / f"scale{size}", embedding_backend="torch")
+        settings = KnowledgeConfig.under(work / f"scale{size}", embedding_backend="torch")
         store = KnowledgeStore(settings, torch_embedder).open()
         col = store.collection("guideline")
         t0 = time.perf_counter()
@@ -286,12 +293,12 @@ def bench_scale(args: argparse.Namespace, embedder: Embedder, work: Path) -> tup
                     documents=[pool[i % len(pool)] for i in idx],
                     metadatas=[{"source": f"s{i // 10}", "section": f"{i % 10}", "title": "scale",
                                 "kind": "guideline"} for i in idx])
-        store.bump("guideline")
+        store.commit("guideline")
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        lexical_index(store, "guideline")
+        snapshot(store, "guideline")
         index_s = time.perf_counter() - t0
-        fast = KnowledgeStore(Settings(data_dir=settings.data_dir, embedding_backend="onnx"))
+        fast = KnowledgeStore(settings.replace(embedding_backend="onnx"))
         fast.embedder.embed(["warm up"])
         timings: dict[str, list[float]] = {"embed query (torch)": [], "dense (Chroma) only": [],
                                            "BM25 (ours) only": [], "hybrid (ours, torch query embedding)": [],
@@ -350,11 +357,11 @@ def bench_ingest(args: argparse.Namespace, work: Path, backends: list[str]) -> t
         if total >= args.ingest_chars:
             break
     chars = sum(len(t) for _, t in texts)
-    base = get_embedder(Settings(data_dir=work / "x", embedding_backend="torch"))  # what LangChain would use
+    base = get_embedder(KnowledgeConfig.under(work / "x", embedding_backend="torch"))  # what LangChain would use
     base.embed(["warm"])
     embedders = {}
     for backend in backends:
-        settings = Settings(data_dir=work / "ingest-cache", embedding_backend=backend)
+        settings = KnowledgeConfig.under(work / "ingest-cache", embedding_backend=backend)
         embedders[backend] = get_embedder(settings)
         embedders[backend].embed(["warm"])
     best: dict[str, float] = {}
@@ -362,7 +369,7 @@ def bench_ingest(args: argparse.Namespace, work: Path, backends: list[str]) -> t
         naive = Naive(work / f"ingest-naive-{rep}", base, "naive_ingest")
         best["naive"] = min(best.get("naive", float("inf")), naive.ingest(texts))
         for backend in backends:
-            settings = Settings(data_dir=work / f"ingest-{backend}-{rep}", kb_batch_size=512,
+            settings = KnowledgeConfig.under(work / f"ingest-{backend}-{rep}", batch_size=512,
                                 embedding_backend=backend)
             store = KnowledgeStore(settings, embedders[backend])
             docs = [(load_text_document(t, n, "guideline", "markdown"), n, "guideline") for n, t in texts]
@@ -381,7 +388,11 @@ def main() -> int:
     parser.add_argument("--medquad-files", type=int, default=30, help="MedQuAD XML files (0: all)")
     parser.add_argument("--medquad-queries", type=int, default=200, help="questions asked (0: all)")
     parser.add_argument("--iu-reports", type=int, default=500, help="IU reports ingested (0: all 3,955)")
-    parser.add_argument("--scale", default="10000,100000", help="chunk counts for the latency test")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the hospital-scale benchmark (bench/kb_scale.py): both pipelines at 5,500 docs")
+    parser.add_argument("--scale-docs", type=int, default=5500, help="documents in the --scale corpus")
+    parser.add_argument("--scale-queries", type=int, default=0, help="questions asked in --scale (0: all)")
+    parser.add_argument("--latency-sizes", default="10000,100000", help="chunk counts for the latency test")
     parser.add_argument("--real-vectors", type=int, default=400, help="real embeddings behind the scale test")
     parser.add_argument("--latency-queries", type=int, default=40)
     parser.add_argument("--ingest-chars", type=int, default=60_000)
@@ -399,11 +410,24 @@ def main() -> int:
     if not (shared_data()).is_dir():
         print(f"shared data not found at {shared_data()} (set RADCONSULT_SHARED)", file=sys.stderr)
         return 1
-    parts = set(args.only.split(","))
+    parts = {"kb_scale"} if args.scale else set(args.only.split(","))
     results: dict[str, Any] = {}
+    if "kb_scale" in parts:
+        from bench.kb_scale import bench_scale as bench_kb_scale
+
+        def iu_reports() -> list[tuple[str, str]]:
+            return [(src.replace("/", "-"), text) for src, text, _ in load_iu(None, args.seed)]
+
+        t0 = time.perf_counter()
+        text, numbers = bench_kb_scale(args, shared_data(), iu_reports, table)
+        print(text)
+        print(f"\n(scale: {time.perf_counter() - t0:.0f} s)", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"kb_scale": numbers}, indent=2, default=str))
+        return 0
     with tempfile.TemporaryDirectory(prefix="radconsult-bench-") as tmp:
         work = Path(tmp)
-        embedder = get_embedder(Settings(data_dir=work / "x"))
+        embedder = get_embedder(KnowledgeConfig.under(work / "x"))
         embedder.embed(["warm up"])
         for name, fn in (("medquad", lambda: bench_medquad(args, embedder, work)),
                          ("iu", lambda: bench_iu(args, embedder, work)),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Citation", "KnowledgeBase", "ensure_bundled", "search"]
+__all__ = ["Citation", "KnowledgeBase", "KnowledgeConfig", "ensure_bundled"]
 
-_EXPORTS = {"Citation": "knowledge.retrieve", "search": "knowledge.retrieve",
-            "KnowledgeBase": "knowledge.base", "ensure_bundled": "knowledge.bootstrap"}
+_EXPORTS = {"Citation": "knowledge.retrieve", "KnowledgeBase": "knowledge.base",
+            "KnowledgeConfig": "knowledge.config", "ensure_bundled": "knowledge.bootstrap"}
 
 
 def __getattr__(name: str) -> Any:

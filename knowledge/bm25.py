@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
+
+from knowledge.terms import spelling
+from knowledge.terms import stem as _stem
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 STOPWORDS = frozenset(
@@ -25,16 +28,18 @@ other some""".split()  # noqa: SIM905
 
 
 def stem(token: str) -> str:
-    """A light plural stemmer: effusions -> effusion, opacities -> opacity; keeps -ss, -us, -is."""
-    if len(token) <= 3 or not token.endswith("s") or token.endswith(("ss", "us", "is")):
-        return token
-    if token.endswith("ies") and len(token) > 4:
-        return token[:-3] + "y"
-    return token[:-1]
+    """A token's index form: American spelling, then plural and verb endings stripped
+    (:mod:`knowledge.terms`): oedemas -> edema, opacities -> opacity, treated -> treat."""
+    return _stem(spelling(token))
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word and number tokens, stop words included, not stemmed."""
+    return _TOKEN.findall(text.lower())
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word and number tokens, stop words dropped, lightly stemmed."""
+    """Lower-cased word and number tokens, stop words dropped, in their index form (:func:`stem`)."""
     return [stem(t) for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
@@ -98,17 +103,18 @@ class BM25Index:
         weights = idf[coo.row] * coo.data * (k1 + 1.0) / (coo.data + norm)
         self.weights = sparse.csr_matrix((weights.astype(np.float32), (coo.row, coo.col)), shape=tf.shape)
 
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every document for ``query`` (zeros when no query term is known)."""
-        counts = Counter(self.tokenizer(query))
-        ids = [self.vocab[t] for t in counts if t in self.vocab]
-        if not ids or self.n_docs == 0:
+    def scores(self, query: str | Mapping[str, float]) -> np.ndarray:
+        """BM25 score of every document for ``query``: a text (tokenized like the documents) or index
+        terms with their weights (zeros when no query term is known)."""
+        counts: Mapping[str, float] = Counter(self.tokenizer(query)) if isinstance(query, str) else query
+        known = [t for t in counts if t in self.vocab]
+        if not known or self.n_docs == 0:
             return np.zeros(self.n_docs, dtype=np.float32)
-        qtf = np.asarray([counts[t] for t in counts if t in self.vocab], dtype=np.float32)
-        rows = self.weights[ids]
+        qtf = np.asarray([counts[t] for t in known], dtype=np.float32)
+        rows = self.weights[[self.vocab[t] for t in known]]
         return np.asarray(rows.T @ qtf).ravel()[: self.n_docs]
 
-    def top(self, query: str, n: int, mask: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def top(self, query: str | Mapping[str, float], n: int, mask: np.ndarray | None = None) -> list[tuple[int, float]]:
         """The ``n`` best documents with a positive score, optionally only where ``mask`` is True."""
         scores = self.scores(query)
         if mask is not None:

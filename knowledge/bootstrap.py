@@ -13,18 +13,13 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from knowledge.ingest import CHUNKER_VERSION, CORPUS_PREFIX, Ingestor, IngestReport, corpus_dir
+from knowledge.ingest import CHUNKER_VERSION, CORPUS_PREFIX, Ingestor, IngestReport, corpus_dir, source_name
 from knowledge.store import KINDS, KnowledgeStore
-
-if TYPE_CHECKING:
-    from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CORPUS_FOLDERS = {"guidelines": "guideline", "demo_reports": "report"}
-LOCK_WAIT_S = 600.0  # a second process starting on first run waits for the first one's build
 
 
 def corpus_files(root: Path | None = None) -> list[tuple[Path, str]]:
@@ -46,34 +41,32 @@ def corpus_fingerprint(files: list[tuple[Path, str]], model_name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_bundled(settings: Settings, store: KnowledgeStore | None = None, force: bool = False,
+def ensure_bundled(store: KnowledgeStore, force: bool = False,
                    progress: bool | None = False) -> IngestReport | None:
     """Build (or update) the bundled corpus in the store when it is missing or changed.
 
-    Returns what was ingested, or None when the store was already up to date. Waits for another
-    process that is building it (up to 10 minutes) instead of failing."""
-    store = store or KnowledgeStore(settings)
+    Returns what was ingested, or None when the store was already up to date. When another process
+    is writing, raises :class:`~knowledge.store.WriterBusyError` at once (it never waits): readers go
+    on with the last committed state, and the caller may try again later."""
     store.open()
     files = corpus_files()
     fingerprint = corpus_fingerprint(files, store.embedder.name)
     if not force and store.meta("guideline").get("bundled") == fingerprint:
         return None
     started = time.perf_counter()
-    with store.writing(wait_s=LOCK_WAIT_S):
+    with store.writing():
         if not force and store.meta("guideline").get("bundled") == fingerprint:
-            return None  # another process built it while we waited
+            return None  # another process built it just now
         log.info("building the bundled knowledge base from %d corpus files", len(files))
         ingestor = Ingestor(store, progress)
         for path, kind in files:
             ingestor.add_file(path, kind)
-        ingestor.flush()
-        present = set(ingestor.report.sources)
+        present = {path for path, _ in files}
         for kind in KINDS:
-            stale = {str((row["metadatas"] or {}).get("source", "")) for row in
-                     store.iter_all(kind, include=("metadatas",))}
-            for source in sorted(s for s in stale if s.startswith(CORPUS_PREFIX) and s not in present):
-                ingestor.delete_source(source, (kind,))
-        store.bump("guideline", bundled=fingerprint)
+            stale = {f for f in ingestor.index(kind).by_file if f.startswith(CORPUS_PREFIX)}
+            for file in sorted(stale - {source_name(p, kind) for p in present}):
+                ingestor.delete_source(file, (kind,))
+        ingestor.commit(bundled=fingerprint)
     report = ingestor.report
     report.seconds = time.perf_counter() - started
     log.info("%s", report.summary())

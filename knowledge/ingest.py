@@ -1,14 +1,19 @@
-"""Ingestion: files -> loaders -> heading-aware chunks -> embeddings -> the Chroma store.
+"""Ingestion: files -> loaders -> heading-aware chunks (:mod:`knowledge.chunking`) -> embeddings -> store.
 
-Chunks follow the document's headings: a section's body is cut at paragraph, line, sentence and
-finally word boundaries into pieces of at most :data:`MAX_CHARS` characters, with no overlap. Each
-chunk's stored text is exactly ``document.text[start:end]``, so a citation can quote the passage.
-What is embedded (and indexed for BM25) is the chunk prefixed with its title and section path.
+Throughput at thousands of files comes from doing each fixed cost once per run, not once per file:
 
-Chunk ids are deterministic: a hash of the source, the title, the section path and the chunk's
-text (plus its occurrence number when the same passage repeats). Writing one source is
-idempotent and crash-safe: unchanged chunks are left alone (their metadata refreshed), new ones
-are upserted, stale ones deleted last, so a run killed at any point is completed by re-running it.
+* what the store already holds is read in one pass at the start of a run (:class:`StoreIndex`), not
+  with one query per file;
+* an unchanged file is recognised from a fingerprint of its bytes (and the ingest options) stored
+  with its chunks, so a second run over the same folder reads and hashes each file but parses,
+  chunks and embeds nothing;
+* new chunks from many files are embedded together (``config.batch_size`` at a time, identical
+  passages once) and written with one upsert per collection and batch.
+
+Writing is idempotent and crash-safe: new chunks are upserted first, changed metadata refreshed, and
+stale chunks deleted last, so a run killed at any point is completed by running it again (an
+interrupted file never looks unchanged: every one of its chunks must carry the new fingerprint and
+the count must match). Readers see the run's chunks when it commits (:meth:`KnowledgeStore.commit`).
 """
 
 from __future__ import annotations
@@ -16,39 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
-from knowledge.loaders import SUFFIXES, LoadedDocument, Section, load_file
+from knowledge.chunking import MAX_CHARS, MIN_CHARS, Chunk, chunk_spans, make_chunks, section_label
+from knowledge.loaders import SUFFIXES, LoadedDocument, load_bytes, read_bytes
 from knowledge.store import KINDS, KnowledgeStore, collection_name
-from tools.errors import InputError, RadconsultError
+from tools.errors import InputError, RadconsultError, StoreError
 
-if TYPE_CHECKING:
-    from agent.settings import Settings
+__all__ = ["CHUNKER_VERSION", "CORPUS_PREFIX", "MAX_CHARS", "MIN_CHARS", "Chunk", "IngestReport", "Ingestor",
+           "StoreIndex", "chunk_spans", "corpus_dir", "delete_source", "expand_paths", "ingest_documents",
+           "ingest_paths", "make_chunks", "section_label", "source_name"]
 
 log = logging.getLogger(__name__)
 
-MAX_CHARS = 800  # MiniLM reads 256 word pieces; 800 characters plus the title prefix fit
-MIN_CHARS = 200  # a shorter trailing piece is merged into the one before when that still fits
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"  # part of every fingerprint: a new chunker re-plans (never silently keeps) old chunks
 CORPUS_PREFIX = "corpus/"
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One passage of a document, with everything a citation needs."""
-
-    id: str
-    text: str  # == document text[start:end]
-    start: int
-    end: int
-    section: str  # "Heading > Subheading"
-    page: int | None
-    embed_text: str  # title and section path + text: what the models see
+WRITE_SLICE = 1000  # rows per Chroma call (well under its batch limit; bounded request size for a server)
 
 
 @dataclass
@@ -73,6 +65,8 @@ class IngestReport:
     def summary(self) -> str:
         text = (f"ingested {self.files} file(s): {self.chunks} chunks ({self.chunks_added} new, "
                 f"{self.chunks_kept} unchanged, {self.chunks_removed} removed) in {self.seconds:.1f} s")
+        if self.unchanged_files:
+            text += f"; {self.unchanged_files} unchanged document(s) skipped"
         if self.failed:
             text += f"; {len(self.failed)} file(s) failed"
         return text
@@ -82,126 +76,6 @@ class IngestReport:
                 "chunks_kept": self.chunks_kept, "chunks_removed": self.chunks_removed,
                 "unchanged_files": self.unchanged_files, "chars": self.chars,
                 "seconds": round(self.seconds, 3), "failed": self.failed, "warnings": self.warnings}
-
-
-# --- chunking -------------------------------------------------------------------------------------
-_PARA = re.compile(r"\n[ \t]*\n")
-_SENT = re.compile(r"(?<=[.!?;])\s+")
-
-
-def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
-def _split(text: str, start: int, end: int, pattern: re.Pattern[str] | None) -> list[tuple[int, int]]:
-    """Spans of text[start:end] between separators (separators dropped, spans trimmed)."""
-    out: list[tuple[int, int]] = []
-    pos = start
-    if pattern is not None:
-        for m in pattern.finditer(text, start, end):
-            s, e = _trim(text, pos, m.start())
-            if e > s:
-                out.append((s, e))
-            pos = m.end()
-    s, e = _trim(text, pos, end)
-    if e > s:
-        out.append((s, e))
-    return out
-
-
-def _hard_split(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
-    """Cut at the last whitespace before ``limit`` characters (mid-word only when there is none)."""
-    out = []
-    while end - start > limit:
-        cut = text.rfind(" ", start + limit // 2, start + limit)
-        if cut <= start:
-            cut = start + limit
-        s, e = _trim(text, start, cut)
-        if e > s:
-            out.append((s, e))
-        start = cut
-    s, e = _trim(text, start, end)
-    if e > s:
-        out.append((s, e))
-    return out
-
-
-def _units(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
-    """Smallest-needed pieces: paragraphs, then lines, then sentences, then words, each <= limit."""
-    levels: list[re.Pattern[str]] = [_PARA, re.compile(r"\n"), _SENT]
-
-    def rec(s: int, e: int, level: int) -> list[tuple[int, int]]:
-        if e - s <= limit:
-            return [(s, e)]
-        if level >= len(levels):
-            return _hard_split(text, s, e, limit)
-        out: list[tuple[int, int]] = []
-        for ps, pe in _split(text, s, e, levels[level]):
-            out.extend(rec(ps, pe, level + 1))
-        return out
-
-    return rec(start, end, 0)
-
-
-def chunk_spans(text: str, start: int, end: int, limit: int = MAX_CHARS) -> list[tuple[int, int]]:
-    """Spans of at most ``limit`` characters covering text[start:end], cut at the most natural
-    boundary available and packed greedily (neighbouring units are joined while they fit)."""
-    start, end = _trim(text, start, end)
-    if end <= start:
-        return []
-    if end - start <= limit:
-        return [(start, end)]
-    packed: list[tuple[int, int]] = []
-    for s, e in _units(text, start, end, limit):
-        if packed and e - packed[-1][0] <= limit:
-            packed[-1] = (packed[-1][0], e)
-        else:
-            packed.append((s, e))
-    if len(packed) > 1 and packed[-1][1] - packed[-1][0] < MIN_CHARS \
-            and packed[-1][1] - packed[-2][0] <= limit * 5 // 4:
-        last = packed.pop()
-        packed[-1] = (packed[-1][0], last[1])
-    return packed
-
-
-def section_label(path: Sequence[str], page: int | None) -> str:
-    label = " > ".join(path)
-    if page is not None:
-        label = f"{label} (p. {page})" if label else f"p. {page}"
-    return label
-
-
-def _same_heading(heading: str, title: str) -> bool:
-    """True when a document's top heading only repeats its title (then it is left out of paths)."""
-    a, b = heading.strip().lower(), title.strip().lower()
-    return bool(a) and (a in b or b in a)
-
-
-def make_chunks(doc: LoadedDocument, source: str, limit: int = MAX_CHARS) -> list[Chunk]:
-    """Heading-aware chunks of a loaded document with deterministic ids."""
-    title = str(doc.meta.get("title", ""))
-    chunks: list[Chunk] = []
-    seen: dict[str, int] = {}
-    sections: Iterable[Section] = doc.sections or [Section(0, len(doc.text), ())]
-    for section in sections:
-        path = section.path
-        if len(path) > 1 and _same_heading(path[0], title):
-            path = path[1:]
-        label = section_label(path, section.page)
-        for s, e in chunk_spans(doc.text, section.start, section.end, limit):
-            passage = doc.text[s:e]
-            heading = " > ".join(x for x in (title, " > ".join(path)) if x)
-            embed_text = f"{heading}\n{passage}" if heading else passage
-            digest = hashlib.sha256(f"{title}\x00{label}\x00{passage}".encode("utf-8", "surrogatepass")).hexdigest()
-            n = seen.get(digest, 0)
-            seen[digest] = n + 1
-            cid = hashlib.sha256(f"{source}\x00{digest}\x00{n}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-            chunks.append(Chunk(cid, passage, s, e, label, section.page, embed_text))
-    return chunks
 
 
 # --- sources ----------------------------------------------------------------------------------------
@@ -235,6 +109,19 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return list({p.resolve() if p.exists() else p: p for p in out}.values())  # each file once
 
 
+def file_fingerprint(data: bytes, kind: str | None, patient: str | None) -> str:
+    """What decides whether a file must be read again: its bytes, the options and the chunker."""
+    digest = hashlib.sha256(f"{CHUNKER_VERSION}\x00{kind or ''}\x00{patient or ''}\x00".encode())
+    digest.update(data)
+    return digest.hexdigest()[:24]
+
+
+def doc_fingerprint(doc: LoadedDocument, kind: str) -> str:
+    meta_json = json.dumps(doc.meta, sort_keys=True, default=str)
+    return hashlib.sha256(f"{CHUNKER_VERSION}\x00{kind}\x00{meta_json}\x00{doc.text}".encode(
+        "utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def chunk_metadata(doc: LoadedDocument, chunk: Chunk, source: str, kind: str, doc_hash: str,
                    index: int) -> dict[str, str | int | float | bool]:
     """Chroma metadata (scalars only: '' and 0 stand for unknown)."""
@@ -253,88 +140,184 @@ def chunk_metadata(doc: LoadedDocument, chunk: Chunk, source: str, kind: str, do
     }
 
 
+# --- what the store holds ------------------------------------------------------------------------------
+class _Row(NamedTuple):
+    source: str
+    file: str
+    file_sha: str
+    doc_hash: str
+    n_chunks: int  # chunks of its source
+    n_parts: int  # sources of its file
+    gen: int  # the generation that wrote it
+
+
+class StoreIndex:
+    """One collection's chunks as fingerprints, read in one pass: enough to tell unchanged files and
+    documents from changed ones without a query per file. Kept current by the run that reads it."""
+
+    def __init__(self, store: KnowledgeStore, kind: str) -> None:
+        self.by_source: dict[str, dict[str, _Row]] = {}
+        self.by_file: dict[str, set[str]] = {}
+        for row in store.iter_all(kind, include=("metadatas",)):
+            m = row["metadatas"] or {}
+            source = str(m.get("source", ""))
+            self.put(row["id"], _Row(source, str(m.get("file", "") or source), str(m.get("file_sha", "")),
+                                     str(m.get("doc_hash", "")), int(m.get("n_chunks", 0) or 0),
+                                     int(m.get("n_parts", 1) or 1), int(m.get("gen", 0) or 0)))
+
+    def put(self, cid: str, row: _Row) -> None:
+        self.by_source.setdefault(row.source, {})[cid] = row
+        self.by_file.setdefault(row.file, set()).add(row.source)
+
+    def drop(self, cid: str, source: str) -> None:
+        rows = self.by_source.get(source)
+        if rows is None or cid not in rows:
+            return
+        row = rows.pop(cid)
+        if not rows:
+            del self.by_source[source]
+            sources = self.by_file.get(row.file)
+            if sources is not None:
+                sources.discard(source)
+                if not sources:
+                    del self.by_file[row.file]
+
+    def unchanged_file(self, file: str, file_sha: str) -> int | None:
+        """How many chunks the file has when every one of them is stored from exactly these bytes
+        (complete: every part, every chunk); None when it must be read."""
+        sources = self.by_file.get(file)
+        if not sources:
+            return None
+        total = 0
+        for source in sources:
+            rows = self.by_source.get(source, {})
+            if not rows or any(r.file_sha != file_sha for r in rows.values()):
+                return None
+            first = next(iter(rows.values()))
+            if len(rows) != first.n_chunks or len(sources) != first.n_parts:
+                return None
+            total += len(rows)
+        return total
+
+
 @dataclass
 class _Plan:
     source: str
     kind: str
-    add_ids: list[str]
-    add_docs: list[str]
-    add_embed: list[str]
-    add_meta: list[dict[str, Any]]
-    keep_ids: list[str]
-    keep_meta: list[dict[str, Any]]
-    stale_ids: list[str]
+    add_ids: list[str] = field(default_factory=list)
+    add_docs: list[str] = field(default_factory=list)
+    add_embed: list[str] = field(default_factory=list)
+    add_meta: list[dict[str, Any]] = field(default_factory=list)
+    keep_ids: list[str] = field(default_factory=list)
+    keep_meta: list[dict[str, Any]] = field(default_factory=list)
+    stale: list[tuple[str, str]] = field(default_factory=list)  # (chunk id, its source)
 
 
 class Ingestor:
-    """Writes documents into the store, batching embeddings across files (``settings.kb_batch_size``
-    chunks per batch). The caller holds the single-writer lock (:meth:`KnowledgeStore.writing`) and
-    calls :meth:`flush` at the end."""
+    """Writes documents into the store, embedding new chunks from many files together
+    (``config.batch_size`` at a time). The caller holds the single-writer lock
+    (:meth:`KnowledgeStore.writing`) and calls :meth:`commit` at the end (which flushes)."""
 
-    def __init__(self, store: KnowledgeStore, progress: bool | None = None) -> None:
+    def __init__(self, store: KnowledgeStore, progress: bool | None = None,
+                 indexes: dict[str, StoreIndex] | None = None) -> None:
+        """``indexes``: fingerprints kept from an earlier run by the same writer (a watcher), read
+        from the store for any kind missing; the dict is updated in place."""
         self.store = store
         self.progress = progress
-        self._pending: list[_Plan] = []
         self.report = IngestReport()
+        self._pending: list[_Plan] = []
+        self._pending_chunks = 0
+        self._index: dict[str, StoreIndex] = {} if indexes is None else indexes
+        self._gen: dict[str, int] = {}
+        self._touched: set[str] = set()
 
-    def plan(self, doc: LoadedDocument, source: str, kind: str) -> _Plan | None:
+    def index(self, kind: str) -> StoreIndex:
+        """The collection's fingerprints, read on first use."""
+        if kind not in self._gen:
+            collection_name(kind)
+            self._gen[kind] = self.store.version(kind) + 1
+        if kind not in self._index:
+            self._index[kind] = StoreIndex(self.store, kind)
+        return self._index[kind]
+
+    # --- planning ---------------------------------------------------------------------------------
+    def plan(self, doc: LoadedDocument, source: str, kind: str, file: str | None = None,
+             file_sha: str = "", n_parts: int = 1) -> _Plan | None:
         """Compare a document's chunks with what the store holds for ``source``; None if unchanged."""
-        collection_name(kind)
+        index = self.index(kind)
         chunks = make_chunks(doc, source)
-        meta_json = json.dumps(doc.meta, sort_keys=True, default=str)
-        doc_hash = hashlib.sha256(f"{CHUNKER_VERSION}\x00{kind}\x00{meta_json}\x00{doc.text}".encode(
-            "utf-8", "surrogatepass")).hexdigest()[:16]
-        existing = {row["id"]: row["metadatas"] or {} for row in
-                    self.store.iter_all(kind, include=("metadatas",), where={"source": source})}
-        new_ids = [c.id for c in chunks]
-        if set(existing) == set(new_ids) and all(m.get("doc_hash") == doc_hash for m in existing.values()):
+        doc_hash = doc_fingerprint(doc, kind)
+        existing = index.by_source.get(source, {})
+        new_ids = {c.id for c in chunks}
+        if set(existing) == new_ids and all(r.doc_hash == doc_hash and r.file_sha == file_sha
+                                            and r.n_parts == n_parts for r in existing.values()):
             self.report.unchanged_files += 1
             self.report.chunks_kept += len(chunks)
             return None
-        plan = _Plan(source, kind, [], [], [], [], [], [], [i for i in existing if i not in set(new_ids)])
-        for index, chunk in enumerate(chunks):
-            meta = chunk_metadata(doc, chunk, source, kind, doc_hash, index)
-            if chunk.id in existing:
-                if existing[chunk.id] != meta:
-                    plan.keep_ids.append(chunk.id)
-                    plan.keep_meta.append(meta)
+        plan = _Plan(source, kind, stale=[(i, source) for i in existing if i not in new_ids])
+        extra = {"file": file or source, "file_sha": file_sha, "n_chunks": len(chunks), "n_parts": n_parts}
+        for index_no, chunk in enumerate(chunks):
+            meta = chunk_metadata(doc, chunk, source, kind, doc_hash, index_no) | extra
+            old = existing.get(chunk.id)
+            if old is not None:  # same passage: keep its vector, refresh what is around it
+                plan.keep_ids.append(chunk.id)
+                plan.keep_meta.append(meta | {"gen": old.gen})
                 self.report.chunks_kept += 1
             else:
                 plan.add_ids.append(chunk.id)
                 plan.add_docs.append(chunk.text)
                 plan.add_embed.append(chunk.embed_text)
-                plan.add_meta.append(meta)
+                plan.add_meta.append(meta | {"gen": self._gen[kind]})
         return plan
 
-    def add(self, doc: LoadedDocument, source: str, kind: str) -> None:
+    def add(self, doc: LoadedDocument, source: str, kind: str, file: str | None = None,
+            file_sha: str = "", n_parts: int = 1) -> None:
         """Queue one loaded document; written when enough chunks are pending (or at :meth:`flush`)."""
-        self.report.files += 1
         self.report.chars += len(doc.text)
         self.report.sources.append(source)
         self.report.warnings.extend(doc.warnings)
-        plan = self.plan(doc, source, kind)
+        plan = self.plan(doc, source, kind, file, file_sha, n_parts)
         if plan is None:
             return
         self._pending.append(plan)
-        if sum(len(p.add_ids) for p in self._pending) >= self.store.settings.kb_batch_size:
+        self._pending_chunks += len(plan.add_ids)
+        if self._pending_chunks >= self.store.config.batch_size:
             self.flush()
 
     def add_file(self, path: Path, kind: str | None = None, patient: str | None = None,
-                 strict: bool = False) -> str | None:
-        """Load and queue one file; returns its source, or None when it failed (recorded in the report)."""
+                 strict: bool = False) -> list[str] | None:
+        """Load and queue one file; returns its sources (several for a FHIR Bundle), [] when it is
+        unchanged since it was last ingested, or None when it failed (recorded in the report)."""
+        self.report.files += 1
         try:
-            doc = load_file(path, self.store.settings, kind)
-            doc_kind = _resolve_kind(doc, kind, path)
-            if patient:
-                doc.meta["patient"] = patient
-            if doc_kind == "report" and not doc.meta.get("patient"):
-                message = f"{path.name}: no patient key; the report will not be found by patient"
-                doc.warnings.append(message)
-                log.warning(message)
-            source = source_name(path, doc_kind)
-            self.add(doc, source, doc_kind)
-            log.info("queued %s (%s)", source, doc_kind)
-            return source
+            data = read_bytes(path, self.store.config.max_ingest_bytes)
+            file_sha = file_fingerprint(data, kind, patient)
+            for candidate in KINDS if kind is None else (kind,):
+                kept = self.index(candidate).unchanged_file(source_name(path, candidate), file_sha)
+                if kept is not None:
+                    self.report.unchanged_files += 1
+                    self.report.chunks_kept += kept
+                    return []
+            docs = load_bytes(data, path, self.store.config, kind)
+            kinds = [_resolve_kind(doc, kind, path) for doc in docs]
+            sources: list[str] = []
+            for doc, doc_kind in zip(docs, kinds, strict=True):
+                if patient:
+                    doc.meta["patient"] = patient
+                if doc_kind == "report" and not doc.meta.get("patient"):
+                    message = f"{path.name}: no patient key; the report will not be found by patient"
+                    doc.warnings.append(message)
+                    log.warning(message)
+                file = source_name(path, doc_kind)
+                source = f"{file}#{doc.part}" if doc.part else file
+                self.add(doc, source, doc_kind, file, file_sha, len(docs))
+                sources.append(source)
+            for doc_kind in set(kinds):  # parts the file no longer holds (a Bundle that lost a report)
+                file = source_name(path, doc_kind)
+                for gone in sorted(self.index(doc_kind).by_file.get(file, set()) - set(sources)):
+                    self._queue_removal(gone, doc_kind)
+            log.info("queued %s (%s)", ", ".join(sources), "/".join(sorted(set(kinds))))
+            return sources
         except RadconsultError as exc:
             if strict:
                 raise
@@ -342,62 +325,99 @@ class Ingestor:
             log.warning("%s", exc)
             return None
 
-    def _embed(self, texts: list[str]) -> Any:
-        """Embed, with a progress bar over slices when there are many texts (a long document)."""
-        if len(texts) <= 512 or self.progress is False:
-            return self.store.embedder.embed(texts)
-        import numpy as np
-        from tqdm import tqdm
+    def _queue_removal(self, source: str, kind: str) -> None:
+        rows = self.index(kind).by_source.get(source, {})
+        if rows:
+            self._pending.append(_Plan(source, kind, stale=[(i, source) for i in rows]))
 
-        step = 256
-        parts = [self.store.embedder.embed(texts[i:i + step])
-                 for i in tqdm(range(0, len(texts), step), desc="embedding", unit="batch",
-                               disable=None if self.progress is None else False, leave=False)]
-        return np.concatenate(parts)
+    # --- writing ----------------------------------------------------------------------------------
+    def _embed(self, texts: list[str]) -> Any:
+        """Embed each distinct text once (identical passages recur in real corpora), with a progress
+        bar over slices when there are many."""
+        import numpy as np
+
+        unique = list(dict.fromkeys(texts))
+        if len(unique) <= 512 or self.progress is False:
+            vectors = self.store.embedder.embed(unique)
+        else:
+            from tqdm import tqdm
+
+            step = 256
+            vectors = np.concatenate([self.store.embedder.embed(unique[i:i + step]) for i in tqdm(
+                range(0, len(unique), step), desc="embedding", unit="batch",
+                disable=None if self.progress is None else False, leave=False)])
+        if len(unique) == len(texts):
+            return vectors
+        where = {t: i for i, t in enumerate(unique)}
+        return vectors[[where[t] for t in texts]]
 
     def flush(self) -> None:
-        """Embed every pending chunk in one call, then write source by source: upsert new chunks,
-        refresh kept chunks' metadata, and delete stale chunks last."""
-        plans, self._pending = self._pending, []
+        """Embed every pending new chunk, then write each collection in a few large calls: upsert the
+        new chunks, refresh kept chunks' metadata, and delete stale chunks last."""
+        plans, self._pending, self._pending_chunks = self._pending, [], 0
+        if not plans:
+            return
         texts = [t for p in plans for t in p.add_embed]
         vectors = self._embed(texts) if texts else None
         offset = 0
-        touched: set[str] = set()
-        for p in plans:
-            col = self.store.collection(p.kind)
-            n = len(p.add_ids)
+        for kind in dict.fromkeys(p.kind for p in plans):
+            mine = [p for p in plans if p.kind == kind]
+            col = self.store.writable(kind)
+            ids = [i for p in mine for i in p.add_ids]
+            start = offset
+            offset += len(ids)
             try:
-                if n:
+                if ids:
                     assert vectors is not None
-                    col.upsert(ids=p.add_ids, documents=p.add_docs, metadatas=p.add_meta,
-                               embeddings=vectors[offset:offset + n])
-                if p.keep_ids:
-                    col.update(ids=p.keep_ids, metadatas=p.keep_meta)
-                if p.stale_ids:
-                    col.delete(ids=p.stale_ids)
+                    docs = [d for p in mine for d in p.add_docs]
+                    metas = [m for p in mine for m in p.add_meta]
+                    for i in range(0, len(ids), WRITE_SLICE):
+                        col.upsert(ids=ids[i:i + WRITE_SLICE], documents=docs[i:i + WRITE_SLICE],
+                                   metadatas=metas[i:i + WRITE_SLICE],
+                                   embeddings=vectors[start + i:start + min(i + WRITE_SLICE, len(ids))])
+                keep_ids = [i for p in mine for i in p.keep_ids]
+                keep_meta = [m for p in mine for m in p.keep_meta]
+                for i in range(0, len(keep_ids), WRITE_SLICE):
+                    col.update(ids=keep_ids[i:i + WRITE_SLICE], metadatas=keep_meta[i:i + WRITE_SLICE])
+                stale = [i for p in mine for i, _ in p.stale]
+                for i in range(0, len(stale), WRITE_SLICE):
+                    col.delete(ids=stale[i:i + WRITE_SLICE])
             except RadconsultError:
                 raise
             except Exception as exc:
-                raise RadconsultError(f"writing {p.source} to the knowledge base failed: {exc}") from exc
-            offset += n
-            self.report.chunks_added += n
-            self.report.chunks_removed += len(p.stale_ids)
-            touched.add(p.kind)
-        for kind in touched:
-            self.store.bump(kind)
-        if plans:
-            log.info("wrote %d new chunks from %d sources", offset, len(plans))
+                raise StoreError(f"writing to the knowledge base failed ({len(mine)} documents, first "
+                                 f"{mine[0].source}): {exc}") from exc
+            self._touched.add(kind)
+            self.report.chunks_added += len(ids)
+            self.report.chunks_removed += len(stale)
+            index = self.index(kind)
+            for p in mine:
+                for cid, source in p.stale:
+                    index.drop(cid, source)
+                for cid, meta in zip([*p.add_ids, *p.keep_ids], [*p.add_meta, *p.keep_meta], strict=True):
+                    index.put(cid, _Row(p.source, str(meta["file"]), str(meta["file_sha"]), str(meta["doc_hash"]),
+                                        int(meta["n_chunks"]), int(meta["n_parts"]), int(meta["gen"])))
+        log.info("wrote %d new chunks from %d documents", offset, len(plans))
+
+    def commit(self, **extra: str | int) -> None:
+        """Flush, then publish what this run wrote to readers (one commit per written collection;
+        ``extra`` goes into the guideline collection's metadata, e.g. the bundled-corpus fingerprint)."""
+        self.flush()
+        kinds = set(self._touched) | ({"guideline"} if extra else set())
+        for kind in sorted(kinds):
+            self._gen[kind] = self.store.commit(kind, **(extra if kind == "guideline" else {})) + 1
+        self._touched.clear()
 
     def delete_source(self, source: str, kinds: Sequence[str] = KINDS) -> int:
-        """Remove every chunk of ``source``; returns how many were removed."""
+        """Queue the removal of every chunk of ``source`` (a stored source, or a file's source, which
+        covers each of its parts); returns how many chunks will go at the next flush."""
         removed = 0
         for kind in kinds:
-            ids = [row["id"] for row in self.store.iter_all(kind, include=(), where={"source": source})]
-            if ids:
-                self.store.collection(kind).delete(ids=ids)
-                self.store.bump(kind)
-                removed += len(ids)
-        self.report.chunks_removed += removed
+            index = self.index(kind)
+            for each in sorted({source} | index.by_file.get(source, set())):
+                rows = index.by_source.get(each, {})
+                removed += len(rows)
+                self._queue_removal(each, kind)
         return removed
 
 
@@ -414,18 +434,17 @@ def _resolve_kind(doc: LoadedDocument, kind: str | None, path: Path) -> str:
     return kind
 
 
-def ingest_paths(paths: Sequence[Path], settings: Settings, kind: str | None = None,
-                 patient: str | None = None, store: KnowledgeStore | None = None,
-                 progress: bool | None = None, strict: bool = False) -> IngestReport:
+def ingest_paths(paths: Sequence[Path], store: KnowledgeStore, kind: str | None = None,
+                 patient: str | None = None, progress: bool | None = None, strict: bool = False) -> IngestReport:
     """Ingest files (directories are walked). ``kind`` is "guideline" or "report" (None: from the front
     matter, or report for DICOM SR and FHIR). ``patient`` is an already-pseudonymous key that
     overrides the document's. A bad file is recorded in ``report.failed`` and the rest go on, unless
-    ``strict``. Holds the single-writer lock throughout."""
+    ``strict``. Holds the single-writer lock throughout (a second writer is refused at once) and
+    commits once at the end."""
     from tqdm import tqdm
 
     if kind is not None:
         collection_name(kind)
-    store = store or KnowledgeStore(settings)
     files = expand_paths(paths)
     if not files:
         raise InputError("nothing to ingest: no supported files under the given paths")
@@ -434,35 +453,37 @@ def ingest_paths(paths: Sequence[Path], settings: Settings, kind: str | None = N
         store.open()
         ingestor = Ingestor(store, progress)
         disable = True if progress is False or len(files) < 2 else (None if progress is None else False)
-        for path in tqdm(files, desc="ingesting", unit="file", disable=disable, leave=False):
+        for path in tqdm(files, desc="ingesting", unit="file", disable=disable, leave=False, mininterval=0.5):
             ingestor.add_file(path, kind, patient, strict)
-        ingestor.flush()
+        ingestor.commit()
     report = ingestor.report
     report.seconds = time.perf_counter() - started
     return report
 
 
 def ingest_documents(docs: Sequence[tuple[LoadedDocument, str, str]], store: KnowledgeStore) -> IngestReport:
-    """Ingest in-memory documents: ``(document, source, kind)`` triples (benchmarks, the bundled corpus)."""
+    """Ingest in-memory documents: ``(document, source, kind)`` triples (benchmarks, the API)."""
     started = time.perf_counter()
     with store.writing():
         store.open()
         ingestor = Ingestor(store, progress=False)
         for doc, source, kind in docs:
+            ingestor.report.files += 1
             ingestor.add(doc, source, kind)
-        ingestor.flush()
+        ingestor.commit()
     ingestor.report.seconds = time.perf_counter() - started
     return ingestor.report
 
 
-def delete_source(source: str, settings: Settings, store: KnowledgeStore | None = None) -> int:
+def delete_source(source: str, store: KnowledgeStore) -> int:
     """Remove one source (its stored name, or the path it was ingested from). Returns chunks removed."""
-    store = store or KnowledgeStore(settings)
     candidates = [source]
-    path = Path(source)
-    if path.exists():
-        candidates += [source_name(path, k) for k in KINDS]
+    if not source.startswith(("report:", CORPUS_PREFIX)):  # a path, even of a file deleted since
+        candidates += [source_name(Path(source), k) for k in KINDS]
     with store.writing():
         store.open()
         ingestor = Ingestor(store, progress=False)
-        return sum(ingestor.delete_source(c) for c in dict.fromkeys(candidates))
+        for candidate in dict.fromkeys(candidates):
+            ingestor.delete_source(candidate)
+        ingestor.commit()
+        return ingestor.report.chunks_removed

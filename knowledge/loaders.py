@@ -1,8 +1,9 @@
-"""Document loaders: a file (or text) in, one :class:`LoadedDocument` out.
+"""Document loaders: a file (or text) in, :class:`LoadedDocument` objects out (one per document).
 
-Formats: Markdown with YAML front matter, plain text, HTML, PDF (text layer only, page numbers
-kept), DICOM Structured Reports (text of the content tree, keys after de-identification) and FHIR
-DiagnosticReport JSON (conclusion and presentedForm). Every loader returns the document's text
+Formats: Markdown with YAML front matter, plain text, HTML, PDF (:mod:`knowledge.pdf`: text layer
+only, page numbers and headings kept), DICOM Structured Reports (text of the content tree, keys
+after de-identification) and FHIR (:mod:`knowledge.fhir`: a DiagnosticReport, or a Bundle of them,
+one document each). Every loader returns the document's text
 (the "original" that citation spans index into) and its sections (heading path, page, span).
 
 Report text is redacted (names after labels, MRNs and other IDs, dates of birth, phone numbers,
@@ -12,13 +13,11 @@ identifiers. Raw patient IDs from DICOM or FHIR only pass through :func:`tools.d
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import io
-import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from tools.errors import (
 )
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from knowledge.config import KnowledgeConfig
     from tools.deid import DeidPolicy
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,7 @@ class LoadedDocument:
     meta: dict[str, Any]
     fmt: str
     warnings: list[str] = field(default_factory=list)
+    part: str = ""  # which document of a file that holds several (a FHIR Bundle's reports); "" if one
 
 
 # --- redaction ----------------------------------------------------------------------------------
@@ -92,6 +92,14 @@ _REDACTIONS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+def scrub_values(text: str, values: Iterable[str]) -> str:
+    """Replace each identifying value (a name, an ID, a birth date; two characters or more) wherever it
+    stands as a whole word, case-insensitively, with ``[REDACTED]``. Line structure is kept."""
+    for value in sorted({v.strip() for v in values if len(v.strip()) >= 2}, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "[REDACTED]", text, flags=re.IGNORECASE)
+    return text
+
+
 def redact(text: str) -> str:
     """Replace identifiers in free report text with bracketed placeholders ([NAME], [ID], [DOB],
     [PHONE], [EMAIL]). Conservative: a value after a name label goes entirely."""
@@ -101,16 +109,16 @@ def redact(text: str) -> str:
 
 
 # --- reading ------------------------------------------------------------------------------------
-def read_bytes(path: Path, settings: Settings) -> bytes:
-    """The file's bytes, after the existence, size (``settings.max_ingest_bytes``) and emptiness checks."""
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, after the existence, size (at most ``max_bytes``) and emptiness checks."""
     if not path.exists():
         raise FileMissingError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
     size = path.stat().st_size
-    if size > settings.max_ingest_bytes:
+    if size > max_bytes:
         raise FileTooLargeError(f"{path.name}: {size / 2**20:.1f} MiB is over the ingestion limit of "
-                                f"{settings.max_ingest_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_INGEST_BYTES)")
+                                f"{max_bytes / 2**20:.1f} MiB (RADCONSULT_MAX_INGEST_BYTES)")
     data = path.read_bytes()
     if not data.strip():
         raise InputError(f"{path.name}: the file is empty")
@@ -253,7 +261,7 @@ def label_sections(text: str, start: int = 0, end: int | None = None,
     return sections
 
 
-def _norm_date(value: object) -> str:
+def norm_date(value: object) -> str:
     """YYYY-MM-DD from a date, a datetime, 'YYYYMMDD', 'YYYY-MM-DD...', else ''."""
     if isinstance(value, _dt.datetime):
         return value.date().isoformat()
@@ -294,7 +302,7 @@ def normalise_meta(raw: dict[str, Any]) -> dict[str, Any]:
         if digits.isdigit():
             meta["year"] = int(digits)
     if raw.get("study_date"):
-        meta["study_date"] = _norm_date(raw["study_date"])
+        meta["study_date"] = norm_date(raw["study_date"])
     if "synthetic" in raw:
         meta["synthetic"] = bool(raw["synthetic"])
     if meta.get("modality"):
@@ -321,7 +329,7 @@ def load_text(text: str, name: str, kind: str | None, warnings: list[str]) -> Lo
     return LoadedDocument(text, label_sections(text), meta, "text", warnings)
 
 
-def _html_to_markdown(html: str) -> tuple[str, str | None]:
+def html_to_markdown(html: str) -> tuple[str, str | None]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html, "html.parser")
@@ -352,7 +360,7 @@ def _html_to_markdown(html: str) -> tuple[str, str | None]:
 
 
 def load_html(text: str, name: str, kind: str | None, warnings: list[str]) -> LoadedDocument:
-    body, title = _html_to_markdown(text)
+    body, title = html_to_markdown(text)
     if not body.strip():
         raise InputError(f"{name}: the HTML page has no visible text")
     if kind == "report":
@@ -361,47 +369,6 @@ def load_html(text: str, name: str, kind: str | None, warnings: list[str]) -> Lo
     if kind == "report":  # page titles and file names of reports often carry the patient's name
         title = REPORT_TITLE
     return LoadedDocument(body, sections, {"title": title or h1 or Path(name).stem}, "html", warnings)
-
-
-def load_pdf(data: bytes, name: str, kind: str | None, warnings: list[str]) -> LoadedDocument:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise InputError(f"{name}: the PDF is encrypted; ingest an unencrypted copy")
-        pages = [page.extract_text() or "" for page in reader.pages]
-        info = reader.metadata
-    except InputError:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise CorruptFileError(f"{name}: cannot read the PDF ({exc})") from None
-    if not any(p.strip() for p in pages):
-        raise InputError(f"{name}: the PDF has no text layer (a scanned image?); OCR is not supported, "
-                         f"so ingest a PDF with selectable text or the report's text itself")
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = 0
-    for number, page_text in enumerate(pages, start=1):
-        page_text = page_text.replace("\r\n", "\n").replace("\r", "\n")
-        if kind == "report":
-            page_text = redact(page_text)
-        if page_text.strip():
-            page_sections, _ = markdown_sections(page_text, page=number)
-            sections.extend(Section(s.start + offset, s.end + offset, s.path, number) for s in page_sections)
-        parts.append(page_text)
-        offset += len(page_text) + 2
-    text = "\n\n".join(parts)
-    title = str(info.title).strip() if info is not None and info.title else ""
-    if not title:
-        title = next((ln.strip() for ln in text.splitlines() if ln.strip()), Path(name).stem)[:120]
-    if kind == "report":  # document titles and file names of reports often carry the patient's name
-        title = REPORT_TITLE
-    meta: dict[str, Any] = {"title": title}
-    if info is not None and info.author and kind != "report":
-        meta["organisation"] = str(info.author)
-    return LoadedDocument(text, sections, meta, "pdf", warnings)
 
 
 def _sr_lines(items: Any, depth: int, lines: list[str]) -> None:
@@ -434,15 +401,7 @@ def _sr_lines(items: Any, depth: int, lines: list[str]) -> None:
             _sr_lines(item.get("ContentSequence"), depth + 1, lines)
 
 
-def _deid_policy(settings: Settings) -> DeidPolicy:
-    # Transitional: the knowledge layer's own config should carry the policy (agent.wiring.deid_policy).
-    from tools.deid import DeidPolicy
-
-    return DeidPolicy(secret_path=settings.secret_path, dates=settings.deid_dates,
-                      max_shift_days=settings.deid_max_shift_days)
-
-
-def load_dicom_sr(data: bytes, name: str, settings: Settings, warnings: list[str]) -> LoadedDocument:
+def load_dicom_sr(data: bytes, name: str, deid_values: DeidPolicy, warnings: list[str]) -> LoadedDocument:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -460,19 +419,18 @@ def load_dicom_sr(data: bytes, name: str, settings: Settings, warnings: list[str
     lines = [f"# {doc_title or 'Structured report'}", ""]
     _sr_lines(ds.ContentSequence, 2, lines)
     identifying = deid.identifying_values(ds)
-    text = redact(deid.scrub_text("\n".join(lines), identifying) if identifying else "\n".join(lines)) + "\n"
+    text = redact(scrub_values("\n".join(lines), identifying)) + "\n"
     text = re.sub(r"\n{3,}", "\n\n", text)
     meta: dict[str, Any] = {"title": doc_title or "Structured report", "modality": str(ds.get("Modality", "SR"))}
     raw_id = deid.patient_identity(ds)
     study_date = str(ds.get("StudyDate", "") or ds.get("ContentDate", "") or "")
-    policy = _deid_policy(settings)
     if raw_id:
-        meta["patient"] = deid.patient_key(raw_id, policy)
-        if policy.shifts_dates and study_date:
-            study_date = deid.shift_date(study_date, deid.date_shift_days(raw_id, policy))
+        meta["patient"] = deid.patient_key(raw_id, deid_values)
+        if deid_values.shifts_dates and study_date:
+            study_date = deid.shift_date(study_date, deid.date_shift_days(raw_id, deid_values))
     if ds.get("StudyInstanceUID"):
-        meta["study"] = deid.study_key(str(ds.StudyInstanceUID), policy)
-    meta["study_date"] = _norm_date(study_date)
+        meta["study"] = deid.study_key(str(ds.StudyInstanceUID), deid_values)
+    meta["study_date"] = norm_date(study_date)
     if ds.get("BodyPartExamined"):
         meta["body_part"] = str(ds.BodyPartExamined).title()
     sections, _ = markdown_sections(text)
@@ -491,80 +449,43 @@ def guess_modality(text: str) -> str:
     return ""
 
 
-def load_fhir(text: str, name: str, settings: Settings, warnings: list[str]) -> LoadedDocument:
-    try:
-        resource = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(resource, dict) or resource.get("resourceType") != "DiagnosticReport":
-        kind = resource.get("resourceType") if isinstance(resource, dict) else type(resource).__name__
-        raise UnsupportedFormatError(f"{name}: JSON input must be one FHIR DiagnosticReport resource, got "
-                                     f"{kind!r}")
-    code = resource.get("code") or {}
-    codings = code.get("coding") or []
-    title = str(code.get("text") or (codings[0].get("display") if codings else "") or "Diagnostic report")
-    parts = [f"# {title}", ""]
-    if resource.get("conclusion"):
-        parts += ["## Conclusion", "", str(resource["conclusion"]).strip(), ""]
-    concl_codes = [c.get("text") or ((c.get("coding") or [{}])[0].get("display"))
-                   for c in resource.get("conclusionCode") or []]
-    if any(concl_codes):
-        parts += ["## Coded conclusion", "", "; ".join(c for c in concl_codes if c), ""]
-    for form in resource.get("presentedForm") or []:
-        content_type = str(form.get("contentType", "text/plain")).split(";")[0].strip().lower()
-        if not form.get("data"):
-            continue
-        try:
-            raw = base64.b64decode(form["data"], validate=False)
-        except (binascii.Error, ValueError):
-            warnings.append(f"{name}: a presentedForm is not valid base64; skipped")
-            continue
-        if content_type == "application/pdf":
-            body = load_pdf(raw, name, "report", warnings).text
-        elif content_type.startswith("text/"):
-            body = raw.decode("utf-8", errors="replace")
-            if content_type == "text/html":
-                body = _html_to_markdown(body)[0]
-        else:
-            warnings.append(f"{name}: presentedForm of type {content_type} skipped")
-            continue
-        parts += [f"## {form.get('title') or 'Report'}", "", body.strip(), ""]
-    if len(parts) <= 2:
-        raise InputError(f"{name}: the DiagnosticReport has no conclusion and no readable presentedForm")
-    report_text = redact("\n".join(parts)) + "\n"
-    meta: dict[str, Any] = {"title": title}
-    reference = str((resource.get("subject") or {}).get("reference") or "")
-    if reference:
-        from tools.deid import patient_key
-
-        meta["patient"] = patient_key(reference.split("/")[-1], _deid_policy(settings))
-    date = resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start") \
-        or resource.get("issued")
-    meta["study_date"] = _norm_date(date)
-    meta["modality"] = guess_modality(title)
-    sections, _ = markdown_sections(report_text)
-    return LoadedDocument(report_text, sections, meta, "fhir", warnings)
-
-
-def load_file(path: Path, settings: Settings, kind: str | None = None) -> LoadedDocument:
-    """Load one file with the loader its suffix (or content) calls for. ``kind`` ("guideline" or
-    "report", None when unknown) decides whether the text is redacted."""
-    data = read_bytes(path, settings)
+def load_bytes(data: bytes, path: Path, config: KnowledgeConfig, kind: str | None = None) -> list[LoadedDocument]:
+    """The documents in one file's bytes (already read and size-checked), with the loader its suffix
+    (or content) calls for: one, or several for a FHIR Bundle. ``kind`` ("guideline" or "report",
+    None when unknown) decides whether the text is redacted."""
     fmt = detect_format(path, data)
     warnings: list[str] = []
     name = path.name
     if fmt == "pdf":
-        return load_pdf(data, name, kind, warnings)
+        from knowledge.pdf import load_pdf
+
+        return [load_pdf(data, name, kind, warnings)]
     if fmt == "dicom":
-        return load_dicom_sr(data, name, settings, warnings)
+        return [load_dicom_sr(data, name, config.deid, warnings)]
     text = decode_text(data, name, warnings)
     if fmt == "markdown":
-        return load_markdown(text, name, kind, warnings)
+        return [load_markdown(text, name, kind, warnings)]
     if fmt == "html":
-        return load_html(text, name, kind, warnings)
+        return [load_html(text, name, kind, warnings)]
     if fmt == "fhir":
-        return load_fhir(text, name, settings, warnings)
-    return load_text(text, name, kind, warnings)
+        from knowledge.fhir import load_fhir
+
+        return load_fhir(text, name, config.deid, warnings)
+    return [load_text(text, name, kind, warnings)]
+
+
+def load_documents(path: Path, config: KnowledgeConfig, kind: str | None = None) -> list[LoadedDocument]:
+    """Every document in one file (see :func:`load_bytes`), after the size and emptiness checks."""
+    return load_bytes(read_bytes(path, config.max_ingest_bytes), path, config, kind)
+
+
+def load_file(path: Path, config: KnowledgeConfig, kind: str | None = None) -> LoadedDocument:
+    """The one document in a file; a file holding several (a FHIR Bundle) is an :class:`InputError`
+    here: use :func:`load_documents`."""
+    docs = load_documents(path, config, kind)
+    if len(docs) != 1:
+        raise InputError(f"{path.name}: holds {len(docs)} documents; load it with load_documents()")
+    return docs[0]
 
 
 def load_text_document(text: str, name: str, kind: str | None, fmt: str = "markdown") -> LoadedDocument:

@@ -4,7 +4,7 @@ The export wraps the transformer with its mean pooling and L2 normalisation, so 
 returns sentence vectors directly (the same vectors as sentence-transformers, to float precision).
 ``int8=True`` adds ONNX Runtime's dynamic quantisation (int8 weights, float activations): about a
 quarter of the size and faster on CPU, at a small cost in retrieval quality (see bench/retrieval.py).
-Exports are cached under ``settings.cache_dir / "embeddings"``, keyed by the model files' hashes.
+Exports are cached under ``config.cache_dir / "embeddings"``, keyed by the model files' hashes.
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ class OnnxEncoder:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, os.cpu_count() or 1)
+        # idle worker threads sleep instead of spinning: on a busy CPU (other processes, the LLM) spinning
+        # burns the time the other threads need; measured 8% less CPU per text on 2 cores, same vectors
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_len)

@@ -27,6 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ingest)
 
+    p = kb_sub.add_parser("watch", help="ingest files as they arrive in a folder (a report stream)")
+    p.add_argument("directory", type=Path, metavar="DIR", help="the folder to watch (and its subfolders)")
+    p.add_argument("--kind", choices=("guideline", "report"),
+                   help="collection (default: the front matter's kind; DICOM SR and FHIR are reports)")
+    p.add_argument("--patient", metavar="KEY", help="pseudonymous patient key for every file (rarely right "
+                   "for a stream: DICOM SR and FHIR carry their own)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between scans (0.2-3600)")
+    p.add_argument("--once", action="store_true", help="ingest what is there now, then exit")
+    p.add_argument("--json", action="store_true", help="one JSON line per ingested batch")
+    p.set_defaults(func=cmd_watch)
+
     p = kb_sub.add_parser("search", help="hybrid search with citations")
     p.add_argument("query")
     p.add_argument("--kind", choices=("guideline", "report", "all"), default="guideline")
@@ -59,9 +70,10 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _kb(settings: Settings):  # noqa: ANN202 - KnowledgeBase, imported lazily
+    from agent.wiring import knowledge_config
     from knowledge.base import KnowledgeBase
 
-    return KnowledgeBase(settings).open()
+    return KnowledgeBase(knowledge_config(settings)).open()
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,11 +93,42 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 2 if report.failed else 0
 
 
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import signal
+    import threading
+
+    watcher = _kb(settings).watcher(args.directory, kind=args.kind, patient=args.patient, interval=args.interval)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed = False
+
+    def show(report) -> None:  # noqa: ANN001 - knowledge.ingest.IngestReport
+        nonlocal failed
+        failed = failed or bool(report.failed)
+        if args.json:
+            print(json.dumps(report.as_dict()), flush=True)
+            return
+        for warning in report.warnings:
+            print(f"radconsult: warning: {warning}", file=sys.stderr)
+        for path, reason in report.failed.items():
+            print(f"radconsult: skipped {path}: {reason}", file=sys.stderr)
+        print(report.summary(), flush=True)
+
+    if not args.json:
+        print(f"watching {args.directory} every {args.interval:g} s (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        watcher.run(stop, show, once=args.once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 2 if failed and args.once else 0
+
+
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from agent.cli import print_json
 
-    kb = _kb(settings)
-    kb.ensure_bundled()
+    kb = _kb(settings).ready()
     results = kb.search(args.query, kind=args.kind, patient=args.patient, k=args.k, modality=args.modality,
                         date_from=args.date_from, date_to=args.date_to)
     if args.json:

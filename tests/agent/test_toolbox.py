@@ -98,6 +98,6 @@ def test_tumour_type_question_on_an_mr_slice_reaches_the_brain_model(tools, sett
     schema = tools["classify_study"].schema()
     assert "tumour type" in schema.description and "never whether there is one" in schema.description
     assert "brain-mri-tumour" in str(schema.parameters["properties"]["model"])
-    e = tools["classify_study"].run({}, ToolContext(settings, [AttachedStudy("S1", study, "MR")]), Ledger())[0]
+    e = tools["classify_study"].run({}, real_context(settings, studies=[AttachedStudy("S1", study, "MR")]), Ledger())[0]
     assert e.facts["model"] == "brain-mri-tumour" and e.facts["label"] in ("meningioma", "glioma", "pituitary")
     assert "cannot tell whether a tumour is present" in e.quote

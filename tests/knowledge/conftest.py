@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import Settings
+from knowledge.config import KnowledgeConfig
 
 GUIDELINE_MD = """---
 title: "Pleural effusion on chest radiographs (test summary)"
@@ -92,17 +92,23 @@ def embedder(tmp_path_factory: pytest.TempPathFactory):
     """The real MiniLM model from the installed package, loaded once for the whole session."""
     from knowledge.embeddings import get_embedder
 
-    model = get_embedder(Settings(data_dir=tmp_path_factory.mktemp("embedder")))
+    model = get_embedder(KnowledgeConfig.under(tmp_path_factory.mktemp("embedder")))
     model.embed(["warm up"])
     return model
 
 
 @pytest.fixture
-def kb(settings: Settings, embedder):
+def kcfg(tmp_path: Path) -> KnowledgeConfig:
+    """The knowledge base's config with a private data directory (kb/, cache/, secret.key)."""
+    return KnowledgeConfig.under(tmp_path / "data")
+
+
+@pytest.fixture
+def kb(kcfg: KnowledgeConfig, embedder):
     from knowledge.base import KnowledgeBase
     from knowledge.store import KnowledgeStore
 
-    return KnowledgeBase(settings, KnowledgeStore(settings, embedder)).open()
+    return KnowledgeBase(kcfg, KnowledgeStore(kcfg, embedder)).open()
 
 
 @pytest.fixture
@@ -118,8 +124,8 @@ def bundled_kb(tmp_path_factory: pytest.TempPathFactory, embedder):
     from knowledge.base import KnowledgeBase
     from knowledge.store import KnowledgeStore
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("bundled"), chroma_url=None)
-    kb = KnowledgeBase(settings, KnowledgeStore(settings, embedder))
+    config = KnowledgeConfig.under(tmp_path_factory.mktemp("bundled"))
+    kb = KnowledgeBase(config, KnowledgeStore(config, embedder))
     report = kb.ensure_bundled()
     return kb, report
 

@@ -8,10 +8,10 @@ from tests.conftest import shared_file
 from tests.knowledge.conftest import GUIDELINE_MD, write
 
 
-def test_spans_quote_the_original_exactly(settings):
+def test_spans_quote_the_original_exactly(kcfg):
     path = shared_file("guidelines/nci_pdq/types-breast-hp-breast-screening-pdq.md")
     original = path.read_text(encoding="utf-8")
-    doc = load_file(path, settings, "guideline")
+    doc = load_file(path, kcfg, "guideline")
     chunks = make_chunks(doc, "src")
     assert len(chunks) > 100
     for c in chunks:
@@ -25,10 +25,10 @@ def test_spans_quote_the_original_exactly(settings):
     assert covered == len(sections)
 
 
-def test_section_paths_and_deterministic_ids(tmp_path, settings):
-    doc = load_file(write(tmp_path / "g.md", GUIDELINE_MD), settings)
+def test_section_paths_and_deterministic_ids(tmp_path, kcfg):
+    doc = load_file(write(tmp_path / "g.md", GUIDELINE_MD), kcfg)
     first = make_chunks(doc, "a.md")
-    again = make_chunks(load_file(tmp_path / "g.md", settings), "a.md")
+    again = make_chunks(load_file(tmp_path / "g.md", kcfg), "a.md")
     assert [c.id for c in first] == [c.id for c in again]
     assert {c.section for c in first} == {"Radiographic signs", "Ultrasound", "Ultrasound > Septations"}
     assert all(c.embed_text.startswith(doc.meta["title"]) for c in first)

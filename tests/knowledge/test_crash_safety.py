@@ -1,5 +1,6 @@
-"""An ingest killed with SIGKILL mid-way leaves a store that opens and answers; re-running it
-finishes the job with every chunk exactly once. The subprocess also runs with sockets disabled,
+"""An ingest killed with SIGKILL mid-way leaves a store that opens and answers from its last committed
+state (the killed run's chunks stay invisible); re-running it finishes the job with every chunk
+exactly once. The subprocess also runs with sockets disabled,
 which shows that ingestion (model loading included) never touches the network."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from agent.settings import Settings
+from agent.wiring import knowledge_config
 from knowledge.ingest import make_chunks, source_name
 from knowledge.loaders import load_file
 from knowledge.store import KnowledgeStore
@@ -55,6 +57,8 @@ def test_sigkill_mid_ingest_then_resume(tmp_path, embedder):
     settings = Settings(data_dir=tmp_path / "data")
     env = {**os.environ, "RADCONSULT_DATA_DIR": str(settings.data_dir), "RADCONSULT_KB_BATCH_SIZE": "4",
            "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": ""}
+    first = _run(["kb", "ingest", str(files[0]), "--kind", "guideline", "--no-progress"], env)
+    assert first.wait(timeout=300) == 0  # one file committed before the run that is killed
     args = ["-v", "kb", "ingest", *map(str, files), "--kind", "guideline", "--no-progress"]
 
     proc = _run(args, env)
@@ -67,16 +71,20 @@ def test_sigkill_mid_ingest_then_resume(tmp_path, embedder):
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
 
-    store = KnowledgeStore(settings, embedder).open()  # the store still opens and answers
+    config = knowledge_config(settings)  # the store the CLI wrote, seen through the agent's wiring
+    store = KnowledgeStore(config, embedder).open()  # the store still opens and answers
     partial = {r["id"] for r in store.iter_all("guideline", include=())}
     expected: set[str] = set()
     for path in files:
-        expected |= {c.id for c in make_chunks(load_file(path, settings, "guideline"),
+        expected |= {c.id for c in make_chunks(load_file(path, config, "guideline"),
                                                source_name(path, "guideline"))}
-    assert partial and partial < expected
+    committed = {c.id for c in make_chunks(load_file(files[0], config, "guideline"),
+                                           source_name(files[0], "guideline"))}
+    assert committed < partial < expected
     from knowledge.retrieve import hybrid_search
 
-    assert hybrid_search(store, "lung cancer screening", k=2)
+    hits = hybrid_search(store, "lung cancer screening", k=5)
+    assert hits and {h.chunk_id for h in hits} <= committed  # readers see the last committed state
 
     proc = _run(args, env)
     out, err = proc.communicate(timeout=300)
@@ -86,3 +94,4 @@ def test_sigkill_mid_ingest_then_resume(tmp_path, embedder):
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)) == len(expected) and set(ids) == expected
     assert not (settings.kb_dir / "write.lock").read_text()  # the lock was released
+    assert {h.chunk_id for h in hybrid_search(store, "lung cancer screening", k=10)} - committed

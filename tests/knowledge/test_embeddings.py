@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.settings import Settings
+from knowledge.config import KnowledgeConfig
 from knowledge.embeddings import Embedder, get_embedder, resolve_model_dir
 from tools.errors import ModelUnavailableError
 
@@ -42,15 +42,15 @@ def test_vectors_are_normalised_and_meaningful(embedder):
 
 
 def test_one_model_per_process(tmp_path, embedder):
-    assert get_embedder(Settings(data_dir=tmp_path)) is embedder
+    assert get_embedder(KnowledgeConfig.under(tmp_path)) is embedder
 
 
 @pytest.mark.slow  # loads the torch model besides the ONNX one and quantises it (~20 s)
 def test_onnx_backends_match_torch(tmp_path, embedder):
     texts = ["Solid nodule of 7 mm in the right upper lobe.", "No pleural effusion or pneumothorax."]
-    ref = get_embedder(Settings(data_dir=tmp_path, embedding_backend="torch")).embed(texts)
-    fp32 = get_embedder(Settings(data_dir=tmp_path, embedding_backend="onnx")).embed(texts)
+    ref = get_embedder(KnowledgeConfig.under(tmp_path, embedding_backend="torch")).embed(texts)
+    fp32 = get_embedder(KnowledgeConfig.under(tmp_path, embedding_backend="onnx")).embed(texts)
     assert np.allclose(fp32, ref, atol=1e-4)
     pytest.importorskip("onnx", reason="int8 quantisation needs `pip install radconsult[onnx]`")
-    int8 = get_embedder(Settings(data_dir=tmp_path, embedding_backend="onnx-int8")).embed(texts)
+    int8 = get_embedder(KnowledgeConfig.under(tmp_path, embedding_backend="onnx-int8")).embed(texts)
     assert (int8 * ref).sum(axis=1).min() > 0.95

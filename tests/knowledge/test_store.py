@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import Settings
 from knowledge.base import KnowledgeBase
+from knowledge.config import KnowledgeConfig
 from knowledge.store import KnowledgeStore, collection_name
 from tools.errors import StoreError
 
@@ -22,14 +22,14 @@ def test_data_dir_that_is_a_file(tmp_path):
     blocker = tmp_path / "data"
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot create the knowledge base directory"):
-        KnowledgeStore(Settings(data_dir=blocker)).open()
+        KnowledgeStore(KnowledgeConfig.under(blocker)).open()
 
 
 def test_kb_path_that_is_a_file(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "kb").write_text("oops")
     with pytest.raises(StoreError):
-        KnowledgeStore(Settings(data_dir=tmp_path / "data")).open()
+        KnowledgeStore(KnowledgeConfig.under(tmp_path / "data")).open()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -39,19 +39,19 @@ def test_read_only_directory(tmp_path):
     kb_dir.chmod(0o555)
     try:
         with pytest.raises(StoreError, match="not writable"):
-            KnowledgeStore(Settings(data_dir=tmp_path / "data")).open()
+            KnowledgeStore(KnowledgeConfig.under(tmp_path / "data")).open()
     finally:
         kb_dir.chmod(0o755)
 
 
-def test_unknown_kind(settings):
+def test_unknown_kind():
     with pytest.raises(StoreError, match="unknown knowledge kind"):
         collection_name("images")
 
 
-def test_lock_is_released_and_exclusive(settings, embedder):
-    store = KnowledgeStore(settings, embedder)
-    with store.writing(), pytest.raises(StoreError, match="pid"), KnowledgeStore(settings, embedder).writing():
+def test_lock_is_released_and_exclusive(kcfg, embedder):
+    store = KnowledgeStore(kcfg, embedder)
+    with store.writing(), pytest.raises(StoreError, match="pid"), KnowledgeStore(kcfg, embedder).writing():
         pass
     with store.writing():  # released after the first holder left
         pass
@@ -59,9 +59,9 @@ def test_lock_is_released_and_exclusive(settings, embedder):
 
 def test_bad_server_url(tmp_path):
     with pytest.raises(StoreError, match="http://host:port"):
-        KnowledgeStore(Settings(data_dir=tmp_path, chroma_url="ftp://x")).open()
+        KnowledgeStore(KnowledgeConfig.under(tmp_path, chroma_url="ftp://x")).open()
     with pytest.raises(StoreError, match="cannot reach the Chroma server"):
-        KnowledgeStore(Settings(data_dir=tmp_path, chroma_url=f"http://127.0.0.1:{_free_port()}")).open()
+        KnowledgeStore(KnowledgeConfig.under(tmp_path, chroma_url=f"http://127.0.0.1:{_free_port()}")).open()
 
 
 def _free_port() -> int:
@@ -99,8 +99,8 @@ def chroma_server(tmp_path):
 
 
 def test_server_mode(chroma_server, tmp_path, embedder, docs):
-    settings = Settings(data_dir=tmp_path / "data", chroma_url=chroma_server)
-    kb = KnowledgeBase(settings, KnowledgeStore(settings, embedder)).open()
+    config = KnowledgeConfig.under(tmp_path / "data", chroma_url=chroma_server)
+    kb = KnowledgeBase(config, KnowledgeStore(config, embedder)).open()
     report = kb.ingest([docs["effusion"], docs["report"]])
     assert report.chunks_added > 0 and not report.failed
     assert not (tmp_path / "data" / "kb").exists()  # nothing embedded on disk in server mode
@@ -119,5 +119,5 @@ def test_unusable_data_dir_fails_at_start_up(tmp_path):
     blocker = tmp_path / "data"
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot create the knowledge base directory"):
-        KnowledgeStore(Settings(data_dir=blocker)).open()
+        KnowledgeStore(KnowledgeConfig.under(blocker)).open()
     assert blocker.read_text() == "not a directory"  # nothing lost
