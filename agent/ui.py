@@ -436,7 +436,7 @@ def bind_policy(host: str, settings: Settings) -> Callable[[str, str], bool] | N
             return None
         raise InputError(f"refusing to bind {host} without users: anyone on the network could use it. "
                          "Add one with `radconsult users add NAME`, or bind 127.0.0.1.")
-    audit = AuditLog(settings.audit_log_path)
+    audit = AuditLog.from_settings(settings)
 
     def auth(username: str, password: str) -> bool:
         ok = store.verify(username, password)
@@ -612,8 +612,8 @@ def build_ui(agent: ConsultationAgent, settings: Settings):
     """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`."""
     import gradio as gr
 
-    audit = AuditLog(settings.audit_log_path)
-    reports = ReportStore(settings.data_dir / "reports")
+    audit = AuditLog.from_settings(settings)
+    reports = ReportStore.from_settings(settings)
     exports_root = settings.cache_dir / "ui-sessions"
     cards = _intended_use(agent, settings)
     sessions: dict[str, SessionState] = {}
@@ -1115,14 +1115,15 @@ def launch(demo: Any, settings: Settings, *, host: str, port: int,
         raise InputError(f"refusing to bind {host} without authentication")
     root = getattr(demo, "rc_exports_root", settings.cache_dir / "ui-sessions")
     Path(root).mkdir(parents=True, exist_ok=True)
-    AuditLog(settings.audit_log_path).append("ui_start", user=None,
+    AuditLog.from_settings(settings).append("ui_start", user=None,
                                              details={"loopback": is_loopback(host), "auth": auth is not None})
     return demo.launch(
         server_name=host, server_port=port, auth=auth,
         auth_message="radconsult: log in with the account from `radconsult users add`.",
         max_file_size=settings.max_upload_bytes, allowed_paths=[str(root)],
         blocked_paths=[str(p) for p in (settings.kb_dir, settings.audit_log_path, settings.users_path,
-                                        settings.secret_path, settings.cases_db_path, settings.data_dir / "reports")],
+                                        settings.secret_path, settings.cases_db_path, settings.data_dir / "reports",
+                                        settings.integrity_key_file.parent)],
         show_error=False, quiet=True, footer_links=[], prevent_thread_lock=not block,
         theme=_theme(), css=CSS, ssr_mode=False, pwa=False, mcp_server=False,
     )

@@ -95,7 +95,7 @@ def _audit(settings: Settings, case_id: str, result: Any, summary: Any) -> None:
     """Audit records without PHI: hashes of the texts, evidence ids, model name."""
     from agent.audit import AuditLog, text_hash
 
-    log = AuditLog(settings.audit_log_path)
+    log = AuditLog.from_settings(settings)
     versions = {"llm": str(result.model)[:128]}
     log.append("answer", user=None, case_id=case_id, model_versions=versions,
                evidence_ids=[c["id"] for c in result.citations],
