@@ -68,6 +68,22 @@ def _check_dir(path: Path) -> None:
                          f"set RADCONSULT_DATA_DIR to a writable place")
 
 
+def failure_hint(exc: BaseException, kb_dir: Path, chroma_url: str | None) -> str:
+    """What to do about a store failure, as a suffix for its message ("" when there is nothing to add):
+    damaged SQLite files of the embedded store, or a Chroma server that stopped answering."""
+    text = str(exc).lower()
+    if chroma_url:
+        if any(w in text for w in ("connect", "refused", "unreachable", "timed out", "disconnected")):
+            return (f"; start the Chroma server (`chroma run --path DIR --port {urlparse(chroma_url).port or 8000}`), "
+                    "or unset RADCONSULT_CHROMA_URL to use the embedded store")
+        return ""
+    if any(w in text for w in ("malformed", "not a database", "disk i/o error", "database corrupt", "file is encrypted")):
+        return (f"; the knowledge base files in {kb_dir} are damaged: run `radconsult kb build --rebuild` (moves "
+                "them aside and rebuilds the bundled guidelines and demo reports); documents added with "
+                "`radconsult kb ingest`, such as patients' prior reports, must then be ingested again")
+    return ""
+
+
 def _make_client(settings: Settings) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -83,14 +99,16 @@ def _make_client(settings: Settings) -> Any:
                                          settings=chroma_settings)
             client.heartbeat()
         except Exception as exc:
-            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {exc}") from None
+            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {exc}"
+                             f"{failure_hint(exc, settings.kb_dir, settings.chroma_url)}") from None
         return client
     path = settings.kb_dir
     _check_dir(path)
     try:
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
-        raise StoreError(f"cannot open the knowledge base in {path}: {exc}") from None
+        raise StoreError(f"cannot open the knowledge base in {path}: {exc}"
+                         f"{failure_hint(exc, path, None)}") from None
 
 
 class KnowledgeStore:
@@ -107,6 +125,9 @@ class KnowledgeStore:
     def location(self) -> str:
         """Where the store lives: the server URL or the embedded directory."""
         return self.settings.chroma_url or str(self.settings.kb_dir)
+
+    def _hint(self, exc: BaseException) -> str:
+        return failure_hint(exc, self.settings.kb_dir, self.settings.chroma_url)
 
     @property
     def embedder(self) -> Embedder:
@@ -150,7 +171,8 @@ class KnowledgeStore:
             except StoreError:
                 raise
             except Exception as exc:
-                raise StoreError(f"cannot open collection {name!r} in {self.location}: {exc}") from None
+                raise StoreError(f"cannot open collection {name!r} in {self.location}: {exc}"
+                                 f"{self._hint(exc)}") from None
             self._collections[name] = col
         return col
 
@@ -200,7 +222,7 @@ class KnowledgeStore:
             meta = fresh.metadata or {}
             return f"{fresh.count()}:{meta.get('writes', 0)}"
         except Exception as exc:
-            raise StoreError(f"cannot read collection {col.name!r}: {exc}") from None
+            raise StoreError(f"cannot read collection {col.name!r}: {exc}{self._hint(exc)}") from None
 
     def _fresh(self, col: Any) -> Any:
         """The collection re-read from the store (metadata and count as of now)."""
@@ -232,7 +254,7 @@ class KnowledgeStore:
             try:
                 page = col.get(include=list(include), limit=PAGE, offset=offset, where=where)
             except Exception as exc:
-                raise StoreError(f"cannot read collection {col.name!r}: {exc}") from None
+                raise StoreError(f"cannot read collection {col.name!r}: {exc}{self._hint(exc)}") from None
             ids = page["ids"]
             if not ids:
                 return

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tools.errors import RadconsultError
+
 if TYPE_CHECKING:
     from agent.settings import Settings
 
@@ -58,6 +60,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         consult.close()
     _audit(settings, case_id, result, summary)
+    if result.error and not args.json:
+        if streamed["any"]:
+            sys.stdout.write("\n")
+        raise RadconsultError(f"the question was not answered (case {case_id}): {result.error}")
     if args.json:
         out: dict[str, Any] = {
             "case_id": case_id, "answer": result.answer, "marked_answer": result.marked_answer,
@@ -68,12 +74,14 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             out["summary"] = summary.as_dict() if summary else None
             out["summary_markdown"] = summary.to_markdown() if summary else None
         print_json(out)
+        if result.error:  # the JSON above says what happened; the exit code and stderr say it failed
+            raise RadconsultError(f"the question was not answered (case {case_id}): {result.error}")
     else:
         if streamed["any"]:
             sys.stdout.write("\n")
         # the stream may hold a draft that retrieval replaced, or lack the cited results added after it
         final_shown = streamed["text"].strip().endswith(result.answer.strip())
-        if not final_shown or result.unsupported_sentences or result.error:
+        if not final_shown or result.unsupported_sentences:
             print(("\nAnswer:\n" if streamed["any"] else "") + result.marked_answer)
         if result.citations:
             print("\nReferences:")
@@ -88,7 +96,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\n{DISCLAIMER}  (case {case_id}, model {result.model}, {result.timings['total_ms'] / 1000:.1f} s)")
         if summary is not None:
             print("\n" + summary.to_markdown())
-    return 1 if result.error else 0
+    return 0
 
 
 def _audit(settings: Settings, case_id: str, result: Any, summary: Any) -> None:

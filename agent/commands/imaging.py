@@ -26,6 +26,7 @@ from tools.errors import (
     CorruptFileError,
     FileMissingError,
     InputError,
+    RadconsultError,
     UnsupportedFormatError,
 )
 
@@ -184,7 +185,7 @@ def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -
         raise UnsupportedFormatError(f"{path.name} is a DICOMDIR index: de-identify its folder instead")
     try:
         return deidentify_dataset(ds, settings)
-    except InputError:
+    except RadconsultError:  # bad input, or the installation secret cannot be created: not the file's fault
         raise
     except Exception as exc:
         raise CorruptFileError(f"{path.name} cannot be de-identified: a malformed attribute "
