@@ -98,6 +98,14 @@ class AuditLog:
         except IntegrityError as exc:
             raise AuditError(f"audit record not written: {exc}") from None
 
+    def check_writable(self) -> None:
+        """Fail now, with :class:`AuditError`, if an append would be refused (a log that no longer matches
+        its anchor, a missing key, a read-only directory): call it before a change that must be audited."""
+        try:
+            self._chain.check_writable()
+        except IntegrityError as exc:
+            raise AuditError(f"nothing was changed, because the audit log cannot record it: {exc}") from None
+
     def records(self) -> list[dict[str, object]]:
         """Every record, oldest first (unverified: use :meth:`verify` for integrity)."""
         return self._chain.records()

@@ -433,7 +433,7 @@ class ChainedLog:
             raise IntegrityError(f"{self.path} is locked by another process; try again") from None
         except OSError as exc:
             raise IntegrityError(f"cannot write {self.path}: {_os_reason(exc)}; "
-                                 f"{_writable_hint(exc)}") from None
+                                 f"{writable_hint(exc)}") from None
 
     def append(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Append ``body`` (JSON-able; must not use ``seq``, ``prev_mac`` or ``mac``) and return the stored
@@ -585,11 +585,12 @@ class ChainedLog:
         except Timeout:
             raise IntegrityError(f"{self.path} is locked by another process; try again") from None
         except OSError as exc:
-            raise IntegrityError(f"cannot reset {self.path}: {_os_reason(exc)}; {_writable_hint(exc)}") from None
+            raise IntegrityError(f"cannot reset {self.path}: {_os_reason(exc)}; {writable_hint(exc)}") from None
         return archive, report
 
 
-def _writable_hint(exc: OSError) -> str:
+def writable_hint(exc: OSError) -> str:
+    """What to do about a failed write: free space (disk full) or make the data directory writable."""
     import errno
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from agent.integrity import ChainedLog, IntegrityError, IntegrityKey, VerifyReport, canonical, write_atomic
+from agent.integrity import (
+    ChainedLog,
+    IntegrityError,
+    IntegrityKey,
+    VerifyReport,
+    canonical,
+    writable_hint,
+    write_atomic,
+)
 from tools.errors import InputError, RadconsultError
 
 if TYPE_CHECKING:
@@ -195,8 +203,8 @@ class ReportStore:
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SignoffError(f"cannot write summaries under {self.root}: {exc.strerror or exc}; make the "
-                               "data directory writable") from None
+            raise SignoffError(f"cannot write summaries under {self.root}: {exc.strerror or exc}; "
+                               f"{writable_hint(exc)}") from None
         return FileLock(str(d / ".lock"), timeout=10)
 
     def _path(self, case_id: str, version: int) -> Path:
@@ -307,7 +315,7 @@ class ReportStore:
             os.chmod(path, 0o400 if rv.is_signed else 0o600)
         except OSError as exc:
             raise SignoffError(f"summary v{rv.version} of case {rv.report.case_id!r} not saved: "
-                               f"{exc.strerror or exc}") from None
+                               f"{exc.strerror or exc}; {writable_hint(exc)}") from None
         return data["seal"]
 
     def _record_signature(self, rv: ReportVersion, seal: str) -> None:
@@ -340,8 +348,8 @@ class ReportStore:
             raise SignoffError(f"the summaries of case {case_id!r} are being changed by another process; "
                                "try again") from None
         except OSError as exc:
-            raise SignoffError(f"cannot lock the summaries of case {case_id!r}: {exc.strerror or exc}; make "
-                               "the data directory writable") from None
+            raise SignoffError(f"cannot lock the summaries of case {case_id!r}: {exc.strerror or exc}; "
+                               f"{writable_hint(exc)}") from None
         try:
             yield
         finally:

@@ -60,7 +60,8 @@ def _check_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the knowledge base directory {path}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot create the knowledge base directory {path}: {exc.strerror or exc}; make the "
+                         "data directory writable, or set RADCONSULT_DATA_DIR to a writable place") from None
     if not path.is_dir():
         raise StoreError(f"knowledge base path {path} exists but is not a directory")
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
@@ -189,7 +190,8 @@ class KnowledgeStore:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
+            raise StoreError(f"cannot create the lock file {lock_path}: {exc.strerror}; make the data directory "
+                             "writable, or set RADCONSULT_DATA_DIR to a writable place") from None
         try:
             deadline = time.monotonic() + wait_s
             while True:

@@ -73,10 +73,24 @@ def run_users_add(args: argparse.Namespace, settings: Settings) -> int:
         password = getpass.getpass(f"Password for {args.name}: ")
         if getpass.getpass("Repeat: ") != password:
             raise InputError("the passwords differ")
+    audit = AuditLog.from_settings(settings)
+    audit.check_writable()  # refuse before the change, not after it
     _store(settings).add(args.name, password, replace=args.replace)
-    AuditLog.from_settings(settings).append("user_add", user=args.name, details={"replace": args.replace})
-    print(f"user {args.name} {'updated' if args.replace else 'added'} ({settings.users_path})")
+    done = f"user {args.name} {'updated' if args.replace else 'added'}"
+    _audit_done(audit, done, "user_add", user=args.name, details={"replace": args.replace})
+    print(f"{done} ({settings.users_path})")
     return 0
+
+
+def _audit_done(audit, done: str, action: str, **record: object) -> None:  # noqa: ANN001 - AuditLog
+    """Record a change that has happened; if the record cannot be written now, say both."""
+    from agent.audit import AuditError
+
+    try:
+        audit.append(action, **record)
+    except AuditError as exc:
+        raise AuditError(f"{done}, but its audit record could not be written ({exc}); run "
+                         "`radconsult audit verify`") from None
 
 
 def run_users_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -93,8 +107,10 @@ def run_users_list(args: argparse.Namespace, settings: Settings) -> int:
 def run_users_remove(args: argparse.Namespace, settings: Settings) -> int:
     from agent.audit import AuditLog
 
+    audit = AuditLog.from_settings(settings)
+    audit.check_writable()
     _store(settings).remove(args.name)
-    AuditLog.from_settings(settings).append("user_remove", user=args.name)
+    _audit_done(audit, f"user {args.name} removed", "user_remove", user=args.name)
     print(f"user {args.name} removed")
     return 0
 
@@ -141,7 +157,8 @@ def run_audit_reset(args: argparse.Namespace, settings: Settings) -> int:
 
     result = _verify_all(settings)
     if result["ok"]:
-        raise InputError("the audit log and the signed summaries verify: nothing to reset")
+        raise InputError("the audit log and the signed summaries verify, so there is nothing to reset; run "
+                         "`radconsult audit verify` for the details")
     if not args.yes:
         raise InputError("this archives the failing audit log and/or signature ledger and starts new ones; "
                          "run `radconsult audit verify` first, keep its output, then repeat with --yes")
