@@ -67,6 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _inside(path: str, directory: object) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(path).resolve().is_relative_to(Path(str(directory)).resolve())
+    except (OSError, ValueError):
+        return False
+
+
 _WRITABLE = "make the data directory writable, or set RADCONSULT_DATA_DIR to a writable place"
 _FULL = "the disk is full: free space, then run the command again"
 
@@ -81,6 +90,9 @@ def environment_error(exc: BaseException, settings: object | None = None) -> str
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"{exc.strerror}{where}; {_FULL}"
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            data_dir = getattr(settings, "data_dir", None)
+            if exc.filename and data_dir is not None and not _inside(str(exc.filename), data_dir):
+                return f"{exc.strerror}{where}; check that this path may be read and written by you"
             return f"{exc.strerror}{where}; {_WRITABLE}"
         return None
     if isinstance(exc, sqlite3.Error):
