@@ -7,9 +7,11 @@ never a traceback; ``--json`` gives machine-readable output where a command has 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    settings = None
     try:
         from agent.settings import load_settings
 
@@ -53,8 +56,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RadconsultError as exc:
         print(f"radconsult: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, sqlite3.Error) as exc:
+        message = environment_error(exc, settings)
+        if message is None:
+            raise
+        logging.getLogger(__name__).debug("environment failure", exc_info=True)
+        print(f"radconsult: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _inside(path: str, directory: object) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(path).resolve().is_relative_to(Path(str(directory)).resolve())
+    except (OSError, ValueError):
+        return False
+
+
+_WRITABLE = "make the data directory writable, or set RADCONSULT_DATA_DIR to a writable place"
+_FULL = "the disk is full: free space, then run the command again"
+
+
+def environment_error(exc: BaseException, settings: object | None = None) -> str | None:
+    """One line for a failure of the machine that reached the CLI untyped (a read-only or full disk, a
+    damaged or locked case database): what happened and what to do. None for anything else, which is
+    a bug and keeps its traceback. The modules that own a file turn their own failures into typed
+    errors; this is the last line of defence, so that no command ever shows a traceback for them."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{exc.strerror}{where}; {_FULL}"
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            data_dir = getattr(settings, "data_dir", None)
+            if exc.filename and data_dir is not None and not _inside(str(exc.filename), data_dir):
+                return f"{exc.strerror}{where}; check that this path may be read and written by you"
+            return f"{exc.strerror}{where}; {_WRITABLE}"
+        return None
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        low = text.lower()
+        cases = getattr(settings, "cases_db_path", None) or "the case database"
+        if "readonly" in low or "read-only" in low or "unable to open" in low:
+            return f"cannot write the case database {cases} ({text}); {_WRITABLE}"
+        if "full" in low:
+            return f"cannot write the case database {cases} ({text}); {_FULL}"
+        if "malformed" in low or "not a database" in low or "disk i/o" in low:
+            return (f"the case database {cases} is damaged ({text}); move it aside and run the command again: "
+                    "the cases' conversation memory is lost, the audit log and signed summaries are not")
+        if "locked" in low or "busy" in low:
+            return f"the case database {cases} is busy ({text}); try again in a moment"
+        return None
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir,
                            description="Where everything the program writes lives: knowledge base, "
                                        "installation secret, audit log, caches, cases.")
+    integrity_key_path: Path | None = Field(
+        None, description="The HMAC key that seals the audit log and signed summaries (default "
+                          "data_dir/keys/integrity.key; its anchor file sits beside it). Put it in a "
+                          "directory that people who can write data_dir cannot read or write.")
 
     # --- imaging input limits (checked before any pixel buffer is allocated) ---------------------
     max_file_bytes: int = Field(512 * MiB, gt=0, description="Largest file (or series total) accepted, bytes.")
@@ -145,6 +149,15 @@ class Settings(BaseSettings):
     @property
     def audit_log_path(self) -> Path:
         return self.data_dir / "audit.jsonl"
+
+    @property
+    def integrity_key_file(self) -> Path:
+        """The integrity key (``integrity_key_path``, else ``data_dir/keys/integrity.key``)."""
+        return self.integrity_key_path or self.data_dir / "keys" / "integrity.key"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
 
     @property
     def users_path(self) -> Path:

@@ -9,32 +9,61 @@ keeps numbered versions per case under ``data_dir/reports/<case>/vNNNN.json``:
   makes that version read-only; signing twice, or editing a signed version, is refused;
 - editing after signing makes a new draft version that names the one it supersedes.
 
-Loading a signed version re-checks its content hash, so a hand-edited file is reported, not shown.
+Every stored version carries a ``seal``: HMAC-SHA256, under the integrity key (:mod:`agent.integrity`),
+of every field of the file (content, status, signer, time, version, case). Every signature is also
+appended to a keyed, anchored ledger (``reports/.signatures.jsonl``). So editing a version (the
+signer included), flipping a signed version back to draft, overwriting it, or deleting it, is
+reported by :meth:`ReportStore.load` and :meth:`ReportStore.verify`, and no save overwrites it.
+Versions stored before the key existed have no seal: they are still checked by content hash, and
+reported as unprotected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
+from agent.integrity import (
+    ChainedLog,
+    IntegrityError,
+    IntegrityKey,
+    VerifyReport,
+    canonical,
+    writable_hint,
+    write_atomic,
+)
 from tools.errors import InputError, RadconsultError
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DISCLAIMER = "Decision support, not a diagnosis. A qualified clinician must review every finding."
 DEFAULT_INTENDED_USE = ("Research and decision-support models; not cleared as medical devices. "
                         "Outputs assist, and never replace, the reading clinician.")
-_CASE_RE = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
+# a case id never starts with a dot: never ".", ".." or the ledger's file name
+_CASE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}$")
+_VERSION_RE = re.compile(r"^v(\d{4})\.json$")
+LEDGER_NAME = ".signatures.jsonl"
+LEDGER_CHAIN = "signatures"
+SEAL_DOMAIN = "report"
 
 
 class SignoffError(RadconsultError):
-    """A sign-off rule was broken (signing twice, editing a signed summary) or a stored version is corrupt."""
+    """A sign-off rule was broken (signing twice, editing a signed summary), or a stored version is
+    corrupt, altered outside radconsult, rolled back or missing."""
 
 
 @dataclass(frozen=True)
@@ -142,11 +171,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class ReportStore:
-    """Versions of each case's summary under ``root`` (normally ``settings.data_dir / "reports"``)."""
+@dataclass(frozen=True)
+class _Stored:
+    """One version file as read: the parsed version, the raw JSON and whether its seal matched."""
 
-    def __init__(self, root: Path) -> None:
+    rv: ReportVersion
+    data: dict[str, Any]
+    sealed: bool  # False: a version written before the integrity key (no seal)
+
+
+class ReportStore:
+    """Versions of each case's summary under ``root`` (normally ``settings.reports_dir``), sealed under
+    ``key``. Build it with :meth:`from_settings` in entry points."""
+
+    def __init__(self, root: Path, *, key: IntegrityKey) -> None:
         self.root = Path(root)
+        self.key = key
+        self.ledger = ChainedLog(self.root / LEDGER_NAME, key, LEDGER_CHAIN)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReportStore:
+        return cls(settings.reports_dir, key=IntegrityKey(settings.integrity_key_file))
 
     def _dir(self, case_id: str) -> Path:
         if not _CASE_RE.match(case_id or ""):
@@ -155,50 +200,175 @@ class ReportStore:
 
     def _lock(self, case_id: str) -> FileLock:
         d = self._dir(case_id)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SignoffError(f"cannot write summaries under {self.root}: {exc.strerror or exc}; "
+                               f"{writable_hint(exc)}") from None
         return FileLock(str(d / ".lock"), timeout=10)
 
     def _path(self, case_id: str, version: int) -> Path:
         return self._dir(case_id) / f"v{version:04d}.json"
 
-    def versions(self, case_id: str) -> list[int]:
+    def _seal(self, data: dict[str, Any]) -> str:
+        return self.key.mac(SEAL_DOMAIN, canonical({k: v for k, v in data.items() if k != "seal"}))
+
+    # --- the ledger of signatures ----------------------------------------------------------------
+    def signatures(self, case_id: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+        """Ledger entries whose MAC matches, by (case, version): every version ever signed here."""
+        if not self.ledger.path.exists():
+            return {}
+        try:
+            self.key.load()
+        except IntegrityError as exc:
+            raise SignoffError(str(exc)) from None
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for rec in self.ledger.records():
+            if (case_id is None or rec.get("case_id") == case_id) and self.ledger.record_ok(rec):
+                out[(str(rec.get("case_id")), int(rec.get("version", 0)))] = rec
+        return out
+
+    def _file_versions(self, case_id: str) -> list[int]:
         d = self._dir(case_id)
         if not d.is_dir():
             return []
-        return sorted(int(p.stem[1:]) for p in d.glob("v[0-9][0-9][0-9][0-9].json"))
+        return sorted(int(m.group(1)) for p in d.iterdir() if (m := _VERSION_RE.match(p.name)))
+
+    def versions(self, case_id: str) -> list[int]:
+        """Version numbers of a case: those on disk and those the ledger says were signed."""
+        signed = {v for (c, v) in self.signatures(case_id) if c == case_id}
+        return sorted(set(self._file_versions(case_id)) | signed)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def _read(self, case_id: str, version: int) -> _Stored:
+        path = self._path(case_id, version)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            rv = ReportVersion.from_dict({k: v for k, v in data.items() if k != "seal"})
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SignoffError(f"cannot read summary {path.name} of case {case_id!r}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SignoffError(f"summary {path.name} of case {case_id!r} is corrupt: {exc}") from None
+        if "seal" in data:
+            try:
+                ok = self.key.mac_ok(SEAL_DOMAIN, canonical({k: v for k, v in data.items() if k != "seal"}),
+                                     data["seal"])
+            except IntegrityError as exc:
+                raise SignoffError(str(exc)) from None
+            if not ok:
+                raise SignoffError(f"summary v{version} of case {case_id!r} was altered outside radconsult "
+                                   "(its seal does not match)")
+            sealed = True
+        else:
+            sealed = False
+            if rv.is_signed and rv.content_hash != rv.report.content_hash():
+                raise SignoffError(f"signed summary v{version} of case {case_id!r} was altered after signing "
+                                   "(content hash mismatch)")
+        if rv.version != version or rv.report.case_id != case_id:
+            raise SignoffError(f"summary file {case_id}/{path.name} holds v{rv.version} of case "
+                               f"{rv.report.case_id!r}: it was moved or copied outside radconsult")
+        return _Stored(rv, data, sealed)
 
     def load(self, case_id: str, version: int | None = None) -> ReportVersion:
-        """The given version (the newest when None); a signed version whose content no longer matches
-        its recorded hash raises :class:`SignoffError`."""
+        """The given version (the newest when None). Raises :class:`SignoffError` for a version altered
+        outside radconsult, a signed version rolled back to draft, or a signed version that is missing."""
         numbers = self.versions(case_id)
         if not numbers:
             raise InputError(f"case {case_id!r} has no summary yet: draft one first")
         version = numbers[-1] if version is None else version
-        path = self._path(case_id, version)
-        if not path.exists():
-            raise InputError(f"case {case_id!r} has no summary version {version} (have {numbers})")
+        signed = self.signatures(case_id).get((case_id, version))
         try:
-            rv = ReportVersion.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SignoffError(f"summary {path.name} of case {case_id!r} is corrupt: {exc}") from exc
-        if rv.is_signed and rv.content_hash != rv.report.content_hash():
-            raise SignoffError(f"signed summary v{version} of case {case_id!r} was altered after signing "
-                               "(content hash mismatch)")
-        return rv
+            stored = self._read(case_id, version)
+        except FileNotFoundError:
+            if signed is not None:
+                raise SignoffError(f"signed summary v{version} of case {case_id!r} (signed by "
+                                   f"{signed.get('signed_by')} at {signed.get('signed_at')}) is missing: it was "
+                                   "deleted outside radconsult; restore it from a backup") from None
+            raise InputError(f"case {case_id!r} has no summary version {version} (have {numbers})") from None
+        if signed is not None and (not stored.rv.is_signed or stored.data.get("seal") != signed.get("seal")):
+            raise SignoffError(f"summary v{version} of case {case_id!r} was signed by {signed.get('signed_by')} "
+                               f"at {signed.get('signed_at')}, but the stored file is "
+                               f"{'a draft' if not stored.rv.is_signed else 'another version'}: it was replaced "
+                               "outside radconsult; restore it from a backup")
+        return stored.rv
 
-    def _write(self, rv: ReportVersion) -> None:
+    # --- writing ---------------------------------------------------------------------------------
+    def _write(self, rv: ReportVersion) -> str:
+        """Store ``rv`` sealed; never replaces a signed version. Returns the seal."""
         path = self._path(rv.report.case_id, rv.version)
         if path.exists():
-            os.chmod(path, 0o600)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rv.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-        os.chmod(path, 0o400 if rv.is_signed else 0o600)
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                old = {}
+            if isinstance(old, dict) and old.get("status") == "signed":
+                raise SignoffError(f"refusing to overwrite signed summary v{rv.version} of case "
+                                   f"{rv.report.case_id!r}")
+        data = rv.to_dict()
+        data["seal"] = self._seal(data)
+        try:
+            write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
+            os.chmod(path, 0o400 if rv.is_signed else 0o600)
+        except OSError as exc:
+            raise SignoffError(f"summary v{rv.version} of case {rv.report.case_id!r} not saved: "
+                               f"{exc.strerror or exc}; {writable_hint(exc)}") from None
+        return data["seal"]
+
+    def _record_signature(self, rv: ReportVersion, seal: str) -> None:
+        self.ledger.append({"case_id": rv.report.case_id, "version": rv.version, "seal": seal,
+                            "signed_by": rv.signed_by, "signed_at": rv.signed_at,
+                            "content_hash": rv.content_hash})
+
+    def _reconcile(self, case_id: str) -> None:
+        """Put signed, sealed versions of a case that the ledger lacks (a sign-off interrupted between
+        writing the file and the ledger) into the ledger. Only a holder of the key can seal a file."""
+        ledger = self.signatures(case_id)
+        for v in self._file_versions(case_id):
+            if (case_id, v) in ledger:
+                continue
+            try:
+                stored = self._read(case_id, v)
+            except (SignoffError, FileNotFoundError):
+                continue
+            if stored.sealed and stored.rv.is_signed:
+                log.warning("recording the interrupted sign-off of v%d of case %s in the ledger", v, case_id)
+                self._record_signature(stored.rv, str(stored.data["seal"]))
+
+    @contextlib.contextmanager
+    def _locked(self, case_id: str) -> Iterator[None]:
+        """Hold the case's lock (one writer per case across processes)."""
+        lock = self._lock(case_id)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise SignoffError(f"the summaries of case {case_id!r} are being changed by another process; "
+                               "try again") from None
+        except OSError as exc:
+            raise SignoffError(f"cannot lock the summaries of case {case_id!r}: {exc.strerror or exc}; "
+                               f"{writable_hint(exc)}") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _guard(self, case_id: str) -> None:
+        """Fail closed before writing: the ledger and its anchor must agree; interrupted sign-offs of the
+        case are recorded first."""
+        try:
+            self._reconcile(case_id)
+            self.ledger.check_writable()
+        except IntegrityError as exc:
+            raise SignoffError(f"the signature ledger fails its check, so nothing is saved: {exc}") from None
 
     def save_draft(self, report: Report, *, user: str | None = None) -> ReportVersion:
         """Store ``report`` as the case's current draft: replaces an unsigned newest version, or
         starts a new version superseding a signed one."""
-        with self._lock(report.case_id):
+        with self._locked(report.case_id):
+            self._guard(report.case_id)
             numbers = self.versions(report.case_id)
             supersedes = None
             if numbers:
@@ -215,24 +385,32 @@ class ReportStore:
             return rv
 
     def sign(self, case_id: str, version: int, *, user: str) -> ReportVersion:
-        """Sign a draft version: records user, time and content hash; the version becomes immutable."""
+        """Sign a draft version: records user, time and content hash, seals the file and adds the
+        signature to the ledger; the version becomes immutable."""
         if not user:
             raise InputError("signing needs a named user (log in, or start the UI with users)")
-        with self._lock(case_id):
+        with self._locked(case_id):
+            self._guard(case_id)
             rv = self.load(case_id, version)
             if rv.is_signed:
                 raise SignoffError(f"summary v{version} of case {case_id!r} is already signed by "
                                    f"{rv.signed_by} at {rv.signed_at}; edit it to make a new version")
             signed = replace(rv, status="signed", signed_by=user, signed_at=_now(),
                              content_hash=rv.report.content_hash())
-            self._write(signed)
+            seal = self._write(signed)
+            try:
+                self._record_signature(signed, seal)
+            except IntegrityError as exc:
+                # the signed file is sealed and stored; the next change to this case records it
+                log.warning("signed v%d of case %s is stored but not yet in the ledger: %s", version, case_id, exc)
             return signed
 
     def edit(self, case_id: str, version: int, report: Report, *, user: str | None = None) -> ReportVersion:
         """Change a version's content: in place for a draft, a new superseding draft for a signed one."""
         if report.case_id != case_id:
             raise InputError("edited report belongs to another case")
-        with self._lock(case_id):
+        with self._locked(case_id):
+            self._guard(case_id)
             rv = self.load(case_id, version)
             numbers = self.versions(case_id)
             if not rv.is_signed:
@@ -244,3 +422,58 @@ class ReportStore:
                                     created_by=user, supersedes=version)
             self._write(new)
             return new
+
+    # --- verification ----------------------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check every stored version's seal and every ledger entry against the files: reports a version
+        altered, moved, rolled back to draft, overwritten or deleted outside radconsult, and a ledger
+        that was edited, truncated or deleted. Read-only: takes no lock."""
+        problems: list[str] = []
+        warnings: list[str] = []
+        chain = self.ledger.verify()
+        problems += [f"signature ledger: {p}" for p in chain.problems]
+        warnings += [f"signature ledger: {w}" for w in chain.warnings]
+        try:
+            ledger = self.signatures() if chain.records else {}
+        except SignoffError as exc:
+            ledger = {}
+            if not chain.problems:
+                problems.append(str(exc))
+        files: dict[tuple[str, int], _Stored] = {}
+        count = 0
+        legacy_signed = 0
+        cases = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        for d in cases:
+            if not _CASE_RE.match(d.name):
+                warnings.append(f"{d.name}: not a case folder (ignored)")
+                continue
+            for v in self._file_versions(d.name):
+                count += 1
+                try:
+                    stored = self._read(d.name, v)
+                except (SignoffError, FileNotFoundError) as exc:
+                    problems.append(str(exc))
+                    continue
+                files[(d.name, v)] = stored
+                if not stored.sealed:
+                    if stored.rv.is_signed:
+                        legacy_signed += 1
+                elif stored.rv.is_signed and (d.name, v) not in ledger:
+                    warnings.append(f"signed v{v} of case {d.name!r} is sealed but not yet in the ledger (an "
+                                    "interrupted sign-off); the next change to the case records it")
+        if legacy_signed:
+            warnings.append(f"{legacy_signed} summaries were signed before the integrity key existed: their "
+                            "content matches its hash, but the signer, the time and their existence are not "
+                            "protected")
+        for (case_id, v), entry in sorted(ledger.items()):
+            who = f"signed by {entry.get('signed_by')} at {entry.get('signed_at')}"
+            stored = files.get((case_id, v))
+            if stored is None:
+                if not self._path(case_id, v).exists():
+                    problems.append(f"signed summary v{v} of case {case_id!r} ({who}) is missing: deleted")
+            elif not stored.rv.is_signed:
+                problems.append(f"signed summary v{v} of case {case_id!r} ({who}) is now a draft: rolled back")
+            elif stored.data.get("seal") != entry.get("seal"):
+                problems.append(f"signed summary v{v} of case {case_id!r} ({who}) was replaced by another file")
+        head = {"signatures": len(ledger), **{f"ledger_{k}": v for k, v in chain.head.items()}}
+        return VerifyReport(str(self.root), count, not problems, tuple(problems), tuple(warnings), head)

@@ -6,14 +6,16 @@ The file is JSON ``{"users": {NAME: {"hash": "$2b$...", "created": ISO-8601}}}``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import bcrypt
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from tools.errors import InputError, RadconsultError
 
@@ -65,33 +67,53 @@ class UserStore:
             raise UserStoreError(f"users file {self.path} is unreadable: {exc}") from exc
 
     def _write(self, users: dict[str, dict[str, str]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"users": users}, fh, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"users": users}, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[dict[str, dict[str, str]]]:
+        """The users, under the lock; what the block leaves in the dict is written back atomically.
+        A read-only or full disk becomes a :class:`UserStoreError` that says what to do."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                users = self._read()
+                yield users
+                self._write(users)
+        except Timeout:
+            raise UserStoreError(f"the users file {self.path} is locked by another process; try again") from None
+        except OSError as exc:
+            import errno
+
+            what = ("the disk is full: free space, then try again" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else "make the data directory writable, or set RADCONSULT_DATA_DIR to a writable place")
+            raise UserStoreError(f"cannot write the users file {self.path}: {exc.strerror or exc}; {what}") from None
 
     def add(self, name: str, password: str, *, replace: bool = False) -> None:
         """Create a user (or change the password with ``replace=True``)."""
         validate_name(name)
         raw = validate_password(password)
         hashed = bcrypt.hashpw(raw, bcrypt.gensalt(rounds=self.rounds)).decode("ascii")
-        with self._lock:
-            users = self._read()
+        with self._writing() as users:
             if name in users and not replace:
                 raise InputError(f"user {name!r} already exists (use --replace to set a new password)")
             users[name] = {"hash": hashed, "created": datetime.now(UTC).isoformat(timespec="seconds")}
-            self._write(users)
 
     def remove(self, name: str) -> None:
-        with self._lock:
-            users = self._read()
+        with self._writing() as users:
             if name not in users:
                 raise InputError(f"no user {name!r}")
             del users[name]
-            self._write(users)
 
     def names(self) -> list[str]:
         return sorted(self._read())

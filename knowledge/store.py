@@ -76,12 +76,29 @@ def _check_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the knowledge base directory {path}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot create the knowledge base directory {path}: {exc.strerror or exc}; make the "
+                         "data directory writable, or set RADCONSULT_DATA_DIR to a writable place") from None
     if not path.is_dir():
         raise StoreError(f"knowledge base path {path} exists but is not a directory")
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise StoreError(f"the knowledge base directory {path} is not writable; fix its permissions or "
                          f"set RADCONSULT_DATA_DIR to a writable place")
+
+
+def failure_hint(exc: BaseException, kb_dir: Path, chroma_url: str | None) -> str:
+    """What to do about a store failure, as a suffix for its message ("" when there is nothing to add):
+    damaged SQLite files of the embedded store, or a Chroma server that stopped answering."""
+    text = str(exc).lower()
+    if chroma_url:
+        if any(w in text for w in ("connect", "refused", "unreachable", "timed out", "disconnected")):
+            return (f"; start the Chroma server (`chroma run --path DIR --port {urlparse(chroma_url).port or 8000}`), "
+                    "or unset RADCONSULT_CHROMA_URL to use the embedded store")
+        return ""
+    if any(w in text for w in ("malformed", "not a database", "disk i/o error", "database corrupt", "file is encrypted")):
+        return (f"; the knowledge base files in {kb_dir} are damaged: run `radconsult kb build --rebuild` (moves "
+                "them aside and rebuilds the bundled guidelines and demo reports); documents added with "
+                "`radconsult kb ingest`, such as patients' prior reports, must then be ingested again")
+    return ""
 
 
 def _make_client(config: KnowledgeConfig) -> Any:
@@ -99,14 +116,16 @@ def _make_client(config: KnowledgeConfig) -> Any:
                                          settings=chroma_settings)
             client.heartbeat()
         except Exception as exc:
-            raise StoreError(f"cannot reach the Chroma server at {config.chroma_url}: {exc}") from None
+            raise StoreError(f"cannot reach the Chroma server at {config.chroma_url}: {exc}"
+                             f"{failure_hint(exc, config.kb_dir, config.chroma_url)}") from None
         return client
     path = config.kb_dir
     _check_dir(path)
     try:
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
-        raise StoreError(f"cannot open the knowledge base in {path}: {exc}") from None
+        raise StoreError(f"cannot open the knowledge base in {path}: {exc}"
+                         f"{failure_hint(exc, path, None)}") from None
 
 
 class KnowledgeStore:
@@ -125,6 +144,9 @@ class KnowledgeStore:
     def location(self) -> str:
         """Where the store lives: the server URL or the embedded directory."""
         return self.config.chroma_url or str(self.config.kb_dir)
+
+    def _hint(self, exc: BaseException) -> str:
+        return failure_hint(exc, self.config.kb_dir, self.config.chroma_url)
 
     @property
     def embedder(self) -> Embedder:
@@ -192,7 +214,8 @@ class KnowledgeStore:
             except StoreError:
                 raise
             except Exception as exc:
-                raise StoreError(f"cannot open collection {name!r} in {self.location}: {exc}") from None
+                raise StoreError(f"cannot open collection {name!r} in {self.location}: {exc}"
+                                 f"{self._hint(exc)}") from None
             self._collections[name] = col
         return col
 
@@ -222,7 +245,8 @@ class KnowledgeStore:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
+            raise StoreError(f"cannot create the lock file {lock_path}: {exc.strerror}; make the data directory "
+                             "writable, or set RADCONSULT_DATA_DIR to a writable place") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -131,11 +131,22 @@ def installation_secret(policy: DeidPolicy) -> bytes:
 
 
 def _create_secret(path: Path) -> None:
+    hint = ("make the data directory writable, or set RADCONSULT_DATA_DIR to a writable place (move an "
+            "existing secret.key with it: a new secret changes every patient key)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SecretError(f"cannot create the data directory for the installation secret: {exc}") from exc
+        raise SecretError(f"cannot create the data directory {path.parent} for the installation secret: "
+                          f"{exc.strerror or exc}; {hint}") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        _write_new_secret(path, tmp)
+    except OSError as exc:
+        raise SecretError(f"cannot create the installation secret in {path.parent}: {exc.strerror or exc}; "
+                          f"{hint}") from None
+
+
+def _write_new_secret(path: Path, tmp: Path) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fh:

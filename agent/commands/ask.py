@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tools.disclaimer import DISCLAIMER
+from tools.errors import RadconsultError
 
 if TYPE_CHECKING:
     from agent.results import TurnResult
@@ -61,9 +62,13 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     _audit(settings, result)
     if args.json:
         print_json(result.to_dict())
-    else:
+    elif not result.error:
         _print_result(result, "".join(streamed))
-    return 1 if result.error else 0
+    if result.error:  # the JSON above says what happened; the exit code and stderr's last line say it failed
+        if streamed and not args.json:
+            sys.stdout.write("\n")
+        raise RadconsultError(f"the question was not answered (case {case_id}): {result.error}")
+    return 0
 
 
 def _print_result(result: TurnResult, streamed: str) -> None:
@@ -71,7 +76,7 @@ def _print_result(result: TurnResult, streamed: str) -> None:
         sys.stdout.write("\n")
     # the stream may hold a draft that retrieval replaced, or lack the cited results added after it
     final_shown = streamed.strip().endswith(result.answer.strip())
-    if not final_shown or result.unsupported_sentences or result.error:
+    if not final_shown or result.unsupported_sentences:
         print(("\nAnswer:\n" if streamed else "") + result.marked_answer)
     if result.citations:
         print("\nReferences:")
@@ -92,7 +97,7 @@ def _audit(settings: Settings, result: TurnResult) -> None:
     from agent.audit import AuditLog, text_hash
     from agent.toolbox import TOOLS
 
-    log = AuditLog(settings.audit_log_path)
+    log = AuditLog.from_settings(settings)
     versions = {"llm": str(result.model)[:128]}
     for call in result.tool_calls:
         if call.name in TOOLS:

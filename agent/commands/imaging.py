@@ -27,6 +27,7 @@ from tools.errors import (
     CorruptFileError,
     FileMissingError,
     InputError,
+    RadconsultError,
     UnsupportedFormatError,
 )
 
@@ -198,7 +199,7 @@ def _deidentified(path: Path, settings: Settings, skip_dicomdir: bool = False) -
         raise UnsupportedFormatError(f"{path.name} is a DICOMDIR index: de-identify its folder instead")
     try:
         return deidentify_dataset(ds, deid_policy(settings))
-    except InputError:
+    except RadconsultError:  # bad input, or the installation secret cannot be created: not the file's fault
         raise
     except Exception as exc:
         raise CorruptFileError(f"{path.name} cannot be de-identified: a malformed attribute "

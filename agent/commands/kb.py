@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = kb_sub.add_parser("build", help="(re)build the bundled guideline corpus and demo reports")
     p.add_argument("--force", action="store_true", help="rebuild even when it is up to date")
+    p.add_argument("--rebuild", action="store_true",
+                   help="for a damaged embedded store: move it aside (kept as kb.damaged-TIME) and build a new "
+                        "one; documents added with `kb ingest` must be ingested again")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build)
 
@@ -176,9 +179,50 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from agent.cli import print_json
 
-    report = _kb(settings).ensure_bundled(force=args.force)
+    moved = _move_aside(settings) if args.rebuild else None
+    report = _kb(settings).ensure_bundled(force=args.force or args.rebuild)
     if args.json:
-        print_json(report.as_dict() if report else {"up_to_date": True})
+        print_json({**(report.as_dict() if report else {"up_to_date": True}),
+                    **({"moved_aside": str(moved)} if moved else {})})
     else:
+        if moved:
+            print(f"the old store is kept in {moved}; documents added with `radconsult kb ingest` (prior "
+                  "reports, your own guidelines) are not in the new one: ingest them again", file=sys.stderr)
         print(report.summary() if report else "the bundled knowledge base is up to date")
     return 0
+
+
+def _move_aside(settings: Settings) -> Path | None:
+    """Rename the embedded store's directory to ``kb.damaged-<UTC time>`` (None when there is none)."""
+    import os
+    from datetime import UTC, datetime
+
+    from tools.errors import StoreError
+
+    if settings.chroma_url:
+        raise StoreError("--rebuild works on the embedded store only; a Chroma server's store is repaired on "
+                         "the server (or unset RADCONSULT_CHROMA_URL)")
+    kb_dir = settings.kb_dir
+    if not kb_dir.exists():
+        return None
+    target = kb_dir.with_name(f"{kb_dir.name}.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    try:
+        lock = kb_dir / "write.lock"
+        fd = os.open(lock, os.O_RDONLY) if lock.exists() else None
+        try:
+            if fd is not None:
+                import fcntl
+
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreError(f"the knowledge base in {kb_dir} is being written by another process; stop "
+                                     "it (and any running `radconsult ui`) before --rebuild") from None
+            os.replace(kb_dir, target)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot move {kb_dir} aside: {exc.strerror or exc}; make the data directory writable") \
+            from None
+    return target

@@ -1,4 +1,4 @@
-"""`radconsult ui`, `radconsult users add|list|remove`, `radconsult audit verify`.
+"""`radconsult ui`, `radconsult users add|list|remove`, `radconsult audit verify|reset`.
 
 ``radconsult ui`` binds 127.0.0.1:7860 by default with the embedded defaults. Authentication is
 off only on a loopback address (with a notice); any other address refuses to start until
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import InputError
@@ -44,10 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="the audit log")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
     audit.set_defaults(func=lambda args, settings: _help(audit))
-    ver = asub.add_parser("verify", help="check the hash chain; exit 1 when any record was edited, "
-                                         "inserted or deleted")
+    ver = asub.add_parser("verify", help="check the audit log and the signed summaries against the integrity "
+                                         "key; exit 1 when anything was edited, forged, inserted, rolled back "
+                                         "or deleted (read-only)")
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=run_audit_verify)
+    rst = asub.add_parser("reset", help="after a failed verify: archive the broken audit log and/or signature "
+                                        "ledger (kept as *.broken-TIME) and start new ones")
+    rst.add_argument("--yes", action="store_true", help="needed: confirms that the evidence is to be archived")
+    rst.add_argument("--json", action="store_true")
+    rst.set_defaults(func=run_audit_reset)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -70,10 +77,24 @@ def run_users_add(args: argparse.Namespace, settings: Settings) -> int:
         password = getpass.getpass(f"Password for {args.name}: ")
         if getpass.getpass("Repeat: ") != password:
             raise InputError("the passwords differ")
+    audit = AuditLog.from_settings(settings)
+    audit.check_writable()  # refuse before the change, not after it
     _store(settings).add(args.name, password, replace=args.replace)
-    AuditLog(settings.audit_log_path).append("user_add", user=args.name, details={"replace": args.replace})
-    print(f"user {args.name} {'updated' if args.replace else 'added'} ({settings.users_path})")
+    done = f"user {args.name} {'updated' if args.replace else 'added'}"
+    _audit_done(audit, done, "user_add", user=args.name, details={"replace": args.replace})
+    print(f"{done} ({settings.users_path})")
     return 0
+
+
+def _audit_done(audit, done: str, action: str, **record: object) -> None:  # noqa: ANN001 - AuditLog
+    """Record a change that has happened; if the record cannot be written now, say both."""
+    from agent.audit import AuditError
+
+    try:
+        audit.append(action, **record)
+    except AuditError as exc:
+        raise AuditError(f"{done}, but its audit record could not be written ({exc}); run "
+                         "`radconsult audit verify`") from None
 
 
 def run_users_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -90,26 +111,85 @@ def run_users_list(args: argparse.Namespace, settings: Settings) -> int:
 def run_users_remove(args: argparse.Namespace, settings: Settings) -> int:
     from agent.audit import AuditLog
 
+    audit = AuditLog.from_settings(settings)
+    audit.check_writable()
     _store(settings).remove(args.name)
-    AuditLog(settings.audit_log_path).append("user_remove", user=args.name)
+    _audit_done(audit, f"user {args.name} removed", "user_remove", user=args.name)
     print(f"user {args.name} removed")
     return 0
 
 
+def _verify_all(settings: Settings) -> dict[str, object]:
+    from agent.audit import AuditLog
+    from agent.signoff import ReportStore
+
+    audit = AuditLog.from_settings(settings).verify()
+    reports = ReportStore.from_settings(settings).verify()
+    return {"ok": audit.ok and reports.ok, "key": str(settings.integrity_key_file),
+            "audit": audit.as_dict(), "reports": reports.as_dict()}
+
+
+def _print_part(title: str, part: dict, summary: str) -> None:
+    if part["ok"]:
+        print(f"{title} OK: {summary} ({part['path']})")
+    else:
+        print(f"{title} FAILED verification ({part['path']}):", file=sys.stderr)
+        for p in part["problems"]:
+            print(f"  {p}", file=sys.stderr)
+    for w in part["warnings"]:
+        print(f"  note: {w}", file=sys.stderr)
+
+
 def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.audit import verify
     from agent.cli import print_json
 
-    report = verify(settings.audit_log_path)
+    result = _verify_all(settings)
     if args.json:
-        print_json(report.to_dict())
-    elif report.ok:
-        print(f"audit log OK: {report.records} records, chain intact ({report.path})")
+        print_json(result)
     else:
-        print(f"audit log FAILED verification ({report.path}):", file=sys.stderr)
-        for p in report.problems:
-            print(f"  {p}", file=sys.stderr)
-    return 0 if report.ok else 1
+        audit, reports = result["audit"], result["reports"]
+        _print_part("audit log", audit, f"{audit['records']} records, chain intact")
+        _print_part("signed summaries", reports, f"{reports['records']} versions, "
+                    f"{reports['head'].get('signatures', 0)} signatures intact")
+    return 0 if result["ok"] else 1
+
+
+def run_audit_reset(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.audit import AuditLog, file_sha256
+    from agent.cli import print_json
+    from agent.signoff import ReportStore
+
+    result = _verify_all(settings)
+    if result["ok"]:
+        raise InputError("the audit log and the signed summaries verify, so there is nothing to reset; run "
+                         "`radconsult audit verify` for the details")
+    if not args.yes:
+        raise InputError("this archives the failing audit log and/or signature ledger and starts new ones; "
+                         "run `radconsult audit verify` first, keep its output, then repeat with --yes")
+    done: dict[str, object] = {}
+    audit_log = AuditLog.from_settings(settings)
+    if not result["audit"]["ok"]:
+        archive, _ = audit_log.reset()
+        done["audit"] = str(archive) if archive else None
+    store = ReportStore.from_settings(settings)
+    ledger_broken = any(str(p).startswith("signature ledger:") for p in result["reports"]["problems"])
+    if ledger_broken:
+        archive, _ = store.ledger.reset()
+        done["signature_ledger"] = str(archive) if archive else None
+    details: dict[str, object] = {"audit_problems": len(result["audit"]["problems"]),
+                                  "report_problems": len(result["reports"]["problems"])}
+    for what, archive in done.items():
+        details[f"{what}_archive_sha256"] = file_sha256(Path(archive)) if archive else None
+    audit_log.append("audit_reset", user=None, details=details)
+    if args.json:
+        print_json({"archived": done, "before": result})
+    else:
+        for what, archive in done.items():
+            print(f"{what}: archived as {archive}" if archive else f"{what}: was missing; new chain started")
+        if not ledger_broken and not result["reports"]["ok"]:
+            print("signed summaries: the problems listed by `radconsult audit verify` are in the summary "
+                  "files themselves; restore them from a backup (a reset cannot fix them)", file=sys.stderr)
+    return 0
 
 
 def make_agent(settings: Settings) -> Consultation:

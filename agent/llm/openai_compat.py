@@ -105,11 +105,14 @@ class OpenAIBackend:
         except LLMError:
             raise
         except httpx.ConnectError:
-            raise LLMError(f"the LLM server at {self.base_url} is not reachable (is it running?)") from None
+            raise LLMError(f"the LLM server at {self.base_url} is not reachable: start it, or point "
+                           "RADCONSULT_LLM at a running server (or at the embedded gguf:qwen2.5-coder-1.5b)") from None
         except httpx.TimeoutException:
-            raise LLMError(f"the LLM server timed out after {self.timeout_s:.0f} s") from None
+            raise LLMError(f"the LLM server timed out after {self.timeout_s:.0f} s; check the server, or raise "
+                           "RADCONSULT_LLM_TIMEOUT_S") from None
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
-            raise LLMError(f"the LLM server connection failed mid-answer: {exc}") from None
+            raise LLMError(f"the LLM server at {self.base_url} dropped the connection mid-answer "
+                           f"({type(exc).__name__}); check that it is still running, then ask again") from None
         result.ttft_ms = (first - t0) * 1000 if first else None
         known = {t.name for t in tools} if tools else set()
         if partial:

@@ -97,7 +97,7 @@ def make_login(settings: Settings) -> Callable[[str, str], bool]:
     """The login check for the page (audited; a failed name is stored only as a hash)."""
     from agent.users import UserStore
 
-    store, audit = UserStore(settings.users_path), AuditLog(settings.audit_log_path)
+    store, audit = UserStore(settings.users_path), AuditLog.from_settings(settings)
 
     def login(username: str, password: str) -> bool:
         ok = store.verify(username, password)
@@ -116,8 +116,8 @@ class UIController:
     def __init__(self, agent: ConsultationAPI, settings: Settings) -> None:
         self.agent = agent
         self.settings = settings
-        self.audit = AuditLog(settings.audit_log_path)
-        self.reports = ReportStore(settings.data_dir / "reports")
+        self.audit = AuditLog.from_settings(settings)
+        self.reports = ReportStore.from_settings(settings)
         self.sessions_root = settings.cache_dir / "ui-sessions"
         self.cards = agent.model_cards()
         self._sessions: dict[str, SessionState] = {}

@@ -238,14 +238,15 @@ def launch(demo: Any, settings: Settings, *, host: str, port: int,
         raise InputError(f"refusing to bind {host} without authentication")
     root = settings.cache_dir / "ui-sessions"
     root.mkdir(parents=True, exist_ok=True)
-    AuditLog(settings.audit_log_path).append("ui_start", user=None,
+    AuditLog.from_settings(settings).append("ui_start", user=None,
                                              details={"loopback": is_loopback(host), "auth": auth is not None})
     return demo.launch(
         server_name=host, server_port=port, auth=auth,
         auth_message="radconsult: log in with the account from `radconsult users add`.",
         max_file_size=settings.max_upload_bytes, allowed_paths=[str(root)],
         blocked_paths=[str(p) for p in (settings.kb_dir, settings.audit_log_path, settings.users_path,
-                                        settings.secret_path, settings.cases_db_path, settings.data_dir / "reports")],
+                                        settings.secret_path, settings.cases_db_path, settings.data_dir / "reports",
+                                        settings.integrity_key_file.parent)],
         show_error=False, quiet=True, footer_links=[], prevent_thread_lock=not block,
         theme=theme(), css=CSS, ssr_mode=False, pwa=False, mcp_server=False,
     )

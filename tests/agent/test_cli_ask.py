@@ -28,17 +28,19 @@ def test_missing_image(env, capsys, tmp_path):
 
 def test_bad_llm_setting(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "ollama:llama3")
-    assert main(["ask", "hello"]) == 2
+    assert main(["ask", "What follow-up for a 7 mm solid nodule?"]) == 2
     assert "RADCONSULT_LLM" in capsys.readouterr().err
 
 
-def test_server_down_answers_with_a_message(env, capsys, monkeypatch):
+def test_server_down_is_an_error_with_the_json_kept(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
     monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
-    assert main(["ask", "hello", "--json"]) == 1
-    out = json.loads(capsys.readouterr().out)
+    assert main(["ask", "What follow-up for a 7 mm solid nodule?", "--json"]) == 2
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert "not reachable" in out["error"] and "not reachable" in out["answer"]
     assert set(out) >= {"answer", "citations", "tool_calls", "unsupported_sentences", "model", "timings"}
+    assert captured.err.strip().splitlines()[-1].startswith("radconsult: error: the question was not answered")
 
 
 def test_eval_set_missing_and_malformed(env, capsys, tmp_path):
@@ -61,12 +63,15 @@ def test_shipped_eval_set_is_well_formed():
     assert len({i.id for i in items}) == len(items)
 
 
-def test_text_mode_shows_the_failure_and_disclaimer(env, capsys, monkeypatch):
+def test_text_mode_server_down_is_one_error_line(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
     monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
-    assert main(["ask", "hello", "--case", "c-text"]) == 1
-    out = capsys.readouterr().out
-    assert "not reachable" in out and "not a diagnosis" in out and "case c-text" in out
+    assert main(["ask", "What follow-up for a 7 mm solid nodule?", "--case", "c-text"]) == 2
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("radconsult: error:") and "not reachable" in last and "case c-text" in last
+    assert "RADCONSULT_LLM" in last  # says what to do
+    assert "Traceback" not in captured.err and "I could not complete" not in captured.out
 
 
 def _scripted(monkeypatch, steps):

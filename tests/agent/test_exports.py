@@ -14,12 +14,12 @@ from tools.errors import InputError
 
 @pytest.fixture
 def draft(settings):
-    return ReportStore(settings.data_dir / "reports").save_draft(make_report())
+    return ReportStore.from_settings(settings).save_draft(make_report())
 
 
 @pytest.fixture
 def signed(settings, draft):
-    return ReportStore(settings.data_dir / "reports").sign(draft.report.case_id, draft.version, user="dr_a")
+    return ReportStore.from_settings(settings).sign(draft.report.case_id, draft.version, user="dr_a")
 
 
 def test_markdown_draft_and_signed(draft, signed):
@@ -42,7 +42,7 @@ def test_pdf_opens_and_has_disclaimer(draft):
 
 def test_pdf_unicode(settings):
     r = make_report(impression="Nodule ≤ 6 mm — no follow-up; μ ± σ [E1].")
-    rv = ReportStore(settings.data_dir / "reports").save_draft(r)
+    rv = ReportStore.from_settings(settings).save_draft(r)
     text = _pdf_text(exports.to_pdf(rv))
     assert "Nodule" in text
 
@@ -73,7 +73,7 @@ def test_sr_signed_is_verified(signed):
 
 
 def test_sr_needs_dicom_source(settings):
-    rv = ReportStore(settings.data_dir / "reports").save_draft(Report(case_id="png-case"))
+    rv = ReportStore.from_settings(settings).save_draft(Report(case_id="png-case"))
     with pytest.raises(InputError, match="DICOM"):
         exports.to_dicom_sr(rv)
     assert "Decision support" in exports.to_markdown(rv)

@@ -229,15 +229,16 @@ def test_launch_with_users_requires_login(settings):
             assert client.post("/login", data={"username": "dr_a", "password": "wrong password"}).status_code >= 400
             assert client.post("/login", data={"username": "dr_a", "password": "a long password"}).status_code == 200
             assert client.get("/config").status_code == 200
-            for secret in (settings.users_path, settings.audit_log_path):
+            for secret in (settings.users_path, settings.audit_log_path, settings.integrity_key_file):
                 assert client.get(f"/gradio_api/file={secret}").status_code in (403, 404)
     finally:
         demo.close()
-    from agent.audit import verify
+    from agent.audit import AuditLog
 
     log = settings.audit_log_path.read_text()
-    assert '"action":"login"' in log and '"login_failed"' in log and "wrong password" not in log
-    assert verify(settings.audit_log_path).ok
+    assert '"action":"login","case_id":null' in log or '"action":"login"' in log
+    assert '"login_failed"' in log and "wrong password" not in log
+    assert AuditLog.from_settings(settings).verify().ok
 
 
 def test_session_files_are_not_served_without_login_when_users_exist(settings):

@@ -293,9 +293,9 @@ def test_consultation_in_browser(real_app, browser):
     for action in ("upload", "answer", "summary", "export"):
         assert f'"action":"{action}"' in audit
     assert QUESTION not in audit
-    from agent.audit import verify
+    from agent.audit import AuditLog
 
-    assert verify(settings.audit_log_path).ok
+    assert AuditLog.from_settings(settings).verify().ok
 
 
 def _wait_port(proc: subprocess.Popen, port: int, timeout_s: float) -> None:
@@ -385,7 +385,7 @@ def test_three_sessions_get_their_own_answers(scripted_app, browser):
 def test_named_clinician_logs_in_and_signs(browser, tmp_path):
     """With users, the page asks for a login (also on loopback); the signed summary names the clinician,
     a later edit makes a new draft version, and the audit log records login and sign under that name."""
-    from agent.audit import verify
+    from agent.audit import AuditLog
     from agent.consultation import Consultation
     from agent.ui import bind_policy, build_ui, launch
     from agent.users import UserStore
@@ -438,4 +438,4 @@ def test_named_clinician_logs_in_and_signs(browser, tmp_path):
     assert {"login", "login_failed", "upload", "answer", "sign"} <= {r["action"] for r in records}
     assert all(r["user"] == "dr.lee" for r in records if r["action"] in ("login", "upload", "answer", "sign"))
     assert "wrong password" not in log and "correct horse" not in log
-    assert verify(settings.audit_log_path).ok
+    assert AuditLog.from_settings(settings).verify().ok
