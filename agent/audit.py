@@ -34,6 +34,7 @@ ACTIONS = frozenset({
     "login", "login_failed", "logout", "case_new", "upload", "upload_rejected", "inspect", "classify", "search",
     "calculate",
     "answer", "summary", "export", "sign", "user_add", "user_remove", "ui_start",
+    "pacs_find", "pacs_open", "pacs_send",
 })
 
 
