@@ -131,11 +131,16 @@ def parse_report_id(text: str) -> tuple[str, int | None]:
     return m.group("case"), int(m.group("version")) if m.group("version") else None
 
 
-def load_signed(store: ReportStore, report_id: str) -> ReportVersion:
-    """The named version; a draft is refused (the message names the newest signed version, if any)."""
+def load_report(store: ReportStore, report_id: str) -> ReportVersion:
+    """The version named ``CASE/vN`` (``CASE``: the newest), signed or not."""
     case_id, version = parse_report_id(report_id)
-    rv = store.load(case_id, version)
+    return store.load(case_id, version)
+
+
+def check_signed(store: ReportStore, rv: ReportVersion) -> ReportVersion:
+    """``rv`` when signed; a draft raises :class:`NotSignedError` naming the newest signed version, if any."""
     if not rv.is_signed:
+        case_id = rv.report.case_id
         signed = [v for v in store.versions(case_id) if store.load(case_id, v).is_signed]
         hint = f"; the newest signed version is {case_id}/v{signed[-1]}" if signed else ""
         raise NotSignedError(f"{case_id}/v{rv.version} is a draft: only a signed summary is sent to the PACS "
@@ -156,8 +161,12 @@ def report_sr_uids(rv: ReportVersion) -> tuple[str, str]:
 
 def pacs_sr(rv: ReportVersion, reid: ReidMap) -> Any:
     """The SR for the PACS: the signed version with the original patient module and original UIDs."""
-    from agent.exports import to_dicom_sr
+    import highdicom  # noqa: F401 - its loggers must exist before they are quietened
 
+    from agent.exports import to_dicom_sr
+    from tools.pacs import withhold_logs
+
+    withhold_logs("highdicom")  # highdicom logs the UIDs of the (here original) evidence it copies
     study = rv.report.study
     if study is None or not study.study_uid:
         raise InputError("this summary has no DICOM study to file it under: only reports of studies opened "

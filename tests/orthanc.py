@@ -182,9 +182,10 @@ class PatientModule:
 
 
 def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None = None,
-              series_uid: str | None = None, spacing_mm: float = 2.5, seed: str = "ct") -> list[bytes]:
+              series_uid: str | None = None, spacing_mm: float = 2.5, seed: str = "ct", matrix: int = 128) -> list[bytes]:
     """A CT series of ``slices`` copies of pydicom's CT_small.dcm (128 x 128, 0.66 mm pixels) at shifted
-    positions, with ``patient``'s module and new study / series / instance UIDs; DICOM files as bytes."""
+    positions, with ``patient``'s module and new study / series / instance UIDs; DICOM files as bytes.
+    ``matrix=512`` enlarges each slice 4x (pixels repeated, spacing divided by 4): the size of a clinical CT."""
     import io
 
     import pydicom
@@ -197,6 +198,14 @@ def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None
     src = pydicom.dcmread(path)
     if src.file_meta.TransferSyntaxUID.is_compressed:
         src.decompress()
+    if matrix != src.Rows:
+        import numpy as np
+
+        factor = matrix // int(src.Rows)
+        arr = src.pixel_array
+        src.PixelData = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1).astype(arr.dtype).tobytes()
+        src.Rows = src.Columns = matrix
+        src.PixelSpacing = [float(v) / factor for v in src.PixelSpacing]
     study_uid = study_uid or generate_uid(entropy_srcs=[seed, "study"])
     series_uid = series_uid or generate_uid(entropy_srcs=[seed, "series"])
     x, y, z = (float(v) for v in src.ImagePositionPatient)

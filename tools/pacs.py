@@ -13,12 +13,17 @@ PACS in the query and nowhere else. Log records of the HTTP libraries (which hol
 original UIDs) are withheld; our own log lines carry counts, sizes and timings only; error messages name
 the PACS by host and never echo a searched value. Credentials live in :class:`Secret`, whose repr hides them.
 
-Limits: a series is checked against ``max_instances`` and ``max_series_bytes`` from the QIDO metadata
-(instance count, rows x columns x bits x frames) before any pixel data is requested, and again against the
-bytes that actually arrive. Non-image instances in a series (structured reports, presentation states, key
-object selections, ...) are not retrieved: :attr:`SeriesPlan.notes` says what was skipped. A retrieve is all
-or nothing: files are written to a private temporary folder beside ``dest_dir`` and renamed into place only
+Limits: a series is checked against ``max_instances`` and ``max_series_bytes`` from the QIDO metadata (the
+series' instance count; rows x columns x bits x frames of a sample instance, or of every instance when the
+sample is not an image) before any pixel data is requested, and again as the bytes arrive. Non-image
+instances in a series (structured reports, presentation states, key object selections, ...) are dropped on
+arrival and never written: :attr:`RetrievedSeries.notes` says what was skipped. A retrieve is all or
+nothing: files are written to a private temporary folder beside ``dest_dir`` and renamed into place only
 when every instance has arrived intact.
+
+The module is split in parts: :mod:`tools.pacs_config` (connection, credential), :mod:`tools.pacs_models`
+(results, input checks), :mod:`tools.pacs_instances` (checking and writing instances), :mod:`tools.pacs_sop`
+(which objects are images) and :mod:`tools.pacs_reid` (the re-identification map).
 """
 
 from __future__ import annotations
@@ -32,10 +37,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from tools.errors import (
     EmptySeriesError,
@@ -47,8 +50,28 @@ from tools.errors import (
     PacsUnavailableError,
     PartialRetrieveError,
     SeriesTooLargeError,
-    SettingsError,
     StowRejectedError,
+)
+from tools.pacs_config import MiB, PacsAuth, PacsConfig, Secret
+from tools.pacs_instances import (
+    PIXEL_KEYWORDS,
+    check_instance,
+    deidentified,
+    encoded_bytes,
+    parse_errors,
+    write,
+)
+from tools.pacs_models import (
+    InstanceSummary,
+    RetrievedSeries,
+    SeriesPlan,
+    SeriesSummary,
+    StoreResult,
+    StudySummary,
+    check_date,
+    check_identifier,
+    check_uid,
+    skipped_notes,
 )
 from tools.pacs_sop import instance_kind, is_image_kind
 
@@ -57,238 +80,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from tools.pacs_reid import Pseudonymiser, ReidMap
 
+__all__ = ["InstanceSummary", "PacsAuth", "PacsClient", "PacsConfig", "RetrievedSeries", "Secret", "SeriesPlan",
+           "SeriesSummary", "StoreResult", "StudySummary", "check_date", "check_identifier", "check_uid",
+           "withhold_logs"]
+
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-_HEADER_BYTES = 4096        # allowance per instance for everything but the pixel data (estimates)
 _QUIET_LOGGERS = ("dicomweb_client", "dicomweb_client.api", "dicomweb_client.web", "dicomweb_client.session_utils",
-                  "urllib3.connectionpool", "requests")
-_IDENTIFIER_RE = re.compile(r"^[^*?\\\x00-\x1f]{1,64}$")
+                  "urllib3.connectionpool", "requests")   # (and any other logger of these packages)
 _MODALITY_RE = re.compile(r"^[A-Z0-9]{1,16}$")
-_DATE_RE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-# =====================================================================================================
-# configuration
-# =====================================================================================================
-class Secret:
-    """A credential. Its repr and str hide the value; only :meth:`reveal` gives it (to the HTTP session)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclass(frozen=True)
-class PacsAuth:
-    """HTTP basic (``username`` + ``secret`` password) or a bearer token (``secret``)."""
-
-    kind: str                     # "basic" | "bearer"
-    secret: Secret = field(repr=False)
-    username: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("basic", "bearer"):
-            raise SettingsError(f"PACS authentication must be basic or bearer, not {self.kind!r}")
-        if self.kind == "basic" and not self.username:
-            raise SettingsError("PACS basic authentication needs a user name (the secret is 'user:password')")
-        if not self.secret.reveal():
-            raise SettingsError("the PACS credential is empty")
-
-
-@dataclass(frozen=True)
-class PacsConfig:
-    """Where the PACS is and how far to trust it. Built from the settings by ``agent.wiring.pacs_config``.
-
-    ``url``: the DICOMweb root (e.g. ``https://pacs.example.org/dicom-web``); ``timeout_s``: connect and read
-    limit per request, seconds; ``max_instances`` / ``max_series_bytes``: the largest series retrieved.
-    """
-
-    url: str
-    auth: PacsAuth | None = None
-    timeout_s: float = 30.0
-    max_instances: int = 2000
-    max_series_bytes: int = 512 * MiB
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SettingsError("the PACS URL must be http(s)://host[:port]/path of its DICOMweb root")
-        if parts.username or parts.password:
-            raise SettingsError("put PACS credentials in pacs_auth_file or pacs_auth_env, never in the URL")
-        if not (self.timeout_s > 0 and self.max_instances > 0 and self.max_series_bytes > 0):
-            raise SettingsError("PACS timeout and limits must be positive")
-
-    @property
-    def host(self) -> str:
-        """The PACS by host and port only: what messages show."""
-        parts = urlsplit(self.url)
-        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-# =====================================================================================================
-# results
-# =====================================================================================================
-@dataclass(frozen=True)
-class StudySummary:
-    """One study found by :meth:`PacsClient.find`. The patient fields are shown to the clinician to confirm
-    the patient before opening; they never go to a log, a prompt or the case database."""
-
-    study_uid: str
-    study_date: str = ""
-    study_time: str = ""
-    accession_number: str = ""
-    modalities: tuple[str, ...] = ()
-    description: str = ""
-    patient_name: str = ""
-    patient_id: str = ""
-    patient_birth_date: str = ""
-    patient_sex: str = ""
-    series_count: int | None = None
-    instance_count: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-
-
-@dataclass(frozen=True)
-class SeriesSummary:
-    """One series of a study: what a clinician chooses from."""
-
-    series_uid: str
-    modality: str = ""
-    number: int | None = None
-    description: str = ""
-    instance_count: int | None = None
-
-    @property
-    def likely_images(self) -> bool:
-        """False for series whose modality says they hold no images (SR, PR, KO, documents)."""
-        return self.modality.upper() not in {"SR", "PR", "KO", "DOC", "REG", "PLAN", "RTPLAN", "RTSTRUCT",
-                                              "RTRECORD", "ECG", "AU", "HD", "FID"}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "likely_images": self.likely_images}
-
-
-@dataclass(frozen=True)
-class InstanceSummary:
-    """One instance from instance-level QIDO: enough to decide whether to fetch it and how big it is."""
-
-    sop_instance_uid: str
-    sop_class_uid: str = ""
-    rows: int | None = None
-    columns: int | None = None
-    bits_allocated: int | None = None
-    samples_per_pixel: int | None = None
-    frames: int | None = None
-
-    @property
-    def kind(self) -> str:
-        """"image", or what the non-image object is ("structured report", "presentation state", ...)."""
-        return instance_kind(self.sop_class_uid, has_rows=bool(self.rows and self.columns))
-
-    @property
-    def is_image(self) -> bool:
-        return is_image_kind(self.kind)
-
-    @property
-    def estimated_bytes(self) -> int:
-        """Uncompressed size of the pixel data plus a header allowance (what a decoded copy needs)."""
-        if not (self.rows and self.columns):
-            return _HEADER_BYTES
-        bits = self.bits_allocated or 16
-        return (self.rows * self.columns * (self.samples_per_pixel or 1) * (self.frames or 1) * bits + 7) // 8 \
-            + _HEADER_BYTES
-
-
-@dataclass(frozen=True)
-class SeriesPlan:
-    """What :meth:`PacsClient.retrieve_series` will fetch, checked against the limits."""
-
-    study_uid: str
-    series_uid: str
-    images: tuple[InstanceSummary, ...]
-    skipped: tuple[InstanceSummary, ...] = ()
-    estimated_bytes: int = 0
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        counts = Counter(i.kind for i in self.skipped)
-        return tuple(f"skipped {n} {kind}{'s' if n > 1 else ''} (not an image)" for kind, n in sorted(counts.items()))
-
-
-@dataclass(frozen=True)
-class RetrievedSeries:
-    """A retrieved series on disk: ``path`` holds ``count`` DICOM files (de-identified unless asked not to).
-    UIDs here are pseudonymised (one pass of the installation's remap)."""
-
-    path: Path
-    count: int
-    bytes: int
-    seconds: float
-    deidentified: bool
-    study_uid: str                 # pseudonymised
-    series_uid: str                # pseudonymised
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "path": str(self.path), "notes": list(self.notes)}
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    """What the PACS stored (STOW-RS), confirmed by reading each instance back with QIDO."""
-
-    stored: tuple[str, ...]        # SOP Instance UIDs
-    seconds: float
-
-
-# =====================================================================================================
-# input checks
-# =====================================================================================================
-def check_identifier(value: str, what: str) -> str:
-    """An accession number or patient ID as typed: exact match only (no wildcards), at most 64 characters."""
-    text = (value or "").strip()
-    if not _IDENTIFIER_RE.match(text):
-        raise InputError(f"{what} must be 1-64 characters without wildcards (* ?) or control characters")
-    return text
-
-
-def check_date(value: str) -> str:
-    """A QIDO date or range: YYYYMMDD, YYYY-MM-DD, or a range FROM-TO of those (either end may be open)."""
-    text = (value or "").strip()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        text = text.replace("-", "")
-    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}\.\.\d{4}-\d{2}-\d{2}", text):
-        text = text.replace("-", "").replace("..", "-")
-    m = _DATE_RE.match(text)
-    if not text or not m or (m.group(2) is None and m.group(3) is not None) or text == "-":
-        raise InputError("the date must be YYYYMMDD (or YYYY-MM-DD), or a range like 20240101-20240331")
-    return text
-
-
-def check_uid(value: str, what: str) -> str:
-    text = (value or "").strip()
-    if not (_UID_RE.match(text) and len(text) <= 64):
-        raise InputError(f"{what} must be a DICOM UID (digits and dots, at most 64 characters)")
-    return text
 
 
 def _text(item: dict[str, Any], tag: str) -> str:
@@ -323,9 +123,14 @@ class _Withheld(logging.Filter):
 _WITHHELD = _Withheld()
 
 
-def withhold_http_logs() -> None:
-    """Install the filter on the HTTP libraries' loggers (idempotent)."""
-    for name in _QUIET_LOGGERS:
+def withhold_logs(*packages: str) -> None:
+    """Install the filter on the loggers of ``packages`` (every logger named ``package`` or ``package.*`` that
+    exists now: call it after importing them), and on the HTTP libraries' loggers. Idempotent."""
+    names = set(_QUIET_LOGGERS)
+    for name in list(logging.root.manager.loggerDict):
+        if any(name == p or name.startswith(p + ".") for p in (*packages, "dicomweb_client", "urllib3")):
+            names.add(name)
+    for name in names:
         logger = logging.getLogger(name)
         if _WITHHELD not in logger.filters:
             logger.addFilter(_WITHHELD)
@@ -348,7 +153,7 @@ class PacsClient:
             import requests
             from dicomweb_client.api import DICOMwebClient
 
-            withhold_http_logs()
+            withhold_logs()
             session = requests.Session()
             auth = self.config.auth
             if auth is not None and auth.kind == "basic":
@@ -473,13 +278,14 @@ class PacsClient:
         out.sort(key=lambda s: (s.number is None, s.number or 0, s.series_uid))
         return out
 
-    def instances(self, study_uid: str, series_uid: str) -> list[InstanceSummary]:
-        """Instance-level QIDO of one series: SOP class and image geometry of each instance."""
+    def instances(self, study_uid: str, series_uid: str, limit: int | None = None) -> list[InstanceSummary]:
+        """Instance-level QIDO of one series: SOP class and image geometry of each instance (``limit``: the
+        first few only; a PACS may read every file to answer the full listing)."""
         study_uid = check_uid(study_uid, "the study UID")
         series_uid = check_uid(series_uid, "the series UID")
         with self._errors("list the series' instances", not_found="the PACS has no such series in that study"):
             found = self._dw.search_for_instances(
-                study_uid, series_uid, get_remaining=True,
+                study_uid, series_uid, get_remaining=limit is None, limit=limit,
                 fields=["SOPClassUID", "Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames"])
         return [InstanceSummary(sop_instance_uid=_text(i, "00080018"), sop_class_uid=_text(i, "00080016"),
                                 rows=_int(i, "00280010"), columns=_int(i, "00280011"),
@@ -487,32 +293,42 @@ class PacsClient:
                                 frames=_int(i, "00280008")) for i in found if _text(i, "00080018")]
 
     def plan_series(self, study_uid: str, series_uid: str) -> SeriesPlan:
-        """Check a series against the limits from QIDO metadata alone, before any pixel data moves."""
+        """Check a series against the limits from QIDO metadata alone, before any pixel data moves.
+
+        The instance count comes from the series-level QIDO; the size from one sample instance times the count
+        (every instance is listed instead when the sample or the series' modality is not an image's, or the
+        count is unknown). The
+        retrieve checks the bytes again as they arrive.
+        """
         limit_n, limit_b = self.config.max_instances, self.config.max_series_bytes
         listed = {s.series_uid: s for s in self.series(study_uid)}
         summary = listed.get(series_uid.strip())
         if summary is None:
-            raise PacsNotFoundError("the study has no series with that UID: list them with `radconsult pacs get "
-                                    "STUDY` or choose from the series list")
-        if summary.instance_count is not None and summary.instance_count > limit_n:
-            raise SeriesTooLargeError(f"the series holds {summary.instance_count} instances, over the limit of "
-                                      f"{limit_n} (RADCONSULT_PACS_MAX_INSTANCES): nothing was retrieved")
-        instances = self.instances(study_uid, series_uid)
-        images = tuple(i for i in instances if i.is_image)
-        skipped = tuple(i for i in instances if not i.is_image)
-        plan = SeriesPlan(study_uid.strip(), series_uid.strip(), images, skipped,
-                          sum(i.estimated_bytes for i in images))
-        if not images:
-            what = "; ".join(plan.notes) or "no instances listed"
-            raise EmptySeriesError(f"the series holds no image to open ({what}): choose another series")
-        if len(images) > limit_n:
-            raise SeriesTooLargeError(f"the series holds {len(images)} images, over the limit of {limit_n} "
+            raise PacsNotFoundError("the study has no series with that UID: list them with `radconsult pacs series "
+                                    "STUDY`")
+        count = summary.instance_count
+        if count is not None and count > limit_n:
+            raise SeriesTooLargeError(f"the series holds {count} instances, over the limit of {limit_n} "
                                       "(RADCONSULT_PACS_MAX_INSTANCES): nothing was retrieved")
-        if plan.estimated_bytes > limit_b:
-            raise SeriesTooLargeError(f"the series is about {plan.estimated_bytes / MiB:.1f} MiB of pixel data, "
-                                      f"over the limit of {limit_b / MiB:.1f} MiB (RADCONSULT_PACS_MAX_SERIES_BYTES): "
-                                      "nothing was retrieved")
-        return plan
+        sample = self.instances(study_uid, series_uid, limit=1)
+        every: tuple[InstanceSummary, ...] = ()
+        if count is None or not summary.likely_images or not sample or not sample[0].is_image:
+            every = tuple(self.instances(study_uid, series_uid))
+            images = [i for i in every if i.is_image]
+            count, estimated = len(every), sum(i.estimated_bytes for i in images)
+            if not images:
+                notes = "; ".join(skipped_notes(Counter(i.kind for i in every))) or "no instances listed"
+                raise EmptySeriesError(f"the series holds no image to open ({notes}): choose another series")
+            if len(images) > limit_n:
+                raise SeriesTooLargeError(f"the series holds {len(images)} images, over the limit of {limit_n} "
+                                          "(RADCONSULT_PACS_MAX_INSTANCES): nothing was retrieved")
+        else:
+            estimated = sample[0].estimated_bytes * count
+        if estimated > limit_b:
+            raise SeriesTooLargeError(f"the series is about {estimated / MiB:.1f} MiB of pixel data, over the limit "
+                                      f"of {limit_b / MiB:.1f} MiB (RADCONSULT_PACS_MAX_SERIES_BYTES): nothing was "
+                                      "retrieved")
+        return SeriesPlan(study_uid.strip(), series_uid.strip(), count, estimated, every)
 
     # --- WADO-RS ----------------------------------------------------------------------------------------
     def retrieve_series(self, study_uid: str, series_uid: str, dest_dir: Path, *, pseudonymiser: Pseudonymiser,
@@ -520,14 +336,15 @@ class PacsClient:
                         verify: Callable[[Path], object] | None = None) -> RetrievedSeries:
         """Retrieve the images of one series into the new (or empty) folder ``dest_dir``; all or nothing.
 
-        Each instance is checked as it arrives (it parses completely, it is not truncated, its pixel data
-        is as long as its header says), de-identified (``deidentify=True``: files named by their pseudonymised
-        SOP Instance UID; ``False``: the original files, numbered, for a caller that loads them at once with
+        The series arrives in one multipart stream. Non-image instances are dropped as they arrive (counted in
+        the notes). Each image is checked (not truncated, pixel data as long as its header says, every element
+        writable), de-identified (``deidentify=True``: files named by their pseudonymised SOP Instance UID;
+        ``False``: the original files, numbered, for a caller that loads them at once with
         ``tools.imaging.load`` and deletes them, as an upload) and written to a private temporary folder.
-        When every planned image has arrived, ``verify`` (if given) is called with the temporary folder (the
-        callers load it with ``tools.imaging.load``); only then are the originals recorded in ``reid`` and the
-        folder renamed to ``dest_dir``. Any failure removes the temporary folder and leaves ``dest_dir`` and
-        the map as they were.
+        When every instance the plan expects has arrived, ``verify`` (if given) is called with the temporary
+        folder (the callers load it with ``tools.imaging.load``); only then are the originals recorded in
+        ``reid`` and the folder renamed to ``dest_dir``. Any failure removes the temporary folder and leaves
+        ``dest_dir`` and the map as they were.
         """
         from tools.pacs_reid import OriginalInstance, OriginalPatient
 
@@ -540,37 +357,50 @@ class PacsClient:
             raise InputError(f"the output folder's parent {parent} does not exist")
         t0 = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))  # mode 0700
-        wanted = {i.sop_instance_uid: i for i in plan.images}
         originals: list[OriginalInstance] = []
+        seen: set[str] = set()
+        skipped: Counter[str] = Counter()
         patient: OriginalPatient | None = None
         total = 0
+        expected = plan.expected
         try:
-            for n, ds in enumerate(self._iter_images(plan), start=1):
+            for ds in self._iter_series(plan):
                 sop = str(ds.get("SOPInstanceUID", "") or "")
-                if sop not in wanted or any(o.sop_instance_uid == sop for o in originals):
-                    continue  # not planned (a non-image the PACS sent anyway) or a duplicate part
-                _check_instance(ds, n, len(wanted))
-                total += _encoded_bytes(ds)
+                if not sop or sop in seen:
+                    continue  # a duplicate part
+                seen.add(sop)
+                n = len(seen)
+                kind = instance_kind(str(ds.get("SOPClassUID", "") or ""), has_rows="Rows" in ds)
+                if not is_image_kind(kind) or not any(k in ds for k in PIXEL_KEYWORDS):
+                    skipped[kind if not is_image_kind(kind) else "object without pixel data"] += 1
+                    continue
+                check_instance(ds, n, expected)
+                total += encoded_bytes(ds)
                 if total > self.config.max_series_bytes:
                     raise SeriesTooLargeError(f"the series grew past {self.config.max_series_bytes / MiB:.1f} MiB "
                                               "while arriving (RADCONSULT_PACS_MAX_SERIES_BYTES): nothing was kept")
-                original = OriginalInstance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop,
-                                            str(ds.get("SOPClassUID", "") or wanted[sop].sop_class_uid))
+                if len(originals) >= self.config.max_instances:
+                    raise SeriesTooLargeError(f"the series holds more than {self.config.max_instances} images "
+                                              "(RADCONSULT_PACS_MAX_INSTANCES): nothing was kept")
+                original = OriginalInstance(str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")),
+                                            sop, str(ds.get("SOPClassUID", "")))
                 if original.study_uid != plan.study_uid or original.series_uid != plan.series_uid:
                     raise PartialRetrieveError("the PACS sent an instance of another study or series: "
                                                "nothing was kept")
                 patient = patient or OriginalPatient.from_dataset(ds)
                 if deidentify:
-                    out = _deidentified(pseudonymiser, ds, n, len(wanted))
+                    out = deidentified(pseudonymiser, ds, n, expected)
                     name = f"{out.SOPInstanceUID}.dcm"
                 else:
                     out, name = ds, f"{len(originals) + 1:05d}.dcm"
-                _write(out, tmp / name)
+                write(out, tmp / name, n, expected)
                 originals.append(original)
-            missing = len(wanted) - len(originals)
-            if missing:
-                raise PartialRetrieveError(f"{missing} of {len(wanted)} images did not arrive from the PACS: nothing "
-                                           "was kept; try again")
+            if expected is not None and len(seen) < expected:
+                raise PartialRetrieveError(f"{expected - len(seen)} of {expected} instances did not arrive from the "
+                                           "PACS: nothing was kept; try again")
+            if not originals:
+                notes = "; ".join(skipped_notes(skipped)) or "nothing arrived"
+                raise EmptySeriesError(f"the series holds no image to open ({notes}): choose another series")
             if verify is not None:
                 verify(tmp)
             if reid is not None and patient is not None:
@@ -583,23 +413,16 @@ class PacsClient:
             raise
         seconds = time.perf_counter() - t0
         log.info("PACS retrieve: %d image(s), %.1f MiB in %.2f s (%d non-image skipped)", len(originals),
-                 total / MiB, seconds, len(plan.skipped))
+                 total / MiB, seconds, sum(skipped.values()))
         return RetrievedSeries(dest, len(originals), total, round(seconds, 3), deidentify,
-                               pseudonymiser.uid(plan.study_uid), pseudonymiser.uid(plan.series_uid), plan.notes)
+                               pseudonymiser.uid(plan.study_uid), pseudonymiser.uid(plan.series_uid),
+                               skipped_notes(skipped), sum(skipped.values()))
 
-    def _iter_images(self, plan: SeriesPlan) -> Iterator[Dataset]:
-        """The planned images: the whole series in one multipart stream when it holds only images, else
-        instance by instance so that the skipped objects never travel."""
-        action = "retrieve the series"
-        missing = "the PACS no longer has this series"
-        if not plan.skipped:
-            with self._errors(action, not_found=missing), _parse_errors(len(plan.images)):
-                yield from self._dw.iter_series(plan.study_uid, plan.series_uid)
-            return
-        for inst in plan.images:
-            with self._errors(action, not_found=missing), _parse_errors(len(plan.images)):
-                ds = self._dw.retrieve_instance(plan.study_uid, plan.series_uid, inst.sop_instance_uid)
-            yield ds
+    def _iter_series(self, plan: SeriesPlan) -> Iterator[Dataset]:
+        """The series in one multipart stream (WADO-RS), parsed part by part as it arrives."""
+        with self._errors("retrieve the series", not_found="the PACS no longer has this series"), \
+                parse_errors(plan.expected):
+            yield from self._dw.iter_series(plan.study_uid, plan.series_uid)
 
     # --- STOW-RS ----------------------------------------------------------------------------------------
     def store(self, datasets: Sequence[Dataset], study_uid: str) -> StoreResult:
@@ -648,77 +471,3 @@ def _failed_reason(response: Any) -> str:
         return f", failure reason {', '.join(codes)}" if codes else ""
     except Exception:  # noqa: BLE001 - the body is optional detail
         return ""
-
-
-@contextmanager
-def _parse_errors(expected: int) -> Iterator[None]:
-    """A part of the multipart answer that pydicom cannot read: the retrieve is abandoned."""
-    import requests
-
-    try:
-        yield
-    except (requests.exceptions.RequestException, PacsError):
-        raise
-    except Exception as exc:  # pydicom InvalidDicomError, struct errors, truncated parts
-        raise PartialRetrieveError(f"an instance of the series ({expected} images) arrived corrupt "
-                                   f"({type(exc).__name__}): nothing was kept; try again or tell the PACS "
-                                   "administrator") from None
-
-
-def _check_instance(ds: Dataset, n: int, total: int) -> None:
-    """Parse every element and check the pixel data's length: a corrupt or truncated instance fails the whole
-    retrieve (a loader over the folder would skip it silently)."""
-    from tools.imaging import is_truncated
-
-    where = f"image {n} of {total}"
-    try:
-        if is_truncated(ds):
-            raise ValueError("the instance ends inside an attribute")
-        for _ in ds.iterall():  # converts every raw element: malformed values raise here
-            pass
-        if "PixelData" not in ds:
-            raise ValueError("no pixel data")
-        ts = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
-        if ts is None or not ts.is_compressed:
-            rows, cols = int(ds.Rows), int(ds.Columns)
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            samples = int(ds.get("SamplesPerPixel", 1) or 1)
-            expected = (rows * cols * frames * samples * int(ds.BitsAllocated) + 7) // 8
-            if len(ds.PixelData) < expected:
-                raise ValueError(f"pixel data {len(ds.PixelData)} of {expected} bytes")
-    except Exception as exc:  # noqa: BLE001 - every way a part can be broken ends the same way
-        raise PartialRetrieveError(f"{where} arrived truncated or corrupt ({type(exc).__name__}): nothing was "
-                                   "kept; try again or tell the PACS administrator") from None
-
-
-def _deidentified(pseudonymiser: Pseudonymiser, ds: Dataset, n: int, total: int) -> Dataset:
-    try:
-        return pseudonymiser.dataset(ds)
-    except PacsError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise PartialRetrieveError(f"image {n} of {total} cannot be de-identified ({type(exc).__name__}): nothing "
-                                   "was kept") from None
-
-
-def _encoded_bytes(ds: Dataset) -> int:
-    pixel = ds.get("PixelData")
-    return (len(pixel) if pixel is not None else 0) + _HEADER_BYTES
-
-
-def _write(ds: Dataset, target: Path) -> None:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
-        meta = meta if meta is not None else FileMetaDataset()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-    if "SOPClassUID" in ds:
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    if "SOPInstanceUID" in ds:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        ds.save_as(fh, enforce_file_format=True)

@@ -157,7 +157,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
                 out.mkdir(parents=True, exist_ok=True)
             plan = client.plan_series(args.study, series_uid)
             got, study = get_series(settings, client, args.study, series_uid, dest, plan=plan)
-            audit_open(audit, None, study, images=got.count, skipped=len(plan.skipped), files_written=True)
+            audit_open(audit, None, study, images=got.count, skipped=got.skipped, files_written=True)
             results.append((got, study))
     if args.json:
         print_json([{**got.to_dict(), "summary": study.summary()} for got, study in results])
@@ -177,19 +177,21 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 # --- send -----------------------------------------------------------------------------------------------
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     from agent.cli import print_json
-    from agent.pacs import SentLog, audit_send, load_signed, send_report
+    from agent.pacs import SentLog, audit_send, check_signed, load_report, send_report
     from agent.signoff import ReportStore
     from agent.wiring import reid_map
     from tools.errors import RadconsultError
 
-    rv = load_signed(ReportStore(settings.data_dir / "reports"), args.report)
+    store = ReportStore(settings.data_dir / "reports")
+    rv = load_report(store, args.report)
     audit = _audit(settings)
-    with _client(settings) as client:
-        try:
+    try:
+        check_signed(store, rv)
+        with _client(settings) as client:
             result = send_report(rv, reid_map(settings), client, SentLog.for_settings(settings))
-        except RadconsultError as exc:
-            audit_send(audit, None, rv, result=None, error=exc)
-            raise
+    except RadconsultError as exc:
+        audit_send(audit, None, rv, result=None, error=exc)
+        raise
     audit_send(audit, None, rv, result=result)
     if args.json:
         print_json(result.to_dict())

@@ -39,6 +39,8 @@ from tools.errors import (
 from tools.pacs import PacsAuth, PacsClient, PacsConfig, Secret, check_date, check_identifier
 from tools.pacs_reid import Pseudonymiser, ReidMap
 
+OTHER = PatientModule("Other^Patient", "PID-OTHER-1", "19600101", "M", "ACC-OTHER-1")
+
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory) -> Iterator[PacsStory]:
@@ -107,15 +109,43 @@ def test_search_input_is_checked_before_anything_is_sent(client):
 
 
 # --- plans and limits -------------------------------------------------------------------------------------
-def test_plan_skips_the_non_image_instances_with_a_note(client, story):
+def test_plan_from_the_series_count_and_a_sample_instance(client, story):
     plan = client.plan_series(story.study_uid, story.ct_series_uid)
-    assert len(plan.images) == 12 and len(plan.skipped) == 1
-    assert plan.notes == ("skipped 1 structured report (not an image)",)
-    assert plan.estimated_bytes >= 12 * 128 * 128 * 2
+    assert plan.expected == 13
+    if plan.listed:  # the PACS listed the dose SR first: every instance was listed
+        assert plan.estimated_bytes == 12 * (128 * 128 * 2 + 4096)
+    else:
+        assert plan.estimated_bytes == 13 * (128 * 128 * 2 + 4096)
+
+
+def test_a_series_whose_first_instance_is_a_report_is_listed_in_full(client, story, tmp_path, pseudonymiser):
+    import pydicom
+
+    study_uid = pydicom.uid.generate_uid(entropy_srcs=["h15-sr-first"])
+    ct = ct_series(OTHER, 2, study_uid=study_uid, seed="h15-sr-first")
+    series_uid = str(pydicom.dcmread(io.BytesIO(ct[0])).SeriesInstanceUID)
+    story.server.upload([text_sr(OTHER, study_uid, series_uid, seed="h15-sr-first"), *ct])
+    plan = client.plan_series(study_uid, series_uid)
+    assert len(plan.listed) == 3 and plan.notes == ("skipped 1 structured report (not an image)",)
+    assert plan.estimated_bytes == 2 * (128 * 128 * 2 + 4096)
+    got = client.retrieve_series(study_uid, series_uid, tmp_path / "out", pseudonymiser=pseudonymiser, plan=plan)
+    assert got.count == 2 and got.skipped == 1 and got.notes == plan.notes
+
+
+def test_bytes_are_checked_again_as_they_arrive(story, tmp_path, pseudonymiser):
+    """A plan that underestimates (a PACS whose QIDO geometry is wrong): the stream is cut at the limit."""
+    from tools.pacs import SeriesPlan
+
+    (tmp_path / "w").mkdir()
+    plan = SeriesPlan(story.study_uid, story.ct_series_uid, expected=13, estimated_bytes=1000)
+    with PacsClient(config(story, max_series_bytes=200_000)) as c, pytest.raises(SeriesTooLargeError, match="grew"):
+        c.retrieve_series(story.study_uid, story.ct_series_uid, tmp_path / "w" / "out", pseudonymiser=pseudonymiser,
+                          plan=plan)
+    assert list((tmp_path / "w").iterdir()) == []
 
 
 def test_a_series_of_only_reports_is_empty(client, story):
-    with pytest.raises(EmptySeriesError, match="no image to open.*structured report"):
+    with pytest.raises(EmptySeriesError, match="no image to open .skipped 1 structured report"):
         client.plan_series(story.study_uid, story.sr_series_uid)
 
 
@@ -148,6 +178,7 @@ def test_retrieve_writes_de_identified_files_and_records_the_originals(client, s
                                  reid=reid)
     files = sorted((tmp_path / "ct").iterdir())
     assert got.count == 12 == len(files) and got.notes == ("skipped 1 structured report (not an image)",)
+    assert got.skipped == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "data"]  # no temporary folder left
     blob = b"".join(p.read_bytes() for p in files)
     for value in (HILDA.name.split("^")[0], HILDA.patient_id, HILDA.accession, story.study_uid, *story.ct_sops):
@@ -188,7 +219,7 @@ def test_a_corrupt_instance_fails_the_whole_retrieve_and_keeps_nothing(story, se
     one instance's file in the PACS's storage is damaged (truncated, then not DICOM at all)."""
     import pydicom
 
-    other = PatientModule("Other^Patient", "PID-OTHER-1", "19600101", "M", "ACC-OTHER-1")
+    other = OTHER
     out = tmp_path / "retrieved"
     out.mkdir()
     reid = ReidMap(settings.pacs_dir / "reid.sqlite")
