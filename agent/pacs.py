@@ -178,7 +178,8 @@ def pacs_sr(rv: ReportVersion, reid: ReidMap) -> Any:
     series_uid, sop_uid = report_sr_uids(rv)
     sr = to_dicom_sr(rv, study=ref, patient=original.patient.dicom_attributes(), sop_instance_uid=sop_uid,
                      series_instance_uid=series_uid)
-    sr.SeriesDescription = "radconsult summary (signed)"
+    if original.patient.issuer_of_patient_id:
+        sr.IssuerOfPatientID = original.patient.issuer_of_patient_id
     return sr
 
 

@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     pacs_auth: Literal["none", "basic", "bearer"] = Field(
         "none", description="How to log in to the PACS: basic (the credential is user:password) or bearer (the "
                             "credential is a token).")
-    pacs_auth_file: Path | None = Field(None, description="File holding the PACS credential (keep it mode 0600); "
-                                                          "read when a PACS command runs, never logged or shown.")
+    pacs_auth_file: Path | None = Field(None, description="File holding the PACS credential, mode 0600 (refused when "
+                                                          "others can read it); read when a PACS command runs, never "
+                                                          "logged or shown.")
     pacs_auth_env: str | None = Field(None, description="Name of an environment variable holding the PACS credential "
                                                         "instead of a file (its value is never logged or shown).")
     pacs_timeout_s: float = Field(30.0, gt=0, description="Limit for one PACS request (connect and each read), seconds.")

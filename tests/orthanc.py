@@ -182,7 +182,8 @@ class PatientModule:
 
 
 def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None = None,
-              series_uid: str | None = None, spacing_mm: float = 2.5, seed: str = "ct", matrix: int = 128) -> list[bytes]:
+              series_uid: str | None = None, spacing_mm: float = 2.5, seed: str = "ct", matrix: int = 128,
+              series_number: int = 2) -> list[bytes]:
     """A CT series of ``slices`` copies of pydicom's CT_small.dcm (128 x 128, 0.66 mm pixels) at shifted
     positions, with ``patient``'s module and new study / series / instance UIDs; DICOM files as bytes.
     ``matrix=512`` enlarges each slice 4x (pixels repeated, spacing divided by 4): the size of a clinical CT."""
@@ -219,7 +220,7 @@ def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None
         ds.AccessionNumber = patient.accession
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = 2
+        ds.SeriesNumber = series_number
         ds.SeriesDescription = "CHEST 1.25mm"
         ds.StudyDescription = "CT CHEST"
         ds.ImagePositionPatient = [x, y, z + spacing_mm * i]
@@ -308,7 +309,7 @@ def load_story(server: OrthancServer, shared_cr: Path | None = None) -> PacsStor
     study_uid = generate_uid(entropy_srcs=["h15-story", "study"])
     ct = ct_series(HILDA, 12, study_uid=study_uid, seed="h15-ct")
     first = pydicom.dcmread(io.BytesIO(ct[0]))
-    lung = ct_series(HILDA, 4, study_uid=study_uid, seed="h15-lung", spacing_mm=5.0)
+    lung = ct_series(HILDA, 4, study_uid=study_uid, seed="h15-lung", spacing_mm=5.0, series_number=1)
     sr_series = generate_uid(entropy_srcs=["h15-story", "sr-series"])
     server.upload(ct + lung + [text_sr(HILDA, study_uid, first.SeriesInstanceUID, seed="h15-dose"),
                                text_sr(HILDA, study_uid, sr_series, seed="h15-only-sr")])

@@ -10,6 +10,10 @@ under the original study, once. ``forget STUDY`` removes a study from the re-ide
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,18 +151,33 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
                 _print_series(series)
             raise InputError(f"the study has {len(images)} image series: choose one with --series UID "
                              "(or --series all)")
-        if len(chosen) > 1 and out.exists() and any(out.iterdir()):
+        if not chosen:
+            raise InputError("the study holds no image series (only reports or other objects): nothing to get")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise InputError(f"{out} exists and is not an empty folder: choose a new output folder")
+        if not out.resolve().parent.is_dir():
+            raise InputError(f"the output folder's parent {out.resolve().parent} does not exist")
         results = []
         audit = _audit(settings)
-        for n, series_uid in enumerate(chosen, start=1):
-            dest = out if len(chosen) == 1 else out / f"series{n:02d}"
-            if len(chosen) > 1:
-                out.mkdir(parents=True, exist_ok=True)
-            plan = client.plan_series(args.study, series_uid)
-            got, study = get_series(settings, client, args.study, series_uid, dest, plan=plan)
+        # several series: each into a private folder beside OUT, renamed to OUT only when all have arrived
+        staging = out if len(chosen) == 1 else Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial",
+                                                                   dir=out.resolve().parent))
+        try:
+            for n, series_uid in enumerate(chosen, start=1):
+                dest = staging if len(chosen) == 1 else staging / f"series{n:02d}"
+                got, study = get_series(settings, client, args.study, series_uid, dest)
+                results.append((got, study))
+            if staging != out:
+                if out.exists():
+                    out.rmdir()
+                os.replace(staging, out)
+                results = [(dataclasses.replace(got, path=out / got.path.name), study) for got, study in results]
+        except BaseException:
+            if staging != out:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        for got, study in results:
             audit_open(audit, None, study, images=got.count, skipped=got.skipped, files_written=True)
-            results.append((got, study))
     if args.json:
         print_json([{**got.to_dict(), "summary": study.summary()} for got, study in results])
         return 0

@@ -130,8 +130,14 @@ def test_get_faults_write_nothing(env, story, monkeypatch, capsys, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
-def test_get_all_series_and_forget(env, story, capsys, tmp_path):
+def test_get_all_series_and_forget(env, story, monkeypatch, capsys, tmp_path):
     from agent.wiring import reid_map
+
+    monkeypatch.setenv("RADCONSULT_PACS_MAX_INSTANCES", "6")  # the first series (4) fits, the second (13) not
+    assert "over the limit of 6" in fails(capsys, "pacs", "get", story.study_uid, "--series", "all", "--out",
+                                          str(tmp_path / "all"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".all", "all"))]
+    monkeypatch.delenv("RADCONSULT_PACS_MAX_INSTANCES")
 
     assert main(["pacs", "get", story.study_uid, "--series", "all", "--out", str(tmp_path / "all"), "--json"]) == 0
     capsys.readouterr()
