@@ -49,6 +49,7 @@ from tools.errors import (
     PacsTimeoutError,
     PacsUnavailableError,
     PartialRetrieveError,
+    RadconsultError,
     SeriesTooLargeError,
     StowRejectedError,
 )
@@ -87,7 +88,7 @@ __all__ = ["InstanceSummary", "PacsAuth", "PacsClient", "PacsConfig", "Retrieved
 log = logging.getLogger(__name__)
 
 _QUIET_LOGGERS = ("dicomweb_client", "dicomweb_client.api", "dicomweb_client.web", "dicomweb_client.session_utils",
-                  "urllib3.connectionpool", "requests")   # (and any other logger of these packages)
+                  "urllib3.connectionpool", "requests", "retrying")   # (and any other logger of these packages)
 _MODALITY_RE = re.compile(r"^[A-Z0-9]{1,16}$")
 
 
@@ -181,10 +182,19 @@ class PacsClient:
     def _errors(self, action: str, not_found: str | None = None, store: bool = False) -> Iterator[None]:
         """Turn what requests / dicomweb-client raise into typed errors that name the PACS by host only."""
         import requests
+        from retrying import RetryError  # dicomweb-client's retry loop gives up with it (408/429/503/504)
 
         host = self.config.host
         try:
             yield
+        except RetryError as exc:
+            value = exc.last_attempt.value
+            code = getattr(value, "status_code", None) if not exc.last_attempt.has_exception else None
+            if code in (408, 504):
+                raise PacsTimeoutError(f"the PACS at {host} timed out while trying to {action} (HTTP {code}, "
+                                       "asked twice)") from None
+            raise PacsUnavailableError(f"the PACS at {host} is unavailable (HTTP {code or '?'}, asked twice) while "
+                                       f"trying to {action}: try again later or tell its administrator") from None
         except requests.exceptions.HTTPError as exc:
             code = exc.response.status_code if exc.response is not None else 0
             if code == 401:
@@ -206,6 +216,9 @@ class PacsClient:
                 raise PacsUnavailableError(f"the PACS at {host} failed while trying to {action} (HTTP {code}); "
                                            "try again later or tell its administrator") from None
             raise PacsError(f"the PACS at {host} answered HTTP {code} while trying to {action}") from None
+        except requests.exceptions.InvalidJSONError as exc:
+            raise PacsError(f"the PACS at {host} gave an answer that is not DICOMweb while trying to {action} "
+                            f"({type(exc).__name__}): is pacs_url its DICOMweb root?") from None
         except requests.exceptions.Timeout:
             raise PacsTimeoutError(f"the PACS at {host} did not answer within {self.config.timeout_s:g} s while "
                                    f"trying to {action}: try again, or raise pacs_timeout_s") from None
@@ -218,6 +231,11 @@ class PacsClient:
         except requests.exceptions.RequestException as exc:
             raise PacsUnavailableError(f"the connection to the PACS at {host} failed while trying to {action} "
                                        f"({type(exc).__name__})") from None
+        except RadconsultError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not DICOM JSON / multipart
+            raise PacsError(f"the PACS at {host} gave an answer that is not DICOMweb while trying to {action} "
+                            f"({type(exc).__name__}): is pacs_url its DICOMweb root?") from None
 
     # --- QIDO-RS ----------------------------------------------------------------------------------------
     def find(self, *, accession: str | None = None, patient_id: str | None = None, date: str | None = None,

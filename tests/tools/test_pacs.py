@@ -319,6 +319,54 @@ def test_a_pacs_that_hangs_times_out(tmp_path, pseudonymiser):
     assert not (tmp_path / "out").exists()
 
 
+@contextmanager
+def answering(status: int, body: bytes = b"", content_type: str = "text/plain") -> Iterator[int]:
+    """An HTTP server that answers every request with ``status`` and ``body`` (a PACS behind a proxy that is
+    down, or a URL that is not a DICOMweb root)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("status, error, words", [(503, PacsUnavailableError, "HTTP 503"),
+                                                  (504, PacsTimeoutError, "HTTP 504"),
+                                                  (500, PacsUnavailableError, "HTTP 500"),
+                                                  (403, PacsAuthError, "HTTP 403")])
+def test_server_errors_are_typed(status, error, words):
+    with answering(status) as port, PacsClient(PacsConfig(f"http://127.0.0.1:{port}/dicom-web", timeout_s=5)) as c, \
+            pytest.raises(error, match=words):
+        c.find(accession=HILDA.accession)
+
+
+def test_a_url_that_is_not_dicomweb(tmp_path, pseudonymiser):
+    from tools.errors import PacsError
+
+    with answering(200, b"<html>login page</html>", "application/dicom+json") as port, \
+            PacsClient(PacsConfig(f"http://127.0.0.1:{port}/", timeout_s=5)) as c:
+        with pytest.raises(PacsError, match="not DICOMweb"):
+            c.find(accession=HILDA.accession)
+        with pytest.raises(PacsError, match="not DICOMweb"):
+            c.series("1.2.3")
+
+
 # --- STOW-RS ------------------------------------------------------------------------------------------
 def _sr(study_uid: str, seed: str):
     import pydicom
