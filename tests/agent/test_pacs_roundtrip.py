@@ -269,7 +269,7 @@ from tests.agent.llm_fixtures import qwen_path  # noqa: E402,F401 - fixture for 
 def test_a_send_that_timed_out_is_repeated_as_the_same_instance(env, story, tmp_path):
     """The outcome of a timed-out send is unknown (the PACS may hold the SR): the attempt stays pending and the
     retry sends the very same SOP instance, so the PACS holds it once."""
-    from agent.pacs import SentLog, get_series, report_sr_uids, send_report
+    from agent.pacs import NotSignedError, SentLog, get_series, report_sr_uids, send_report
     from agent.settings import load_settings
     from agent.signoff import Report, ReportStore, StudyRef
     from agent.wiring import pacs_config, reid_map
@@ -299,7 +299,5 @@ def test_a_send_that_timed_out_is_repeated_as_the_same_instance(env, story, tmp_
     assert first.sop_instance_uid == again.sop_instance_uid == sop and not first.already_sent and again.already_sent
     assert [i for i in story.server.find_instances(story.study_uid) if i["MainDicomTags"]["SOPInstanceUID"] == sop]
     draft = store.edit("timeout-1", rv.version, report, user=SIGNER)  # a new draft version supersedes it
-    from agent.pacs import NotSignedError
-
     with PacsClient(pacs_config(settings)) as client, pytest.raises(NotSignedError):
         send_report(draft, reid_map(settings), client, sent)
