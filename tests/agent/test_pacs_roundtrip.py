@@ -301,3 +301,27 @@ def test_a_send_that_timed_out_is_repeated_as_the_same_instance(env, story, tmp_
     draft = store.edit("timeout-1", rv.version, report, user=SIGNER)  # a new draft version supersedes it
     with PacsClient(pacs_config(settings)) as client, pytest.raises(NotSignedError):
         send_report(draft, reid_map(settings), client, sent)
+
+
+def test_the_siim_cr_from_the_pacs_is_measured_with_a_projection_warning(env, story, monkeypatch, capsys, tmp_path):
+    """The real SIIM chest radiograph, stored in and retrieved from the PACS: a length on it is at the detector."""
+    from tests.conftest import shared_file
+
+    cr = shared_file("cxr/siim_cxr_no_pneumothorax.dcm")
+    import pydicom
+
+    head = pydicom.dcmread(cr, stop_before_pixels=True)
+    story.server.upload([cr])
+    rc, stdout, _ = run(capsys, "pacs", "find", "--date", str(head.StudyDate), "--modality", "CR", "--json")
+    assert rc == 0 and [s["study_uid"] for s in json.loads(stdout)] == [str(head.StudyInstanceUID)]
+    out = tmp_path / "cr"
+    rc, stdout, err = run(capsys, "pacs", "get", str(head.StudyInstanceUID), "--out", str(out))
+    assert rc == 0 and "wrote 1 de-identified image(s)" in stdout and "CR 1024 x 1024" in stdout, err
+    scripted(monkeypatch, env, [frame(intent="followup")])
+    rc, stdout, err = run(capsys, "ask", "Solid nodule on this film, never smoker, 50 years: follow-up?", "--image",
+                          str(out), "--measure", "400,400 459.5,400 type=solid label=long axis", "--case", "cr-1",
+                          "--summary", "--json")
+    assert rc == 0, err
+    turn = json.loads(stdout)
+    findings = turn["summary_markdown"].split("## Findings")[1].split("##")[0]
+    assert "long axis 10.0 mm, solid" in findings and "CR is a projection image" in findings
