@@ -36,6 +36,7 @@ CHAIN = "audit"
 ACTIONS = frozenset({
     "login", "login_failed", "logout", "case_new", "upload", "upload_rejected", "inspect", "classify", "search",
     "calculate", "answer", "summary", "export", "sign", "user_add", "user_remove", "ui_start", "audit_reset",
+    "pacs_find", "pacs_open", "pacs_send",
 })
 
 __all__ = ["ACTIONS", "AuditError", "AuditLog", "VerifyReport", "text_hash", "verify"]

@@ -19,7 +19,7 @@ from tools.errors import RadconsultError
 
 # Modules in agent/commands/ that expose ``register(subparsers)``; each adds its own subcommands
 # and sets ``func(args, settings) -> int`` on them.
-COMMAND_MODULES = ("config", "imaging", "models", "kb", "ask", "ui")
+COMMAND_MODULES = ("config", "imaging", "models", "kb", "ask", "ui", "pacs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from agent.signoff import ReportVersion
+from agent.signoff import ReportVersion, StudyRef
 from tools.errors import InputError, RadconsultError
 
 DRAFT_BANNER = "DRAFT - not signed by a clinician"
@@ -143,20 +144,27 @@ def _code(value: str, scheme: str, meaning: str):
     return Code(value, scheme, meaning)
 
 
-def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software_version: str = ""):
+def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software_version: str = "",
+                study: StudyRef | None = None, patient: Mapping[str, str] | None = None,
+                sop_instance_uid: str | None = None, series_instance_uid: str | None = None):
     """The summary as a DICOM Comprehensive SR (pydicom Dataset).
 
     Study: the source study's pseudonymised StudyInstanceUID (a new one when the case has no DICOM
     source). Evidence: the source SOP instances, pseudonymised. Completion/verification follow the
     sign-off: a draft is PARTIAL/UNVERIFIED, a signed version COMPLETE/VERIFIED with the signer as
     verifying observer.
+
+    Only for the copy sent back to the PACS (``agent.pacs``): ``study`` (the original UIDs) and ``patient``
+    (the original patient and study module, DICOM keyword -> value) replace the pseudonyms, and the SR's own
+    UIDs can be fixed so that sending the same version again repeats the same instance. Local exports never
+    pass them.
     """
     import highdicom as hd
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
     r = rv.report
-    study = r.study
+    study = study or r.study
     if study is None or not study.study_uid:
         raise InputError("a DICOM SR needs a DICOM source study in the case; export Markdown or PDF instead")
     sop_uids = study.sop_instance_uids or ()
@@ -182,6 +190,8 @@ def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software
         ds.StudyTime = ""
         ds.ReferringPhysicianName = ""
         ds.Modality = study.modality or "OT"
+        for keyword, value in (patient or {}).items():
+            setattr(ds, keyword, value)
         evidence.append(ds)
 
     rel_contains = hd.sr.RelationshipTypeValues.CONTAINS
@@ -226,13 +236,13 @@ def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software
         # a login name is one PN component; the trailing caret says so (DICOM PS3.5 6.2.1.2)
         kwargs = {"verifying_observer_name": f"{rv.signed_by}^", "verifying_organization": "radconsult"}
     sr = hd.sr.ComprehensiveSR(
-        evidence=evidence, content=root, series_instance_uid=generate_uid(), series_number=990,
-        sop_instance_uid=generate_uid(), instance_number=rv.version, manufacturer=manufacturer,
+        evidence=evidence, content=root, series_instance_uid=series_instance_uid or generate_uid(), series_number=990,
+        sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=rv.version, manufacturer=manufacturer,
         is_complete=rv.is_signed, is_final=rv.is_signed, is_verified=rv.is_signed, **kwargs)
     sr.SeriesDescription = ("radconsult summary (signed)" if rv.is_signed else "radconsult summary DRAFT")
     if software_version:
         sr.SoftwareVersions = software_version
-    sr.PatientIdentityRemoved = "YES"
+    sr.PatientIdentityRemoved = "NO" if patient else "YES"
     return sr
 
 

@@ -104,6 +104,24 @@ class Settings(BaseSettings):
     tool_timeout_s: float = Field(60.0, gt=0, description="Limit for one tool call, seconds.")
     max_tool_rounds: int = Field(4, gt=0, description="Most tool-calling rounds per turn.")
 
+    # --- PACS (DICOMweb) ---------------------------------------------------------------------------
+    pacs_url: str | None = Field(None, description="DICOMweb root of the PACS, e.g. https://pacs.example.org/dicom-web "
+                                                   "(unset: no PACS; `radconsult pacs ...` says so).")
+    pacs_auth: Literal["none", "basic", "bearer"] = Field(
+        "none", description="How to log in to the PACS: basic (the credential is user:password) or bearer (the "
+                            "credential is a token).")
+    pacs_auth_file: Path | None = Field(None, description="File holding the PACS credential, mode 0600 (refused when "
+                                                          "others can read it); read when a PACS command runs, never "
+                                                          "logged or shown.")
+    pacs_auth_env: str | None = Field(None, description="Name of an environment variable holding the PACS credential "
+                                                        "instead of a file (its value is never logged or shown).")
+    pacs_timeout_s: float = Field(30.0, gt=0, description="Limit for one PACS request (connect and each read), seconds.")
+    pacs_max_instances: int = Field(2000, gt=0, description="Most instances in a series retrieved from the PACS "
+                                                            "(checked from QIDO before retrieval).")
+    pacs_max_series_bytes: int = Field(512 * MiB, gt=0, description="Largest series retrieved from the PACS, bytes "
+                                                                     "of pixel data (checked from QIDO before "
+                                                                     "retrieval and while it arrives).")
+
     # --- UI and operations ------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the UI binds to; anything but loopback needs users.")
     port: int = Field(7860, gt=0, lt=65536, description="TCP port of the UI.")
@@ -166,6 +184,11 @@ class Settings(BaseSettings):
     @property
     def cases_db_path(self) -> Path:
         return self.data_dir / "cases.sqlite"
+
+    @property
+    def pacs_dir(self) -> Path:
+        """The re-identification map and the record of reports sent (mode 0700)."""
+        return self.data_dir / "pacs"
 
     def public_dict(self) -> dict[str, object]:
         """Effective settings as plain JSON-able values (no secrets live in Settings)."""

@@ -178,7 +178,10 @@ def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, mod
     technique = [SummaryLine(f"Study {e.facts.get('study', '?')}: {e.quote}.", [e.id]) for e in ledger.of_kind("dicom")]
     if not technique:
         technique = [SummaryLine(f"Study {s['ref']}: {s['label']}.") for s in state.get("studies", [])]
-    findings = [_finding_line(e) for e in ledger.of_kind("classifier")]
+    # lengths marked on the viewer (or `ask --measure`) first, with their provenance, then the models' findings
+    findings = [SummaryLine(f"Measured on study {e.facts.get('study', '?')}: {e.quote}.", [e.id])
+                for e in ledger.of_kind("measurement")]
+    findings += [_finding_line(e) for e in ledger.of_kind("classifier")]
     comparison = [SummaryLine(f"Prior report{' dated ' + e.date if e.date else ' (undated)'}"
                               f"{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
                   for e in sorted(ledger.of_kind("prior_report"), key=lambda x: x.date or "")]

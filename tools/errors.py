@@ -94,6 +94,48 @@ class ToolExecutionError(RadconsultError):
     """A tool was called correctly but failed while running."""
 
 
+# --- PACS (DICOMweb) ------------------------------------------------------------------------------
+class PacsError(RadconsultError):
+    """Talking to the PACS failed. Messages name the PACS by host only and never echo a searched identifier."""
+
+
+class PacsUnavailableError(PacsError):
+    """The PACS cannot be reached (refused, reset, DNS) or answered with a server error (5xx)."""
+
+
+class PacsTimeoutError(PacsUnavailableError):
+    """The PACS did not answer within ``pacs_timeout_s``."""
+
+
+class PacsAuthError(PacsError):
+    """The PACS refused our credentials (HTTP 401) or this account's access (HTTP 403)."""
+
+
+class PacsNotFoundError(PacsError):
+    """No study, or no series, with that UID on the PACS."""
+
+
+class EmptySeriesError(PacsError):
+    """A series holds no image the viewer can show (only reports, presentation states, key objects)."""
+
+
+class SeriesTooLargeError(PacsError, FileTooLargeError):
+    """A series is over ``pacs_max_instances`` or ``pacs_max_series_bytes``: checked before it is retrieved."""
+
+
+class PartialRetrieveError(PacsError):
+    """One or more instances of a series failed to arrive or are corrupt: nothing was kept."""
+
+
+class StowRejectedError(PacsError):
+    """The PACS did not store what was sent (an HTTP error, a failed-SOP item, or it is missing afterwards)."""
+
+
+class ReidentificationError(PacsError):
+    """A report cannot be mapped back to the PACS's own identifiers: its study was not opened from the PACS on
+    this installation, or the re-identification map was deleted."""
+
+
 def validation_problems(error: ValidationError) -> str:
     """A pydantic ``ValidationError`` as one readable line: ``field: message; other: message``.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from tools.disclaimer import DISCLAIMER
 from tools.errors import RadconsultError
@@ -22,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patient", metavar="KEY", help="pseudonymous patient key whose prior reports may be searched")
     p.add_argument("--case", metavar="ID", default=None,
                    help="case id: questions with the same id share memory (default: a new case)")
-    p.add_argument("--summary", action="store_true", help="also draft the cited diagnostic summary")
+    p.add_argument("--measure", action="append", default=[], metavar="SPEC",
+                   help='a length marked on the first --image, "slice=42 x1,y1 x2,y2 type=solid [label=long axis]" '
+                        "(pixels; type solid | part-solid | ground-glass; optional image=N for the N-th --image); "
+                        "repeatable")
+    p.add_argument("--summary", action="store_true",
+                   help="also draft the cited diagnostic summary (saved as a draft version CASE/vN to sign)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ask)
 
@@ -46,6 +52,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from agent.consultation import Consultation
 
     case_id = args.case or f"cli-{uuid.uuid4().hex[:10]}"
+    studies, measurements = _studies_and_measurements(args, settings)
     consult = Consultation(settings)
     streamed: list[str] = []
 
@@ -54,21 +61,132 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    draft = None
     try:
-        result = consult.ask(case_id, args.question, images=args.image, patient=args.patient,
-                             on_token=None if args.json else on_token, summary=args.summary)
+        result = consult.ask(case_id, args.question, images=studies, patient=args.patient,
+                             on_token=None if args.json else on_token, summary=args.summary,
+                             measurements=measurements)
+        if result.summary is not None:
+            draft = _save_draft(settings, consult, result, studies, measurements)
     finally:
         consult.close()
     _audit(settings, result)
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "report": draft})
     elif not result.error:
         _print_result(result, "".join(streamed))
+        if draft:
+            print(f"\nDraft summary saved as {draft}: a clinician signs it in the UI; a signed version of a study "
+                  f"opened from the PACS is sent back with `radconsult pacs send {draft}`.")
     if result.error:  # the JSON above says what happened; the exit code and stderr's last line say it failed
         if streamed and not args.json:
             sys.stdout.write("\n")
         raise RadconsultError(f"the question was not answered (case {case_id}): {result.error}")
     return 0
+
+
+def _studies_and_measurements(args: argparse.Namespace, settings: Settings) -> tuple[list[Any], list[Any]]:
+    """Load every --image (de-identified in the loader) and measure each --measure on its study."""
+    from pathlib import Path
+
+    from agent.wiring import imaging_config
+    from tools.errors import FileMissingError, InputError
+    from tools.imaging import load
+    from tools.measure import measure
+
+    for path in args.image:
+        if not Path(path).expanduser().exists():
+            raise FileMissingError(f"image not found: {Path(path).name}")
+    if args.measure and not args.image:
+        raise InputError("--measure needs the study it was marked on: add --image PATH")
+    if not (args.question or "").strip():
+        return [], []  # the consultation reports the empty question before anything is loaded
+    studies = [load(Path(p).expanduser(), imaging_config(settings)) for p in args.image]
+    measurements = []
+    for spec in args.measure:
+        m = parse_measure(spec)
+        if not 1 <= m.image <= len(studies):
+            raise InputError(f"--measure image={m.image}: there are {len(studies)} --image studies")
+        measurements.append(measure(studies[m.image - 1], m.slice_index, m.p1, m.p2, label=m.label,
+                                    nodule_type=m.nodule_type))
+    return studies, measurements
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """One parsed --measure: pixel points (x, y) on ``slice_index`` of the ``image``-th --image (1-based)."""
+
+    slice_index: int
+    p1: tuple[float, float]
+    p2: tuple[float, float]
+    nodule_type: str | None = None
+    label: str = "long axis"
+    image: int = 1
+
+
+_TYPES = {"solid": "solid", "part-solid": "part_solid", "part_solid": "part_solid", "partsolid": "part_solid",
+          "subsolid": "part_solid", "ground-glass": "ground_glass", "ground_glass": "ground_glass",
+          "groundglass": "ground_glass", "ggn": "ground_glass", "ggo": "ground_glass"}
+_MEASURE_HELP = 'write it as "slice=42 120,88 131,95 type=solid label=long axis" (x,y pixel points)'
+
+
+def parse_measure(text: str) -> MeasureSpec:
+    """``slice=42 x1,y1 x2,y2 type=solid [label=long axis] [image=N]``; ``label=`` takes the rest of the text.
+    Without ``slice=`` the length is on slice 0 (a 2-D image)."""
+    import math
+    import re
+
+    from tools.errors import InputError
+
+    body, _, label = (text or "").partition("label=")
+    label = label.strip() or "long axis"
+    if len(label) > 40 or not re.fullmatch(r"[A-Za-z0-9 ._()-]+", label):
+        raise InputError("--measure label must be up to 40 letters, digits, spaces or ._()-")
+    values: dict[str, str] = {}
+    points: list[tuple[float, float]] = []
+    for token in body.split():
+        key, eq, value = token.partition("=")
+        if eq:
+            if key not in ("slice", "type", "image") or key in values:
+                raise InputError(f"--measure: unexpected '{token}': {_MEASURE_HELP}")
+            values[key] = value
+            continue
+        xy = token.split(",")
+        try:
+            point = (float(xy[0]), float(xy[1])) if len(xy) == 2 else None
+        except ValueError:
+            point = None
+        if point is None or not all(math.isfinite(v) for v in point):
+            raise InputError(f"--measure: '{token}' is not an x,y point: {_MEASURE_HELP}")
+        points.append(point)
+    if len(points) != 2:
+        raise InputError(f"--measure needs exactly two points, got {len(points)}: {_MEASURE_HELP}")
+    nodule_type = None
+    if "type" in values:
+        nodule_type = _TYPES.get(values["type"].lower())
+        if nodule_type is None:
+            raise InputError("--measure type must be solid, part-solid or ground-glass")
+    try:
+        slice_index = int(values.get("slice", "0"))
+        image = int(values.get("image", "1"))
+    except ValueError:
+        raise InputError(f"--measure slice= and image= take whole numbers: {_MEASURE_HELP}") from None
+    return MeasureSpec(slice_index, points[0], points[1], nodule_type, label, image)
+
+
+def _save_draft(settings: Settings, consult: Any, result: TurnResult, studies: list[Any],
+                measurements: list[Any]) -> str:
+    """Store the turn's summary as the case's draft version (what a clinician signs); returns ``CASE/vN``."""
+    from agent.signoff import ReportStore
+    from agent.summary import build_report
+
+    measured = {m.series_uid for m in measurements}
+    study = next((s for s in studies if s.series_uid in measured), studies[0] if studies else None)
+    patient_key = consult.state(result.case_id).get("patient_key")
+    report = build_report(result.summary, result.case_id, patient_key, consult.evidence(result.case_id), study,
+                          consult.model_cards())
+    rv = ReportStore.from_settings(settings).save_draft(report)
+    return f"{result.case_id}/v{rv.version}"
 
 
 def _print_result(result: TurnResult, streamed: str) -> None:
