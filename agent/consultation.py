@@ -33,7 +33,7 @@ from agent.prompts import render
 from agent.results import ModelCard, StudyRecord, Timings, ToolCallRecord, TurnResult
 from agent.services import build_services
 from agent.toolbox import AttachedStudy, ToolContext, ToolServices, ToolSpec, toolset
-from tools.errors import CaseBusyError, FileMissingError, InputError, RadconsultError
+from tools.errors import CaseBusyError, CaseStoreError, FileMissingError, InputError, RadconsultError
 from tools.text_safety import neutralise
 
 if TYPE_CHECKING:
@@ -216,14 +216,17 @@ class Consultation:
         from filelock import FileLock, Timeout
 
         locks = self._checkpoint_path.parent / "case-locks"
-        locks.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(case_id.encode()).hexdigest()[:24]  # the case id may carry anything
         lock = FileLock(str(locks / f"{name}.lock"), timeout=0, is_singleton=False)
         try:
+            locks.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except Timeout:
             raise CaseBusyError(f"case {case_id!r} is answering another question; ask again when it has "
                                 "finished") from None
+        except OSError as exc:
+            raise CaseStoreError(f"cannot write the case database's lock in {locks} ({exc.strerror}); make the "
+                                 "data directory writable, or set RADCONSULT_DATA_DIR to a writable place") from None
         try:
             yield
         finally:

@@ -78,6 +78,10 @@ class CaseBusyError(RadconsultError):
     """Another question of the same case is being answered (by this process or another)."""
 
 
+class CaseStoreError(RadconsultError):
+    """The case database (or its per-case locks) cannot be written: a read-only or full disk."""
+
+
 class StoreError(RadconsultError):
     """The knowledge base cannot be opened or written."""
 

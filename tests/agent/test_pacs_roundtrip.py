@@ -127,7 +127,7 @@ def test_the_ct_nodule_story_through_the_cli(env, story, monkeypatch, capsys, ca
     # 4. a draft is refused; sign; send once; sending again is a no-op that says so
     rc, _, err = run(capsys, "pacs", "send", "ct-story/v1")
     assert rc == 2 and "is a draft" in err and sr_instances(story) == []
-    store = ReportStore(settings.data_dir / "reports")
+    store = ReportStore.from_settings(settings)
     store.sign("ct-story", 1, user=SIGNER)
     rc, stdout, err = run(capsys, "pacs", "send", "ct-story/v1")
     assert rc == 0 and "sent ct-story/v1 (signed by dr_mueller)" in stdout, err
@@ -191,13 +191,13 @@ def test_send_fails_cleanly_and_can_be_retried(env, story, monkeypatch, capsys, 
     rc, stdout, err = run(capsys, "ask", QUESTION, "--image", str(out), "--measure", LONG.replace("slice=5", "slice=2"),
                           "--measure", SHORT.replace("slice=5", "slice=2"), "--case", "lung-1", "--summary", "--json")
     assert rc == 0, err
-    ReportStore(settings.data_dir / "reports").sign("lung-1", 1, user=SIGNER)
+    ReportStore.from_settings(settings).sign("lung-1", 1, user=SIGNER)
     before = len(sr_instances(story))
     (tmp_path / "bad").mkdir()
     monkeypatch.setenv("RADCONSULT_PACS_AUTH_FILE", str(story.credential_file(tmp_path / "bad", "wrong-pw-9731")))
     rc, _, err = run(capsys, "pacs", "send", "lung-1/v1")
     assert rc == 2 and "refused the credentials (HTTP 401)" in err and "wrong-pw-9731" not in err
-    with SentLog.for_settings(settings).claim(ReportStore(settings.data_dir / "reports").load("lung-1", 1)) as row:
+    with SentLog.for_settings(settings).claim(ReportStore.from_settings(settings).load("lung-1", 1)) as row:
         assert row is None
     monkeypatch.setenv("RADCONSULT_PACS_AUTH_FILE", str(story.credential_file(tmp_path)))
     assert run(capsys, "pacs", "send", "lung-1")[0] == 0  # the newest version, signed
@@ -216,7 +216,7 @@ def test_a_report_of_an_uploaded_study_cannot_be_sent(env, story, monkeypatch, c
                           LONG.replace("slice=5", "slice=0"), "--measure", SHORT.replace("slice=5", "slice=0"),
                           "--case", "upload-1", "--summary", "--json")
     assert rc == 0, err
-    ReportStore(settings.data_dir / "reports").sign("upload-1", 1, user=SIGNER)
+    ReportStore.from_settings(settings).sign("upload-1", 1, user=SIGNER)
     rc, _, err = run(capsys, "pacs", "send", "upload-1/v1")
     assert rc == 2 and "no study has been opened from the PACS" in err  # an empty map
     out = tmp_path / "lung"
@@ -253,7 +253,7 @@ def test_the_story_with_the_packaged_llm(env, story, monkeypatch, capsys, tmp_pa
     assert rc == 0, (turn.get("error"), turn.get("answer"), err[-2000:])
     assert turn["frame"]["size_mm"] == 7.0 and "Fleischner" in turn["answer"]
     assert {"measurement", "calculator"} <= {c["kind"] for c in turn["citations"]}
-    ReportStore(settings.data_dir / "reports").sign("llm-story", 1, user=SIGNER)
+    ReportStore.from_settings(settings).sign("llm-story", 1, user=SIGNER)
     assert run(capsys, "pacs", "send", "llm-story/v1")[0] == 0
     held = [i for i in sr_instances(story)]
     texts = []
@@ -281,7 +281,7 @@ def test_a_send_that_timed_out_is_repeated_as_the_same_instance(env, story, tmp_
     assert settings.data_dir == env.data_dir
     with PacsClient(pacs_config(settings)) as client:
         _, study = get_series(settings, client, story.study_uid, story.lung_series_uid, tmp_path / "lung")
-    store = ReportStore(settings.data_dir / "reports")
+    store = ReportStore.from_settings(settings)
     report = Report(case_id="timeout-1", sections=(("Findings", "Solid nodule, long axis 8.0 mm."),),
                     study=StudyRef(study.study_uid, study.series_uid, study.sop_instance_uids, study.sop_class_uid,
                                    "CT"))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from agent.wiring import deid_policy, imaging_config
 from tests.conftest import shared_dir
 from tests.orthanc import (
     HILDA,
@@ -67,7 +68,7 @@ def client(story) -> Iterator[PacsClient]:
 
 @pytest.fixture
 def pseudonymiser(settings) -> Pseudonymiser:
-    return Pseudonymiser(settings)
+    return Pseudonymiser(deid_policy(settings))
 
 
 # --- QIDO ---------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_retrieve_writes_de_identified_files_and_records_the_originals(client, s
     ds = pydicom.dcmread(files[0])
     assert ds.PatientIdentityRemoved == "YES" and ds.StudyInstanceUID == got.study_uid
     assert oct((settings.pacs_dir / "reid.sqlite").stat().st_mode & 0o777) == "0o600"
-    study = load(tmp_path / "ct", settings)
+    study = load(tmp_path / "ct", imaging_config(settings))
     assert study.shape == (12, 128, 128)
     original = reid.resolve(study.study_uid, study.series_uid, study.sop_instance_uids)  # two passes
     assert original.study_uid == story.study_uid and set(original.sop_instance_uids) == set(story.ct_sops)
@@ -199,7 +200,7 @@ def test_retrieve_of_original_files_for_a_load_like_an_upload(client, story, set
     reid = ReidMap(settings.pacs_dir / "reid.sqlite")
     seen = []
     got = client.retrieve_series(story.study_uid, story.lung_series_uid, tmp_path / "lung", pseudonymiser=pseudonymiser,
-                                 reid=reid, deidentify=False, verify=lambda p: seen.append(load(p, settings)))
+                                 reid=reid, deidentify=False, verify=lambda p: seen.append(load(p, imaging_config(settings))))
     assert got.count == 4 and not got.deidentified and seen[0].shape == (4, 128, 128)
     study = seen[0]
     assert study.study_uid == got.study_uid  # one pass, as an upload of the same files

@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from agent.wiring import deid_policy
 from tools.errors import PacsError, ReidentificationError
 from tools.pacs_reid import OriginalInstance, OriginalPatient, Pseudonymiser, ReidMap
 
@@ -17,7 +18,7 @@ PATIENT = OriginalPatient(patient_name="Roe^Jane", patient_id="MRN-4411", patien
 
 @pytest.fixture
 def ps(settings) -> Pseudonymiser:
-    return Pseudonymiser(settings)
+    return Pseudonymiser(deid_policy(settings))
 
 
 def instances(n: int = 3) -> list[OriginalInstance]:
