@@ -608,7 +608,7 @@ class UIController:
         try:
             check_signed(self.reports, rv)
             if rv.report.study is None or rv.report.study.study_uid not in case.pacs_study_uids:
-                raise InputError("this summary's study was not opened from the PACS: only those are sent back")
+                raise InputError("the study of this summary was not opened from the PACS: only those are sent back")
             with self._pacs_client() as client:
                 result = send_report(rv, reid_map(self.settings), client, SentLog.for_settings(self.settings))
         except RadconsultError as exc:  # NotSignedError, PacsError (down, 401, rejected), no map entry

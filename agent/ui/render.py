@@ -318,8 +318,10 @@ def study_label(s: StudySummary) -> str:
     counts = (f"{s.series_count if s.series_count is not None else '?'} series, "
               f"{s.instance_count if s.instance_count is not None else '?'} images")
     born = s.patient_birth_date[:4] if s.patient_birth_date else "?"
+    family, _, given = s.patient_name.partition("^")
+    name = ", ".join(x for x in (family, given.replace("^", " ").strip()) if x) or "-"
     return (f"{_date(s.study_date)} · {'/'.join(s.modalities) or '-'} · {s.description or '(no description)'} · "
-            f"acc {s.accession_number or '-'} · {counts} · {s.patient_name or '-'} ({s.patient_sex or '?'}, {born})")
+            f"acc {s.accession_number or '-'} · {counts} · {name} ({s.patient_sex or '?'}, {born})")
 
 
 def series_label(s: SeriesSummary) -> str:
