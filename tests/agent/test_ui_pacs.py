@@ -147,6 +147,8 @@ def sr_instances(story: PacsStory) -> list[dict]:
 
 
 def test_the_ct_nodule_story_through_the_controller(settings, story, tmp_path):
+    import io
+
     import pydicom
 
     from agent.audit import AuditLog, text_hash
@@ -197,7 +199,7 @@ def test_the_ct_nodule_story_through_the_controller(settings, story, tmp_path):
     assert 'data-state="already"' in again and "nothing was sent again" in again
     held = sr_instances(story)
     assert len(held) == 1
-    sr = pydicom.dcmread(__import__("io").BytesIO(story.server.rest("GET", f"/instances/{held[0]['ID']}/file")))
+    sr = pydicom.dcmread(io.BytesIO(story.server.rest("GET", f"/instances/{held[0]['ID']}/file")))
     assert sr.StudyInstanceUID == story.study_uid and sr.AccessionNumber == HILDA.accession
     texts = " ".join(str(item.value) for item in sr.iterall() if item.keyword == "TextValue")
     assert "long axis 7.9 mm, solid" in texts and "SIGNED by dr_mueller" in texts
