@@ -1,6 +1,7 @@
 """The Gradio consultation UI: chat with cited answers, evidence panel, viewer, cases, summary sign-off.
 
-* :mod:`agent.ui.controller`: one method per user action (ask, upload, draft, edit, sign, export, login),
+* :mod:`agent.ui.controller`: one method per user action (ask, upload, measure, open from and send to the PACS,
+  draft, edit, sign, export, login),
   with the audit records; returns plain view models. Unit-tested without a browser.
 * :mod:`agent.ui.render`: pure HTML and image rendering (evidence cards, trace, metadata, status).
 * :mod:`agent.ui.session`: what one browser session holds; staging of uploads.

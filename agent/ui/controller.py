@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     from agent.protocol import ConsultationAPI
     from agent.results import TurnResult
     from agent.settings import Settings
+    from tools.pacs import PacsClient
 
 log = logging.getLogger(__name__)
 
 UNLOAD_GRACE_S = 300.0  # seconds after a browser disconnect before its uploads are deleted
 # shown until the first token: the tools and a CPU model can take a minute before anything streams
 WORKING = "⏳ _Working: running the tools, then writing a cited answer (on a CPU this can take a minute)…_"
+NODULE_TYPES = {"solid": "solid", "part-solid": "part_solid", "ground-glass": "ground_glass"}  # shown -> stored
+MEASURE_LABELS = ("long axis", "short axis")
 STARTING = ("Starting up: the knowledge base and the language model are being prepared; your question is "
             "answered as soon as they are ready")
 
@@ -51,6 +54,27 @@ class ViewerPanel:
     overlay_on: bool
     caption: str
     metadata_html: str
+    measurements_html: str = ""
+    measurement_choices: tuple[tuple[str, str], ...] = ()   # (label, "1"-based number) to remove one
+
+
+@dataclass(frozen=True)
+class MeasureUpdate:
+    """The viewer after a click or a removal, and a line saying what happened."""
+
+    viewer: ViewerPanel
+    message: str
+
+
+@dataclass(frozen=True)
+class PacsPanel:
+    """The "Open from PACS" panel: a message, the studies found and the chosen study's series, as
+    (label, original UID) choices; ``None`` leaves a list as it is."""
+
+    message: str
+    studies: list[tuple[str, str]] | None = None
+    series: list[tuple[str, str]] | None = None
+    series_value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,7 @@ class CasePanel:
     evidence_html: str
     trace_html: str
     summary_status_html: str
+    can_send: bool = False          # the "Send to PACS" button is enabled
 
 
 @dataclass(frozen=True)
@@ -165,16 +190,22 @@ class UIController:
                overlay: bool = False) -> ViewerPanel:
         study = case.study
         if study is None:
-            return ViewerPanel(None, False, "Default", 1, 0, False, False, "", render.metadata_html(None))
+            return ViewerPanel(None, False, "Default", 1, 0, False, False, "", render.metadata_html(None),
+                               render.measurements_html(case.measurements, case.sent_measurements))
         is_ct = (study.metadata.modality or "").upper() == "CT"
         depth = int(study.shape[0]) if study.is_volume else 1
         slice_index = int(np.clip(slice_index if slice_index else depth // 2, 0, max(0, depth - 1)))
         sal = case.saliency.array if overlay and case.saliency is not None else None
         caption = (f"Saliency overlay: **{case.saliency.label}** (where the model looked; not a segmentation)"
                    if sal is not None and case.saliency is not None else "")
-        return ViewerPanel(render.render_view(study, preset if is_ct else "Default", slice_index, sal), is_ct,
-                           preset if is_ct else "Default", depth, slice_index, case.saliency is not None,
-                           sal is not None, caption, render.metadata_html(study))
+        image = render.render_view(study, preset if is_ct else "Default", slice_index, sal,
+                                   min_side=render.VIEW_MIN_SIDE)
+        pending = case.pending_point[1] if case.pending_point and case.pending_point[0] == slice_index else None
+        image = render.draw_measurements(image, study, case.measurements, slice_index, pending)
+        choices = tuple((render.measurement_label(n, m), str(n)) for n, m in enumerate(case.measurements, start=1))
+        return ViewerPanel(image, is_ct, preset if is_ct else "Default", depth, slice_index, case.saliency is not None,
+                           sal is not None, caption, render.metadata_html(study),
+                           render.measurements_html(case.measurements, case.sent_measurements), choices)
 
     def _report(self, case: CaseView) -> ReportVersion | None:
         return self.reports.load(case.case_id, case.report_version) if case.report_version is not None else None
@@ -197,7 +228,7 @@ class UIController:
                 f"**Case** `{case.case_id}` · no patient key yet (upload a study)")
         return CasePanel(choices, case.case_id, info, self.viewer(case), case.chat,
                          render.evidence_html(case.evidence), render.trace_html(case.tool_calls),
-                         self._summary_status(case))
+                         self._summary_status(case), self.can_send(case))
 
     def new_case(self, sess: SessionState, user: str | None) -> CasePanel:
         case = sess.new_case()
@@ -258,10 +289,11 @@ class UIController:
             self.agent.wait_until_ready(1.0)
         yield AskUpdate(case.chat, '<span class="rc-turn-busy">Answering…</span>')
         cited: list[str] = []
+        measured = case.unsent_measurements
         try:
             text, turn = "", None
             for piece in self.agent.stream(case.case_id, question, images=case.studies[case.sent_studies:],
-                                           patient=case.patient_key):
+                                           patient=case.patient_key, measurements=measured):
                 if isinstance(piece, str):
                     text += piece
                     case.chat[-1] = {"role": "assistant", "content": render.link_citations(text)}
@@ -271,6 +303,8 @@ class UIController:
             if turn is None:
                 raise RadconsultError("the agent finished without an answer")
             case.sent_studies = len(case.studies)
+            if not turn.error:
+                case.sent_measurements += measured
             cited = self._show_turn(case, turn)
             self._audit_turn(case, user, question, turn)
         except RadconsultError as exc:
@@ -283,6 +317,70 @@ class UIController:
         yield AskUpdate(case.chat, render.turn_done_html(time.perf_counter() - t_start, failed, cited),
                         render.evidence_html(case.evidence, set(cited)), render.trace_html(case.tool_calls),
                         self.viewer(case, "Default", 0, case.saliency is not None))
+
+    # --- measurements in the viewer ---------------------------------------------------------------
+    def mark_point(self, sess: SessionState, shown: tuple[float, float] | None, *, preset: str = "Default",
+                   slice_index: int = 0, overlay: bool = False, nodule_type: str | None = "solid",
+                   label: str = "long axis") -> MeasureUpdate:
+        """A click on the shown slice at ``shown`` (x, y in the shown image's pixels). The first click marks one
+        end; the second, on the same slice, measures the length (:func:`tools.measure.measure`) and keeps it in
+        the case until the next question takes it to the assistant."""
+        from tools.measure import measure
+
+        case = sess.case
+        study = case.study
+
+        def view() -> ViewerPanel:
+            return self.viewer(case, preset, slice_index, overlay)
+
+        if study is None:
+            return MeasureUpdate(view(), "⚠ Open or upload a study first, then click both ends of the length.")
+        if shown is None:
+            return MeasureUpdate(view(), "⚠ Click on the image itself.")
+        depth = int(study.shape[0]) if study.is_volume else 1
+        slice_index = int(np.clip(slice_index if slice_index else depth // 2, 0, max(0, depth - 1)))
+        point = render.to_pixel(study, shown, min_side=render.VIEW_MIN_SIDE)
+        pending = case.pending_point
+        if pending is None or pending[0] != slice_index:
+            case.pending_point = (slice_index, point)
+            return MeasureUpdate(view(), f"First end at ({point[0]:.0f}, {point[1]:.0f}) on slice {slice_index}: "
+                                         "click the other end.")
+        case.pending_point = None
+        try:
+            if label not in MEASURE_LABELS:
+                raise InputError(f"the label must be one of {', '.join(MEASURE_LABELS)}")
+            if nodule_type is not None and nodule_type not in NODULE_TYPES:
+                raise InputError(f"the type must be one of {', '.join(NODULE_TYPES)}")
+            m = measure(study, slice_index, pending[1], point, label=label,
+                        nodule_type=NODULE_TYPES[nodule_type] if nodule_type else None)
+        except RadconsultError as exc:
+            return MeasureUpdate(view(), f"⚠ Not measured: {exc}")
+        case.measurements.append(m)
+        n = len(case.measurements)
+        warn = "".join(f" ⚠ {w}." for w in m.warnings)
+        return MeasureUpdate(view(), f"✓ {render.measurement_label(n, m)}: goes with the next question.{warn}")
+
+    def remove_measurement(self, sess: SessionState, which: str | None, *, preset: str = "Default",
+                           slice_index: int = 0, overlay: bool = False) -> MeasureUpdate:
+        """Remove measurement number ``which`` ("1"-based; "all": every one). One the assistant already has stays
+        in its evidence; it is only no longer shown or sent."""
+        case = sess.case
+        case.pending_point = None
+        if which == "all":
+            count = len(case.measurements)
+            case.measurements.clear()
+            msg = f"Removed {count} measurement(s)." if count else "No measurement to remove."
+        else:
+            try:
+                n = int(which or "")
+                if not 1 <= n <= len(case.measurements):
+                    raise ValueError
+            except ValueError:
+                return MeasureUpdate(self.viewer(case, preset, slice_index, overlay),
+                                     "⚠ Choose a measurement from the list to remove.")
+            gone = case.measurements.pop(n - 1)
+            msg = f"Removed M{n} ({gone.label} {gone.length_mm:.1f} mm); the others are renumbered."
+        return MeasureUpdate(self.viewer(case, preset, slice_index, overlay), msg)
 
     def _show_turn(self, case: CaseView, turn: TurnResult) -> list[str]:
         """Put the turn's answer, evidence, trace and saliency into the case; the cited ids, in order."""
@@ -397,3 +495,130 @@ class UIController:
             return ExportResult(path, self._summary_status(case))
         except RadconsultError as exc:
             return ExportResult(None, f"⚠ {html.escape(str(exc))}<br>" + self._summary_status(case))
+
+    # --- the PACS ---------------------------------------------------------------------------------
+    @property
+    def pacs_enabled(self) -> bool:
+        return bool(self.settings.pacs_url)
+
+    def _pacs_client(self) -> PacsClient:
+        from agent.wiring import pacs_config
+        from tools.pacs import PacsClient
+
+        if not self.pacs_enabled:
+            raise InputError("no PACS is configured (settings.pacs_url)")
+        return PacsClient(pacs_config(self.settings))
+
+    def pacs_search(self, sess: SessionState, user: str | None, *, accession: str = "", patient_id: str = "",
+                    date: str = "", modality: str = "") -> PacsPanel:
+        """Search the PACS; the studies found are listed for the clinician to choose. What was typed goes to the
+        PACS and, hashed, to the audit log (:func:`agent.pacs.audit_find`); nowhere else."""
+        from agent.pacs import audit_find
+
+        sess.pacs_studies, sess.pacs_series = {}, {}
+        try:
+            with self._pacs_client() as client:
+                found = client.find(accession=accession or None, patient_id=patient_id or None, date=date or None,
+                                    modality=modality or None)
+        except RadconsultError as exc:
+            return PacsPanel(f"⚠ Search failed: {exc}", [], [])
+        audit_find(self.audit, user, accession=accession or None, patient_id=patient_id or None, date=date or None,
+                   modality=modality or None, results=len(found))
+        sess.pacs_studies = {s.study_uid: s for s in found}
+        if not found:
+            return PacsPanel("No study matches the search.", [], [])
+        return PacsPanel(f"{len(found)} study(ies) found: choose one.",
+                         [(render.study_label(s), s.study_uid) for s in found], [])
+
+    def pacs_choose_study(self, sess: SessionState, study_uid: str | None) -> PacsPanel:
+        """List the image series of a study from the last search (one series: chosen already)."""
+        from agent.pacs import study_choices
+
+        sess.pacs_series = {}
+        if not study_uid:
+            return PacsPanel("", None, [])
+        if study_uid not in sess.pacs_studies:
+            return PacsPanel("⚠ Choose a study from the search results.", None, [])
+        try:
+            with self._pacs_client() as client:
+                series = study_choices(client, study_uid)
+        except RadconsultError as exc:
+            return PacsPanel(f"⚠ The study's series could not be listed: {exc}", None, [])
+        sess.pacs_series = {s.series_uid: s for s in series}
+        if not series:
+            return PacsPanel("⚠ The study holds no image series (only reports or other objects).", None, [])
+        choices = [(render.series_label(s), s.series_uid) for s in series]
+        if len(series) == 1:
+            return PacsPanel("One image series: open it.", None, choices, series[0].series_uid)
+        return PacsPanel(f"{len(series)} image series: choose one to open.", None, choices)
+
+    def pacs_open(self, sess: SessionState, user: str | None, study_uid: str | None,
+                  series_uid: str | None) -> PacsPanel:
+        """Retrieve the chosen series and attach it, de-identified, to the current case exactly like an upload;
+        on any error nothing is attached."""
+        from agent.pacs import audit_open, open_series
+
+        case = sess.case
+        if not study_uid or study_uid not in sess.pacs_studies:
+            return PacsPanel("⚠ Search, then choose a study.")
+        if not series_uid or series_uid not in sess.pacs_series:
+            return PacsPanel("⚠ Choose one of the study's series to open.")
+        try:
+            with self._pacs_client() as client:
+                opened = open_series(self.settings, client, study_uid, series_uid)
+        except RadconsultError as exc:
+            return PacsPanel(f"⚠ Not opened: {exc}")
+        study = opened.study
+        case.studies.append(study)
+        case.saliency = None
+        case.pending_point = None
+        if study.study_uid:
+            case.pacs_study_uids.add(study.study_uid)
+        audit_open(self.audit, user, study, images=opened.images, skipped=len(opened.notes), files_written=False,
+                   case_id=case.case_id)
+        notes = "".join(f"<br>Note: {html.escape(n)}" for n in opened.notes)
+        return PacsPanel(f"✓ Opened {opened.images} image(s) from the PACS: {study.metadata.modality or '?'} "
+                         f"{' x '.join(str(x) for x in study.shape)} ({opened.seconds:.1f} s), de-identified"
+                         + notes)
+
+    def can_send(self, case: CaseView) -> bool:
+        """True when the case's current summary version is signed and its study was opened from the PACS."""
+        if not self.pacs_enabled:
+            return False
+        try:
+            rv = self._report(case)
+        except RadconsultError:
+            return False
+        return bool(rv is not None and rv.is_signed and rv.report.study is not None
+                    and rv.report.study.study_uid in case.pacs_study_uids)
+
+    def send_to_pacs(self, sess: SessionState, user: str | None) -> str:
+        """Send the current signed version to the PACS as a DICOM SR filed under the original study, once;
+        a second send of the same version is a no-op that says so. Returns the status line (HTML)."""
+        from agent.pacs import SentLog, audit_send, check_signed, send_report
+        from agent.wiring import reid_map
+
+        case = sess.case
+        try:
+            rv = self._report(case)
+            if rv is None:
+                raise InputError("draft and sign a summary first")
+        except RadconsultError as exc:
+            return f"⚠ {html.escape(str(exc))}<br>" + self._summary_status(case)
+        try:
+            check_signed(self.reports, rv)
+            if rv.report.study is None or rv.report.study.study_uid not in case.pacs_study_uids:
+                raise InputError("the study of this summary was not opened from the PACS: only those are sent back")
+            with self._pacs_client() as client:
+                result = send_report(rv, reid_map(self.settings), client, SentLog.for_settings(self.settings))
+        except RadconsultError as exc:  # NotSignedError, PacsError (down, 401, rejected), no map entry
+            audit_send(self.audit, user, rv, result=None, error=exc)
+            return f"⚠ Not sent: {html.escape(str(exc))}<br>" + self._summary_status(case)
+        audit_send(self.audit, user, rv, result=result)
+        if result.already_sent:
+            msg = (f'<span class="rc-pacs-sent" data-state="already">v{rv.version} was already sent to the PACS at '
+                   f"{html.escape(result.sent_at)}: nothing was sent again.</span>")
+        else:
+            msg = (f'<span class="rc-pacs-sent" data-state="sent">✓ Sent v{rv.version} to the PACS, filed under '
+                   f"the original study ({result.seconds:.1f} s).</span>")
+        return msg + "<br>" + self._summary_status(case)

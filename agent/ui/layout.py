@@ -16,7 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from agent.audit import AuditLog
 from agent.signoff import DEFAULT_INTENDED_USE
-from agent.ui.controller import AskUpdate, CasePanel, SummaryPanel, UIController, ViewerPanel, make_login
+from agent.ui.controller import (
+    MEASURE_LABELS,
+    NODULE_TYPES,
+    AskUpdate,
+    CasePanel,
+    MeasureUpdate,
+    PacsPanel,
+    SummaryPanel,
+    UIController,
+    ViewerPanel,
+    make_login,
+)
 from agent.ui.render import WINDOW_PRESETS
 from agent.ui.session import cleanup_state
 from agent.ui.style import CSS, theme
@@ -69,20 +80,30 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
     ctl = UIController(agent, settings)
 
     def viewer_updates(v: ViewerPanel) -> tuple:
+        measures = (v.measurements_html, gr.update(choices=list(v.measurement_choices), value=None))
         if v.image is None:
             return (None, gr.update(visible=False, value="Default"), gr.update(visible=False, value=0),
-                    gr.update(value=False, interactive=False), "", v.metadata_html)
+                    gr.update(value=False, interactive=False), "", v.metadata_html, *measures)
         return (v.image, gr.update(visible=v.is_ct, value=v.preset),
                 gr.update(visible=v.depth > 1, maximum=max(1, v.depth - 1), value=v.slice_index),
-                gr.update(value=v.overlay_on, interactive=v.overlay_available), v.caption, v.metadata_html)
+                gr.update(value=v.overlay_on, interactive=v.overlay_available), v.caption, v.metadata_html, *measures)
+
+    def measure_updates(u: MeasureUpdate) -> tuple:
+        return (*viewer_updates(u.viewer), u.message)
+
+    def pacs_updates(p: PacsPanel) -> tuple:
+        keep = gr.update()
+        studies = gr.update(choices=p.studies, value=None) if p.studies is not None else keep
+        series = gr.update(choices=p.series, value=p.series_value) if p.series is not None else keep
+        return p.message, studies, series
 
     def case_updates(p: CasePanel) -> tuple:
         return (gr.update(choices=p.choices, value=p.case_id), p.info_md, *viewer_updates(p.viewer), p.chat,
-                p.evidence_html, p.trace_html, "", p.summary_status_html, "")
+                p.evidence_html, p.trace_html, "", p.summary_status_html, "", gr.update(interactive=p.can_send))
 
     def ask_updates(u: AskUpdate) -> tuple:
         keep = gr.update()
-        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * 6
+        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * 8
         return (u.chat, "", u.evidence_html if u.evidence_html is not None else keep,
                 u.trace_html if u.trace_html is not None else keep, *view,
                 u.status_html if u.status_html is not None else keep)
@@ -106,6 +127,20 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                     case_dd = gr.Dropdown(label="Case", choices=[], scale=3, elem_id="rc-case")
                     new_btn = gr.Button("+ New case", scale=1, size="sm", elem_id="rc-new-case")
                 case_info = gr.Markdown(elem_id="rc-case-info")
+                with gr.Accordion("Open from PACS", open=True, visible=ctl.pacs_enabled, elem_id="rc-pacs"):
+                    with gr.Row():
+                        pacs_acc = gr.Textbox(label="Accession number", max_length=64, elem_id="rc-pacs-accession")
+                        pacs_pid = gr.Textbox(label="Patient ID", max_length=64, elem_id="rc-pacs-pid")
+                    with gr.Row():
+                        pacs_date = gr.Textbox(label="Study date", placeholder="YYYY-MM-DD or FROM-TO", max_length=40,
+                                               elem_id="rc-pacs-date")
+                        pacs_mod = gr.Textbox(label="Modality", placeholder="CT, MR, CR…", max_length=16,
+                                              elem_id="rc-pacs-modality")
+                    pacs_search_btn = gr.Button("Search", size="sm", elem_id="rc-pacs-search")
+                    pacs_study = gr.Dropdown(label="Study", choices=[], elem_id="rc-pacs-study")
+                    pacs_series = gr.Dropdown(label="Series", choices=[], elem_id="rc-pacs-series")
+                    pacs_open_btn = gr.Button("Open", size="sm", variant="primary", elem_id="rc-pacs-open")
+                    pacs_msg = gr.Markdown(elem_id="rc-pacs-msg")
                 upload = gr.File(label=UPLOAD_LABEL, file_count="multiple", file_types=UPLOAD_TYPES, height=150,
                                  elem_id="rc-upload")
                 upload_msg = gr.Markdown(elem_id="rc-upload-msg")
@@ -117,6 +152,20 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                     overlay = gr.Checkbox(label="Saliency overlay", value=False, interactive=False,
                                           elem_id="rc-overlay")
                 slice_sl = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False, elem_id="rc-slice")
+                with gr.Accordion("Measure (click both ends of a length on the image)", open=True,
+                                  elem_id="rc-measure-acc"):
+                    with gr.Row():
+                        measure_type = gr.Dropdown(list(NODULE_TYPES), value="solid", label="Type",
+                                                   elem_id="rc-measure-type")
+                        measure_label = gr.Dropdown(list(MEASURE_LABELS), value="long axis", label="Label",
+                                                    elem_id="rc-measure-label")
+                    measure_msg = gr.Markdown(elem_id="rc-measure-msg")
+                    measure_list = gr.HTML(elem_id="rc-measures")
+                    with gr.Row():
+                        measure_pick = gr.Dropdown(label="Measurement", choices=[], scale=3,
+                                                   elem_id="rc-measure-pick")
+                        remove_btn = gr.Button("Remove", size="sm", scale=1, elem_id="rc-measure-remove")
+                        clear_btn = gr.Button("Clear all", size="sm", scale=1, elem_id="rc-measure-clear")
                 overlay_caption = gr.Markdown(elem_id="rc-overlay-caption")
                 with gr.Accordion("De-identified metadata", open=True):
                     meta = gr.HTML(elem_id="rc-meta")
@@ -139,6 +188,8 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                         md_btn = gr.Button("Export Markdown", size="sm", elem_id="rc-export-md")
                         pdf_btn = gr.Button("Export PDF", size="sm", elem_id="rc-export-pdf")
                         sr_btn = gr.Button("Export DICOM SR", size="sm", elem_id="rc-export-sr")
+                        send_pacs_btn = gr.Button("Send to PACS", size="sm", interactive=False,
+                                                  visible=ctl.pacs_enabled, elem_id="rc-send-pacs")
                     sum_status = gr.HTML(elem_id="rc-summary-status")
                     with gr.Accordion("Edit before signing", open=False, elem_id="rc-edit-acc"):
                         edit_box = gr.Textbox(show_label=False, lines=10, max_lines=30, elem_id="rc-edit",
@@ -151,8 +202,9 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                 gr.Markdown("**Evidence**")
                 evidence = gr.HTML(elem_id="rc-evidence")
 
-        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta]
-        case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status, turn_status]
+        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta, measure_list, measure_pick]
+        case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status, turn_status,
+                      send_pacs_btn]
 
         def on_load(st, request: gr.Request):
             sess = ctl.session(st, _key(request))
@@ -176,6 +228,41 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
             sess = ctl.session(st, _key(request))
             return viewer_updates(ctl.viewer(sess.case, preset_v or "Default", int(slice_v or 0), bool(overlay_v)))
 
+        def on_mark(preset_v, slice_v, overlay_v, type_v, label_v, st, evt: gr.SelectData, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            shown = (float(evt.index[0]), float(evt.index[1])) if evt is not None and evt.index else None
+            return measure_updates(ctl.mark_point(sess, shown, preset=preset_v or "Default",
+                                                  slice_index=int(slice_v or 0), overlay=bool(overlay_v),
+                                                  nodule_type=type_v or None, label=label_v or "long axis"))
+
+        def on_remove(pick, preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return measure_updates(ctl.remove_measurement(sess, pick or None, preset=preset_v or "Default",
+                                                          slice_index=int(slice_v or 0), overlay=bool(overlay_v)))
+
+        def on_clear(preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return measure_updates(ctl.remove_measurement(sess, "all", preset=preset_v or "Default",
+                                                          slice_index=int(slice_v or 0), overlay=bool(overlay_v)))
+
+        def on_pacs_search(acc, pid, date, mod, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *pacs_updates(ctl.pacs_search(sess, _user(request), accession=acc or "",
+                                                        patient_id=pid or "", date=date or "", modality=mod or "")))
+
+        def on_pacs_study(study_uid, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return (sess, *pacs_updates(ctl.pacs_choose_study(sess, study_uid)))
+
+        def on_pacs_open(study_uid, series_uid, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            panel = ctl.pacs_open(sess, _user(request), study_uid, series_uid)
+            return (sess, panel.message, *case_updates(ctl.case_panel(sess)))
+
+        def on_send_pacs(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return sess, ctl.send_to_pacs(sess, _user(request)), gr.update(interactive=ctl.can_send(sess.case))
+
         def on_ask(q, st, request: gr.Request):
             sess = ctl.session(st, _key(request))
             for update in ctl.ask(sess, _user(request), q):
@@ -183,15 +270,18 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
 
         def on_draft(st, request: gr.Request):
             sess = ctl.session(st, _key(request))
-            return (sess, *summary_updates(ctl.draft(sess, _user(request)), with_edit=True))
+            panel = ctl.draft(sess, _user(request))
+            return (sess, *summary_updates(panel, with_edit=True), gr.update(interactive=ctl.can_send(sess.case)))
 
         def on_save_edit(text, st, request: gr.Request):
             sess = ctl.session(st, _key(request))
-            return (sess, *summary_updates(ctl.save_edit(sess, _user(request), text)))
+            panel = ctl.save_edit(sess, _user(request), text)
+            return (sess, *summary_updates(panel), gr.update(interactive=ctl.can_send(sess.case)))
 
         def on_sign(st, request: gr.Request):
             sess = ctl.session(st, _key(request))
-            return (sess, *summary_updates(ctl.sign(sess, _user(request))))
+            panel = ctl.sign(sess, _user(request))
+            return (sess, *summary_updates(panel), gr.update(interactive=ctl.can_send(sess.case)))
 
         def make_export(fmt: str):
             def on_export(st, request: gr.Request):
@@ -206,8 +296,10 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
             ctl.unload(_key(request))
 
         for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_ask, on_draft, on_sign, on_unload,
-                   on_save_edit):
+                   on_save_edit, on_mark, on_remove, on_clear, on_pacs_search, on_pacs_study, on_pacs_open,
+                   on_send_pacs):
             fn.__annotations__["request"] = gr.Request  # string annotations: tell Gradio what to inject
+        on_mark.__annotations__["evt"] = gr.SelectData
         priv = {"api_visibility": "private"}
         demo.load(on_load, [state], [state, *case_comps], **priv)
         new_btn.click(on_new_case, [state], [state, *case_comps], **priv)
@@ -219,9 +311,20 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
         ask_kw = {"concurrency_id": "llm", "concurrency_limit": 1, **priv}
         send.click(on_ask, [question, state], ask_out, **ask_kw)
         question.submit(on_ask, [question, state], ask_out, **ask_kw)
-        draft_btn.click(on_draft, [state], [state, summary_md, sum_status, edit_box], **ask_kw)
-        save_btn.click(on_save_edit, [edit_box, state], [state, summary_md, sum_status], **priv)
-        sign_btn.click(on_sign, [state], [state, summary_md, sum_status], **priv)
+        draft_btn.click(on_draft, [state], [state, summary_md, sum_status, edit_box, send_pacs_btn], **ask_kw)
+        save_btn.click(on_save_edit, [edit_box, state], [state, summary_md, sum_status, send_pacs_btn], **priv)
+        sign_btn.click(on_sign, [state], [state, summary_md, sum_status, send_pacs_btn], **priv)
+        send_pacs_btn.click(on_send_pacs, [state], [state, sum_status, send_pacs_btn], **priv)
+        measure_out = [*view_comps, measure_msg]
+        view_in = [preset, slice_sl, overlay]
+        viewer.select(on_mark, [*view_in, measure_type, measure_label, state], measure_out, show_progress="hidden",
+                      **priv)
+        remove_btn.click(on_remove, [measure_pick, *view_in, state], measure_out, **priv)
+        clear_btn.click(on_clear, [*view_in, state], measure_out, **priv)
+        pacs_search_btn.click(on_pacs_search, [pacs_acc, pacs_pid, pacs_date, pacs_mod, state],
+                              [state, pacs_msg, pacs_study, pacs_series], **priv)
+        pacs_study.input(on_pacs_study, [pacs_study, state], [state, pacs_msg, pacs_study, pacs_series], **priv)
+        pacs_open_btn.click(on_pacs_open, [pacs_study, pacs_series, state], [state, pacs_msg, *case_comps], **priv)
         md_btn.click(make_export("md"), [state], [export_file, sum_status], **priv)
         pdf_btn.click(make_export("pdf"), [state], [export_file, sum_status], **priv)
         sr_btn.click(make_export("sr"), [state], [export_file, sum_status], **priv)

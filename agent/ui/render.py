@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from agent.results import ToolCallRecord
     from agent.signoff import EvidenceRef, ReportVersion
     from tools.imaging import ImageStudy
+    from tools.measure import Measurement
+    from tools.pacs import SeriesSummary, StudySummary
 
 WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
     # name: (window width, window level) in HU; None = the study's own display (VOI LUT)
@@ -25,6 +27,7 @@ WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
     "Bone": (1800.0, 400.0),
 }
 MAX_VIEW_SIDE = 768
+VIEW_MIN_SIDE = 512   # the viewer enlarges smaller images to this (a 128-pixel CT is too small to mark)
 CITE_RE = re.compile(r"\[(E\d+)\]")
 
 
@@ -59,15 +62,32 @@ def _blend_saliency(out: np.ndarray, saliency: np.ndarray, slice_index: int, siz
     return out * (1 - alpha) + _heat(0.34 + 0.33 * s[..., 0]) * alpha  # red (low) to yellow (high)
 
 
+def image_size(study: ImageStudy) -> tuple[int, int]:
+    """(height, width) of one slice of ``study``, in its own pixels."""
+    height, width = study.shape[-3:-1] if study.is_rgb else study.shape[-2:]
+    return int(height), int(width)
+
+
+def view_size(height: int, width: int, max_side: int = MAX_VIEW_SIDE, min_side: int = 0) -> tuple[int, int]:
+    """(width, height) of the shown image: at most ``max_side`` per side, enlarged to ``min_side`` when smaller."""
+    side = max(height, width, 1)
+    scale = min(1.0, max_side / side)
+    if min_side and side * scale < min_side:
+        scale = min_side / side
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def render_view(study: ImageStudy, preset: str = "Default", slice_index: int = 0,
-                saliency: np.ndarray | None = None, max_side: int = MAX_VIEW_SIDE) -> np.ndarray:
-    """The viewer image: uint8 RGB, at most ``max_side`` pixels per side.
+                saliency: np.ndarray | None = None, max_side: int = MAX_VIEW_SIDE, min_side: int = 0) -> np.ndarray:
+    """The viewer image: uint8 RGB, at most ``max_side`` pixels per side (and at least ``min_side``, enlarged).
 
     ``preset`` windows CT pixels in HU (Lung, Mediastinum, Bone); other modalities use ``display``.
     ``saliency`` (values in [0, 1], any size, 2-D or per slice) is blended as a heat map.
     """
     from PIL import Image
 
+    if min_side > max_side:
+        raise InputError("min_side must not exceed max_side")
     window = WINDOW_PRESETS.get(preset)
     if window is not None and (study.metadata.modality or "").upper() == "CT" and not study.is_rgb:
         width, level = window
@@ -77,8 +97,7 @@ def render_view(study: ImageStudy, preset: str = "Default", slice_index: int = 0
     img = np.nan_to_num(np.asarray(img, dtype=np.float32))
     rgb = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=-1)
     h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = view_size(h, w, max_side, min_side)
     pil = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
     out = np.asarray(pil).astype(np.float32) / 255.0
     if saliency is not None:
@@ -226,3 +245,86 @@ def text_to_sections(text: str) -> tuple[tuple[str, str], ...]:
     if not out:
         raise InputError("the edited summary is empty")
     return out
+
+
+# --- measurements in the viewer ----------------------------------------------------------------------
+def to_pixel(study: ImageStudy, shown: tuple[float, float], max_side: int = MAX_VIEW_SIDE,
+             min_side: int = 0) -> tuple[float, float]:
+    """A point (x, y) clicked on the shown image (as :func:`render_view` drew it) on the slice's own pixel grid."""
+    height, width = image_size(study)
+    shown_w, shown_h = view_size(height, width, max_side, min_side)
+    x = (float(shown[0]) + 0.5) * width / shown_w - 0.5
+    y = (float(shown[1]) + 0.5) * height / shown_h - 0.5
+    return round(float(np.clip(x, 0, width - 1)), 2), round(float(np.clip(y, 0, height - 1)), 2)
+
+
+def _to_shown(study: ImageStudy, p: tuple[float, float], size: tuple[int, int]) -> tuple[float, float]:
+    height, width = image_size(study)
+    return (p[0] + 0.5) * size[0] / width - 0.5, (p[1] + 0.5) * size[1] / height - 0.5
+
+
+def draw_measurements(image: np.ndarray, study: ImageStudy, measurements: Sequence[Measurement], slice_index: int,
+                      pending: tuple[float, float] | None = None) -> np.ndarray:
+    """``image`` (the shown slice) with each measurement on this slice of this series drawn as a numbered line,
+    and the first point of a length being marked as a cross. Numbers follow the order in ``measurements``."""
+    from PIL import Image, ImageDraw
+
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    size = pil.size
+    for n, m in enumerate(measurements, start=1):
+        if m.slice_index != slice_index or (m.series_uid and m.series_uid != study.series_uid):
+            continue
+        a, b = _to_shown(study, m.p1, size), _to_shown(study, m.p2, size)
+        draw.line([a, b], fill=(255, 210, 0), width=2)
+        for x, y in (a, b):
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], outline=(255, 210, 0))
+        draw.text((max(a[0], b[0]) + 6, min(a[1], b[1])), f"M{n} {m.length_mm:.1f} mm", fill=(255, 210, 0))
+    if pending is not None:
+        x, y = _to_shown(study, pending, size)
+        draw.line([(x - 6, y), (x + 6, y)], fill=(0, 220, 255), width=2)
+        draw.line([(x, y - 6), (x, y + 6)], fill=(0, 220, 255), width=2)
+    return np.asarray(pil)
+
+
+def measurement_label(n: int, m: Measurement) -> str:
+    kind = f", {m.nodule_type.replace('_', '-')}" if m.nodule_type else ""
+    where = f"slice {m.slice_index}" if m.slice_index else "the image"
+    return f"M{n}: {m.label} {m.length_mm:.1f} mm{kind} ({where})"
+
+
+def measurements_html(measurements: Sequence[Measurement], sent: Sequence[Measurement] = ()) -> str:
+    """The list beside the viewer: each length, its warnings, and whether the assistant has it yet."""
+    if not measurements:
+        return ('<div class="rc-empty">No measurement. Click both ends of a length on the image (type and label '
+                'above); the next question takes them along.</div>')
+    rows = []
+    for n, m in enumerate(measurements, start=1):
+        state = "with the assistant" if m in sent else "goes with the next question"
+        warn = "".join(f'<div class="rc-warn">⚠ {html.escape(w)}</div>' for w in m.warnings)
+        rows.append(f'<li class="rc-measure" data-n="{n}">{html.escape(measurement_label(n, m))} '
+                    f'<span class="rc-auto">{state}</span>{warn}</li>')
+    return '<ol class="rc-measures">' + "".join(rows) + "</ol>"
+
+
+# --- the PACS panel -----------------------------------------------------------------------------------
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else (value or "-")
+
+
+def study_label(s: StudySummary) -> str:
+    """One found study as the clinician confirms it: date, modality, description, accession, size, and the
+    patient's name, sex and year of birth (shown on the page only; never logged or kept in a case)."""
+    counts = (f"{s.series_count if s.series_count is not None else '?'} series, "
+              f"{s.instance_count if s.instance_count is not None else '?'} images")
+    born = s.patient_birth_date[:4] if s.patient_birth_date else "?"
+    family, _, given = s.patient_name.partition("^")
+    name = ", ".join(x for x in (family, given.replace("^", " ").strip()) if x) or "-"
+    return (f"{_date(s.study_date)} · {'/'.join(s.modalities) or '-'} · {s.description or '(no description)'} · "
+            f"acc {s.accession_number or '-'} · {counts} · {name} ({s.patient_sex or '?'}, {born})")
+
+
+def series_label(s: SeriesSummary) -> str:
+    n = s.instance_count if s.instance_count is not None else "?"
+    return (f"#{s.number if s.number is not None else '-'} {s.modality or '-'} · {s.description or '(no description)'}"
+            f" · {n} image(s)")

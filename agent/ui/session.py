@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from agent.results import SaliencyMap, ToolCallRecord
     from agent.signoff import EvidenceRef
     from tools.imaging import ImageStudy
+    from tools.measure import Measurement
+    from tools.pacs import SeriesSummary, StudySummary
 
 CASE_PREFIX = "case-"
 
@@ -38,6 +40,15 @@ class CaseView:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     saliency: SaliencyMap | None = None         # where the cited classifier looked, on the current study
     report_version: int | None = None
+    measurements: list[Measurement] = field(default_factory=list)       # marked in the viewer, in order
+    sent_measurements: list[Measurement] = field(default_factory=list)  # already given to the agent
+    pending_point: tuple[int, tuple[float, float]] | None = None       # (slice, first point) of a length
+    pacs_study_uids: set[str] = field(default_factory=set)  # pseudonymised UIDs of studies opened from the PACS
+
+    @property
+    def unsent_measurements(self) -> list[Measurement]:
+        """Measurements the agent has not been given yet (they go with the next question)."""
+        return [m for m in self.measurements if m not in self.sent_measurements]
 
     @property
     def patient_key(self) -> str | None:
@@ -57,6 +68,10 @@ class SessionState:
         self.cases: dict[str, CaseView] = {}
         self.current: str = self.new_case().case_id
         self.closed_at: float | None = None   # set when the browser disconnects; cleared on the next event
+        # the last PACS search and the chosen study's series, by original UID: shown to the clinician and
+        # used to check what the page sends back; never part of a case
+        self.pacs_studies: dict[str, StudySummary] = {}
+        self.pacs_series: dict[str, SeriesSummary] = {}
 
     def touch(self) -> None:
         """The browser is (back) in use: cancel a pending cleanup, recreate the directory if needed."""

@@ -439,3 +439,147 @@ def test_named_clinician_logs_in_and_signs(browser, tmp_path):
     assert all(r["user"] == "dr.lee" for r in records if r["action"] in ("login", "upload", "answer", "sign"))
     assert "wrong password" not in log and "correct horse" not in log
     assert AuditLog.from_settings(settings).verify().ok
+
+
+# --- the PACS story in the browser --------------------------------------------------------------------
+PACS_QUESTION = "Incidental nodule in a never smoker, 55 years. What follow-up?"
+
+
+def _choose(page, dropdown: str, option_text: str) -> None:
+    """Pick the option of a Gradio dropdown whose label contains ``option_text``."""
+    page.locator(f"{dropdown} input").click()
+    page.locator("ul[role=listbox] li", has_text=option_text).first.click()
+
+
+def _click_pixel(page, x: int, y: int) -> None:
+    """Click the viewer at pixel (x, y) of the shown image, wherever the page has scaled and centred it."""
+    page.locator("#rc-viewer img").scroll_into_view_if_needed()
+    cx, cy = page.evaluate(
+        """([x, y]) => { const img = document.querySelector('#rc-viewer img');
+            const r = img.getBoundingClientRect();
+            const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+            const ox = (r.width - img.naturalWidth * s) / 2, oy = (r.height - img.naturalHeight * s) / 2;
+            return [r.left + ox + (x + 0.2) * s, r.top + oy + (y + 0.2) * s]; }""", [x, y])
+    page.mouse.click(cx, cy)
+
+
+def _measure(page, p1: tuple[int, int], p2: tuple[int, int], n: int) -> str:
+    _click_pixel(page, *p1)
+    page.wait_for_function("document.querySelector('#rc-measure-msg').innerText.includes('First end')")
+    _click_pixel(page, *p2)
+    page.wait_for_function(f"document.querySelector('#rc-measure-msg').innerText.includes('M{n}:')")
+    return page.locator("#rc-measure-msg").inner_text()
+
+
+def test_ct_nodule_story_from_the_pacs_in_browser(browser, tmp_path):
+    """The user story through the page against a real Orthanc (scripted chat model, real tools and calculators):
+    search by accession, open the CT series, measure the nodule with two clicks per axis, ask "what follow-up?",
+    see the answer cite the measurement and the Fleischner calculator, draft, sign, send to the PACS (twice: the
+    second is a no-op); then read the SR back over DICOMweb under the ORIGINAL study UID, and check that the
+    typed accession number and patient ID are in no audit record, the case database or a prompt."""
+    from agent.audit import AuditLog
+    from agent.consultation import Consultation
+    from agent.ui import bind_policy, build_ui, launch
+    from agent.users import UserStore
+    from tests.agent.fakes import ScriptedBackend, frame, real_tools, text
+    from tests.orthanc import HILDA, OrthancServer, load_story, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = OrthancServer(tmp_path / "orthanc").start()
+    story = load_story(server)
+    settings = _settings(tmp_path, pacs_url=server.dicomweb_url, pacs_auth="basic",
+                         pacs_auth_file=story.credential_file(tmp_path))
+    UserStore(settings.users_path, rounds=4).add("dr_mueller", "correct horse battery")
+    backend = ScriptedBackend([frame(intent="followup"), text("A solid nodule [E1]."), text("Follow-up [E3].")])
+    agent = Consultation(settings, backend=backend, tools=real_tools(settings))
+    demo = build_ui(agent, settings)
+    port = _free_port()
+    launch(demo, settings, host="127.0.0.1", port=port, auth=bind_policy("127.0.0.1", settings), block=False)
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator("input[type=password]").wait_for()
+        page.locator("input[type=text]").first.fill("dr_mueller")
+        page.locator("input[type=password]").fill("correct horse battery")
+        page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
+        page.wait_for_selector("#rc-pacs")
+        page.wait_for_function("document.querySelector('#rc-case-info').innerText.includes('case-')")
+        assert page.locator("#rc-send-pacs").is_disabled()
+
+        page.locator("#rc-pacs-accession textarea, #rc-pacs-accession input").first.fill(HILDA.accession)
+        page.click("#rc-pacs-search")
+        page.wait_for_function("document.querySelector('#rc-pacs-msg').innerText.includes('1 study(ies) found')")
+        _choose(page, "#rc-pacs-study", "Quellmalz, Hildegard Maria")
+        page.wait_for_function("document.querySelector('#rc-pacs-msg').innerText.includes('2 image series')")
+        _choose(page, "#rc-pacs-series", "13 image(s)")
+        page.click("#rc-pacs-open")
+        page.wait_for_function("document.querySelector('#rc-pacs-msg').innerText.includes('Opened 12 image(s)')")
+        assert "CT" in page.locator("#rc-meta").inner_text()
+        page.wait_for_function("document.querySelector('#rc-viewer img') && "
+                               "document.querySelector('#rc-viewer img').naturalWidth === 512")
+
+        # 128-pixel slices shown at 512: 48 and 36 shown pixels are 12 and 9 pixels of 0.661 mm
+        assert "long axis 7.9 mm, solid" in _measure(page, (40, 100), (88, 100), 1)
+        _choose(page, "#rc-measure-label", "short axis")
+        assert "short axis 6.0 mm, solid" in _measure(page, (200, 200), (200, 236), 2)
+        assert page.locator("#rc-measures li").count() == 2
+
+        answer = _ask(page, PACS_QUESTION)
+        assert "Measured on study S1: long axis 7.94 mm, short axis 5.95 mm" in answer, answer
+        assert "Fleischner 2017, single solid nodule 6-8 mm" in answer, answer
+        kinds = page.locator("#rc-evidence .rc-kind").all_inner_texts()
+        assert {"measurement", "calculator"} <= {k.lower() for k in kinds}, kinds
+        assert "with the assistant" in page.locator("#rc-measures").inner_text()
+
+        page.click("#rc-draft")
+        page.wait_for_function("document.querySelector('#rc-summary-status').innerText.includes('DRAFT')")
+        assert "long axis 7.9 mm" in page.locator("#rc-summary").inner_text()
+        assert page.locator("#rc-send-pacs").is_disabled()
+        page.click("#rc-sign")
+        page.wait_for_function("document.querySelector('#rc-summary-status').innerText.includes('SIGNED')")
+        page.wait_for_function("!document.querySelector('#rc-send-pacs').disabled")
+        page.click("#rc-send-pacs")
+        page.wait_for_function("document.querySelector('#rc-summary-status').innerText.includes('Sent v1')")
+        page.click("#rc-send-pacs")
+        page.wait_for_function("document.querySelector('#rc-summary-status').innerText.includes('already sent')")
+        page.screenshot(path=str(_artefacts() / "pacs-story.png"), full_page=True)
+    except Exception:
+        page.screenshot(path=str(_artefacts() / "pacs-story-failure.png"), full_page=True)
+        raise
+    finally:
+        ctx.close()
+        demo.close()
+        agent.close()
+    try:
+        # the PACS files the SR under the original study (read over DICOMweb QIDO and WADO, not through radconsult)
+        series = json.loads(server.rest("GET", f"/dicom-web/studies/{story.study_uid}/series",
+                                        params={"Modality": "SR", "includefield": "0008103E"}))
+        sr_series = [s for s in series if s.get("0008103E", {}).get("Value", [""])[0].startswith("radconsult")]
+        assert len(sr_series) == 1
+        sr_uid = sr_series[0]["0020000E"]["Value"][0]
+        found = json.loads(server.rest("GET", f"/dicom-web/studies/{story.study_uid}/series/{sr_uid}/instances"))
+        assert len(found) == 1
+        import pydicom
+
+        sop = found[0]["00080018"]["Value"][0]
+        orthanc_id = next(i["ID"] for i in server.find_instances(story.study_uid)
+                          if i["MainDicomTags"]["SOPInstanceUID"] == sop)
+        sr = pydicom.dcmread(io.BytesIO(server.rest("GET", f"/instances/{orthanc_id}/file")))
+        assert sr.StudyInstanceUID == story.study_uid and sr.PatientID == HILDA.patient_id
+        texts = " ".join(str(item.value) for item in sr.iterall() if item.keyword == "TextValue")
+        assert "long axis 7.9 mm, solid" in texts and "SIGNED by dr_mueller" in texts
+    finally:
+        server.stop()
+    typed = [HILDA.accession, HILDA.patient_id]
+    prompts = json.dumps([r["messages"] for r in backend.requests], default=str)
+    assert [v for v in typed if v in prompts] == []
+    audit = settings.audit_log_path.read_text()
+    assert [v for v in typed if v in audit] == [] and '"pacs_find"' in audit and '"pacs_send"' in audit
+    assert settings.cases_db_path.exists()
+    stored = [p for p in settings.data_dir.rglob("*") if p.is_file() and p.name != "reid.sqlite"]
+    assert [(p.name, v) for p in stored for v in typed if v.encode() in p.read_bytes()] == []
+    assert AuditLog.from_settings(settings).verify().ok
