@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -218,4 +219,12 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
     demo = build_ui(agent, settings)
     print(f"radconsult ui: http://{host}:{port}  (Ctrl+C to stop)", file=sys.stderr)
     launch(demo, settings, host=host, port=port, auth=auth, block=True)
+    if not agent.is_warm():
+        # Ctrl+C during the warm-up: its thread may be inside native code (ONNX Runtime, llama.cpp), and
+        # tearing the interpreter down under it aborts the process. The server is closed and the audit
+        # log and case database are written through, so leave without the teardown.
+        print("radconsult ui: stopped during the warm-up", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

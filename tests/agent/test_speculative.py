@@ -91,15 +91,18 @@ def decode(backend, tokens, stop, drafter=None, stats=None):
 
 
 def test_drafting_does_not_change_the_decoded_call(backend):
-    # a question without a near-tie between two argument values: a batch and a single step may round a
-    # logit differently, so a near-tie (seen: solid_component_mm 0 vs 6 for a 6 mm nodule) can flip either way
-    tokens, stop = call_prompt(backend, "Fleischner follow-up for a single 7 mm solid nodule in a low-risk 64-year-old?")
+    # a question without a near-tie between two tokens: a batch and a single step may round a logit
+    # differently, so a near-tie can flip either way (seen: solid_component_mm 0 vs 6 for a 6 mm nodule; and,
+    # once the tool descriptions grew, '}}' vs ', "required"' after the last argument of a 7 mm low-risk call)
+    tokens, stop = call_prompt(backend, "Fleischner follow-up for a single 7 mm solid nodule in a high-risk "
+                                        "70-year-old smoker?")
     plain = decode(backend, tokens, stop)
     stats = DecodeStats()
     drafted = decode(backend, tokens, stop, CallDrafter(SCHEMAS).draft, stats)
     assert drafted == plain
     assert json.loads('{"name": "' + plain.split("\n</tool_call>")[0].strip())["name"] == "fleischner_followup"
-    assert stats.accepted > 10 and stats.steps < stats.tokens / 2
+    # the 0.5b writes some keys of another tool here, so fewer guesses hold than for a clean call
+    assert stats.accepted > 20 and stats.steps < stats.tokens * 0.7
 
 
 def test_wrong_guesses_are_rolled_back(backend):
