@@ -125,6 +125,8 @@ RECIPES: dict[str, Recipe] = {
                     "the training images; not validated on adults, portable ICU films or lateral views; the "
                     "test split differs from training (fewer pneumonia cases, other acquisition period).",
         modality="CR/DX", threshold_rule="prior-neutral", tta=("hflip",),
+        # layer3's Grad-CAM of this network is empty (all negative) on most pneumonia films; layer4's is not
+        saliency_layer="layer4",
         archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", fit=FitSpec(
             epochs=14, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=10, ema=0.995,
             augment=AugmentSpec(rotate_deg=10, scale=0.1, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,

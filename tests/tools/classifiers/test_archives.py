@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from agent.wiring import imaging_config
 from tests.conftest import shared_file
 from tools.classifiers.archives import SplitRule, index, load_splits
 from tools.classifiers.preprocess import Preprocessing, prepare_spec
@@ -56,7 +57,7 @@ def test_training_cache_equals_the_inference_path(tmp_path, settings):
     for member, cached in zip(data["test"].members, data["test"].images, strict=True):
         path = tmp_path / member.rsplit("/", 1)[-1]
         path.write_bytes(jpegs[member])
-        study = load(path, settings)
+        study = load(path, imaging_config(settings))
         x, _ = prepare_spec(study.display, spec)
         np.testing.assert_allclose(x[0], (cached - 0.5) / 0.25, atol=1e-4)
     # the cache answers the second call with the same arrays

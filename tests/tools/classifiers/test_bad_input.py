@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.wiring import imaging_config
 from tests.conftest import pydicom_file, shared_file
 from tools.classifiers.config import ClassifierConfig
 from tools.classifiers.inference import Finding, classify
@@ -64,7 +65,7 @@ def _as_png(study: ImageStudy, tmp: Path, name: str, settings) -> ImageStudy:
     arr = (np.clip(disp, 0, 1) * 255 + 0.5).astype(np.uint8)
     path = tmp / f"{name.replace(' ', '_')}.png"
     Image.fromarray(arr).save(path)
-    return load(path, settings)
+    return load(path, imaging_config(settings))
 
 
 def _guarded(f: Finding) -> bool:
@@ -84,7 +85,7 @@ EXPECTED_ABSTAIN = {  # (file, model) -> words of the abstention reason, with th
 @pytest.mark.parametrize("model", MODELS)
 def test_each_bad_input_abstains_with_its_metadata(tmp_path, settings, model):
     for what, path in _files(tmp_path).items():
-        f = classify(load(path, settings), model=model, config=CPU)
+        f = classify(load(path, imaging_config(settings)), model=model, config=CPU)
         reason = EXPECTED_ABSTAIN[(what, model)]
         assert f.abstain and reason in f.abstain_reason, (what, model, f.abstain_reason)
         assert f.label is None and f.probability is None
@@ -93,7 +94,7 @@ def test_each_bad_input_abstains_with_its_metadata(tmp_path, settings, model):
 @pytest.mark.parametrize("model", MODELS)
 def test_each_bad_input_without_metadata_abstains_or_is_cautioned(tmp_path, settings, model):
     for what, path in _files(tmp_path).items():
-        study = _as_png(load(path, settings), tmp_path, what, settings)
+        study = _as_png(load(path, imaging_config(settings)), tmp_path, what, settings)
         f = classify(study, model=model, config=CPU)
         assert _guarded(f), (what, model)
         if what == "colour photograph":
@@ -108,6 +109,6 @@ def test_without_a_model_name_the_photo_and_ct_find_no_model(tmp_path, settings)
     from tools.errors import NoApplicableModelError
 
     with pytest.raises(NoApplicableModelError, match="--model"):
-        classify(load(_photo(), settings), config=CPU)
+        classify(load(_photo(), imaging_config(settings)), config=CPU)
     with pytest.raises(NoApplicableModelError, match="CT"):
-        classify(load(pydicom_file("CT_small.dcm"), settings), config=CPU)
+        classify(load(pydicom_file("CT_small.dcm"), imaging_config(settings)), config=CPU)
