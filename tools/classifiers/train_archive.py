@@ -213,9 +213,10 @@ def archive_metadata(recipe: Recipe, plan: ArchivePlan, spec: Preprocessing, rul
                            if fit_spec.low_res and fit_spec.low_res_epochs else f"{spec.size[0]} px"),
             "loss": "class-weighted cross-entropy" + (f", label smoothing {fit_spec.label_smoothing}"
                                                       if fit_spec.label_smoothing else ""),
-            "augmentation": fit_spec.augment.describe(), "threads": plan.threads,
+            "augmentation": fit_spec.augment.describe(), "threads": torch.get_num_threads(),  # as run
             "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "platform": platform.machine(),
-            "command": f"radconsult models train {recipe.name} --data {data_name} --out DIR --seed {seed}{fold_arg}",
+            "command": f"radconsult models train {recipe.name} --data {data_name} --out DIR --seed {seed}{fold_arg}"
+                       + (f" --threads {torch.get_num_threads()}" if torch.get_num_threads() != plan.threads else ""),
             "history": [m.history for m in members],
         },
     }
