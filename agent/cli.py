@@ -14,8 +14,12 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tools.errors import RadconsultError
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 # Modules in agent/commands/ that expose ``register(subparsers)``; each adds its own subcommands
 # and sets ``func(args, settings) -> int`` on them.
@@ -80,7 +84,7 @@ _WRITABLE = "make the data directory writable, or set RADCONSULT_DATA_DIR to a w
 _FULL = "the disk is full: free space, then run the command again"
 
 
-def environment_error(exc: BaseException, settings: object | None = None) -> str | None:
+def environment_error(exc: BaseException, settings: Settings | None = None) -> str | None:
     """One line for a failure of the machine that reached the CLI untyped (a read-only or full disk, a
     damaged or locked case database): what happened and what to do. None for anything else, which is
     a bug and keeps its traceback. The modules that own a file turn their own failures into typed
@@ -90,7 +94,7 @@ def environment_error(exc: BaseException, settings: object | None = None) -> str
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"{exc.strerror}{where}; {_FULL}"
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            data_dir = getattr(settings, "data_dir", None)
+            data_dir = settings.data_dir if settings is not None else None
             if exc.filename and data_dir is not None and not _inside(str(exc.filename), data_dir):
                 return f"{exc.strerror}{where}; check that this path may be read and written by you"
             return f"{exc.strerror}{where}; {_WRITABLE}"
@@ -98,7 +102,7 @@ def environment_error(exc: BaseException, settings: object | None = None) -> str
     if isinstance(exc, sqlite3.Error):
         text = str(exc)
         low = text.lower()
-        cases = getattr(settings, "cases_db_path", None) or "the case database"
+        cases = settings.cases_db_path if settings is not None else "the case database"
         if "readonly" in low or "read-only" in low or "unable to open" in low:
             return f"cannot write the case database {cases} ({text}); {_WRITABLE}"
         if "full" in low:
