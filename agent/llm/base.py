@@ -63,7 +63,8 @@ class ChatResult:
 
 
 class ChatBackend(Protocol):
-    """A chat model. ``tool_choice``: "auto" (tools or text), "none" (text only)."""
+    """A chat model. ``tool_choice``: "auto" (tools or text), "none" (text only), or one tool's name (that
+    tool is called: the case frame's ``read_case``)."""
 
     name: str
 

@@ -42,7 +42,7 @@ class OpenAIBackend:
                                 "max_tokens": max_tokens or self.max_tokens}
         if tools:
             body["tools"] = [t.openai() for t in tools]
-            body["tool_choice"] = tool_choice
+            body["tool_choice"] = wire_tool_choice(tool_choice)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         t0 = time.perf_counter()
         deadline = t0 + self.timeout_s
@@ -83,7 +83,10 @@ class OpenAIBackend:
                         slot = partial.setdefault(tc.get("index", 0), {"id": "", "name": "", "arguments": ""})
                         fn = tc.get("function") or {}
                         slot["id"] = tc.get("id") or slot["id"]
-                        slot["name"] += fn.get("name") or ""
+                        name = fn.get("name") or ""
+                        # OpenAI sends the name once; llama.cpp's server repeats it in every delta of a forced call
+                        if name and name != slot["name"]:
+                            slot["name"] += name
                         slot["arguments"] += fn.get("arguments") or ""
                     piece = delta.get("content") or ""
                     if piece:
@@ -146,3 +149,11 @@ class OpenAIBackend:
 
     def close(self) -> None:
         return None
+
+
+def wire_tool_choice(tool_choice: str) -> str | dict[str, Any]:
+    """Our ``tool_choice`` ("auto", "none", "required" or one tool's name, which forces that tool) as the
+    OpenAI API spells it: a forced tool is ``{"type": "function", "function": {"name": ...}}``."""
+    if tool_choice in ("auto", "none", "required"):
+        return tool_choice
+    return {"type": "function", "function": {"name": tool_choice}}

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from agent.llm.openai_compat import OpenAIBackend
+from agent.llm.openai_compat import OpenAIBackend, wire_tool_choice
 from tests.agent.fakes import default_tools
 from tests.agent.llm_fixtures import qwen_path  # noqa: F401 - fixture
 from tools.errors import LLMError
@@ -77,6 +77,21 @@ def test_tool_call_native_or_text_fallback(server):
     assert res.parse_error is None
     assert [c.name for c in res.tool_calls] == ["birads_category"]
     assert "category" in res.tool_calls[0].arguments
+
+
+def test_a_forced_tool_is_sent_as_the_api_spells_it(server):
+    """The case frame forces one tool by name; llama.cpp's server (like OpenAI and vLLM) takes it only as
+    {"type": "function", "function": {"name": ...}}: a bare name was refused with HTTP 500."""
+    url, _ = server
+    tools = [default_tools()["birads_category"].schema(), default_tools()["lung_rads_category"].schema()]
+    res = OpenAIBackend(url, "qwen", timeout_s=120, max_tokens=48).chat(
+        [{"role": "user", "content": "What does BI-RADS 4A mean?"}], tools, tool_choice="birads_category")
+    assert res.parse_error is None and [c.name for c in res.tool_calls] == ["birads_category"]
+
+
+def test_wire_tool_choice():
+    assert wire_tool_choice("auto") == "auto" and wire_tool_choice("none") == "none"
+    assert wire_tool_choice("read_case") == {"type": "function", "function": {"name": "read_case"}}
 
 
 @pytest.mark.slow  # starts a second server
