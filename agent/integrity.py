@@ -273,7 +273,7 @@ class VerifyReport:
     warnings: tuple[str, ...] = ()
     head: dict[str, object] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "records": self.records, "ok": self.ok, "problems": list(self.problems),
                 "warnings": list(self.warnings), "head": dict(self.head)}
 

@@ -288,7 +288,7 @@ class Row:
         elif res.rc != 0:
             self.unexpected.append("failed: " + res.short())
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"suite": "faults", **asdict(self), "survived": self.survived}
 
 
@@ -317,7 +317,7 @@ def run_inner(fault: str, root: Path, timeout: float = 900) -> dict[str, Any]:
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    return Row(fault, "mount namespace", unexpected=[f"inner run failed ({proc.returncode}): {proc.stderr[-800:]}"]).as_dict()
+    return Row(fault, "mount namespace", unexpected=[f"inner run failed ({proc.returncode}): {proc.stderr[-800:]}"]).to_dict()
 
 
 def sh(*argv: str) -> None:
@@ -390,7 +390,7 @@ def fault_readonly(root: Path) -> dict[str, Any]:
     if can_mount():
         return run_inner("readonly", root)
     if os.geteuid() != 0:
-        return _readonly_body(root, _chmod_ro, _chmod_rw, "chmod a-w (not root)").as_dict()
+        return _readonly_body(root, _chmod_ro, _chmod_rw, "chmod a-w (not root)").to_dict()
     # root without mount: chmod stops nothing; a data directory under a regular file cannot be created
     t0 = time.perf_counter()
     row = Row("readonly", "simulated: data directory under a regular file (root without mount)")
@@ -402,7 +402,7 @@ def fault_readonly(root: Path) -> dict[str, Any]:
     row.check(box.run("audit", "verify"), False)
     row.verify_ok = True
     row.seconds = time.perf_counter() - t0
-    return row.as_dict()
+    return row.to_dict()
 
 
 def _fill(directory: Path) -> Path:
@@ -533,7 +533,7 @@ def fault_disk_full(root: Path) -> dict[str, Any]:
         return free
 
     return _disk_full_body(root, "simulated ENOSPC (Python writes patched in the child via sitecustomize; "
-                                 "SQLite's own writes are not affected)", simulate).as_dict()
+                                 "SQLite's own writes are not affected)", simulate).to_dict()
 
 
 AUDIT_WRITER = textwrap.dedent("""
@@ -603,7 +603,7 @@ def fault_kill9_audit(root: Path, rounds: int = 6, seed: int = 13) -> dict[str, 
     row.notes = (f"{len(acked)} records acknowledged, {sum(stored.values())} stored "
                  f"(a record written just before the kill is stored unacknowledged)")
     row.seconds = time.perf_counter() - t0
-    return row.as_dict()
+    return row.to_dict()
 
 
 def fault_kill9_signoff(root: Path, rounds: int = 6, seed: int = 13) -> dict[str, Any]:
@@ -638,7 +638,7 @@ def fault_kill9_signoff(root: Path, rounds: int = 6, seed: int = 13) -> dict[str
     row.notes = (f"{len(acks)} sign-offs acknowledged, {signed} in the ledger; {interrupted} interrupted between "
                  "file and ledger (verify notes them; recorded by the next change to the case)")
     row.seconds = time.perf_counter() - t0
-    return row.as_dict()
+    return row.to_dict()
 
 
 def _docs(directory: Path, n: int) -> Path:
@@ -703,7 +703,7 @@ def fault_kill9_ingest(root: Path, seed: int = 13) -> dict[str, Any]:
                  + f"; after the rerun {got.get('chunks')} chunks from {got.get('sources')} sources, "
                  f"{expected} expected")
     row.seconds = time.perf_counter() - t0
-    return row.as_dict()
+    return row.to_dict()
 
 
 def _start_chroma(path: Path, port: int) -> subprocess.Popen:
@@ -753,7 +753,7 @@ def fault_chroma_down(root: Path) -> dict[str, Any]:
     row.verify_ok = box.verify().get("ok", False)
     row.notes = f"{b.get('guideline', {}).get('chunks')} chunks before the kill, {a.get('guideline', {}).get('chunks')} after the restart"
     row.seconds = time.perf_counter() - t0
-    return row.as_dict()
+    return row.to_dict()
 
 
 def _start_llm_server(model: Path, port: int) -> subprocess.Popen:
@@ -820,7 +820,7 @@ def fault_llm_killed(root: Path, model: Path | None = None) -> dict[str, Any]:
     row.notes = (("killed while the answer streamed" if killed_while_streaming else "killed before any text streamed")
                  + f"; case c1 checkpoints {n_before} -> {n_after}; the error: {second.error_line()[:120]}")
     row.seconds = time.perf_counter() - t0
-    return row.as_dict()
+    return row.to_dict()
 
 
 FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -833,7 +833,7 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
 def _inner(fault: str, root: Path) -> dict[str, Any]:
     """The body of a fault that needs mounts, run inside a private mount namespace (see run_inner)."""
     if fault == "readonly":
-        return _readonly_body(root, _bind_ro, _umount, "read-only bind mount (private mount namespace, as root)").as_dict()
+        return _readonly_body(root, _bind_ro, _umount, "read-only bind mount (private mount namespace, as root)").to_dict()
     if fault == "disk_full":
         data = root / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -844,7 +844,7 @@ def _inner(fault: str, root: Path) -> dict[str, Any]:
             return lambda: filler.unlink()
 
         try:
-            return _disk_full_body(root, "6 MiB tmpfs filled to the last byte (private mount namespace)", fill).as_dict()
+            return _disk_full_body(root, "6 MiB tmpfs filled to the last byte (private mount namespace)", fill).to_dict()
         finally:
             subprocess.run(["umount", str(data)], capture_output=True)
     raise SystemExit(f"no inner body for {fault}")
@@ -881,7 +881,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             try:
                 row = FAULTS[name](root, **kwargs)
             except Exception as exc:  # noqa: BLE001 - a fault run that breaks is a row, not a crash
-                row = Row(name, "-", unexpected=[f"{type(exc).__name__}: {exc}"]).as_dict()
+                row = Row(name, "-", unexpected=[f"{type(exc).__name__}: {exc}"]).to_dict()
                 row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             print(f"  {name}: {'survived' if row['survived'] else 'FAILED'} ({row['seconds']:.0f} s)", file=sys.stderr)

@@ -71,7 +71,7 @@ class IngestReport:
             text += f"; {len(self.failed)} file(s) failed"
         return text
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"files": self.files, "chunks": self.chunks, "chunks_added": self.chunks_added,
                 "chunks_kept": self.chunks_kept, "chunks_removed": self.chunks_removed,
                 "unchanged_files": self.unchanged_files, "chars": self.chars,

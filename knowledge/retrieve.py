@@ -74,7 +74,7 @@ class Citation:
     span: tuple[int, int] = (0, 0)
     reference: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["span"] = list(self.span)
         return out

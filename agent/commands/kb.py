@@ -86,7 +86,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     report = kb.ingest(args.paths, kind=args.kind, patient=args.patient,
                        progress=False if args.no_progress or args.json else None)
     if args.json:
-        print_json(report.as_dict())
+        print_json(report.to_dict())
     else:
         for warning in report.warnings:
             print(f"radconsult: warning: {warning}", file=sys.stderr)
@@ -110,7 +110,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         nonlocal failed
         failed = failed or bool(report.failed)
         if args.json:
-            print(json.dumps(report.as_dict()), flush=True)
+            print(json.dumps(report.to_dict()), flush=True)
             return
         for warning in report.warnings:
             print(f"radconsult: warning: {warning}", file=sys.stderr)
@@ -135,7 +135,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     results = kb.search(args.query, kind=args.kind, patient=args.patient, k=args.k, modality=args.modality,
                         date_from=args.date_from, date_to=args.date_to)
     if args.json:
-        print_json([c.as_dict() for c in results])
+        print_json([c.to_dict() for c in results])
         return 0
     if not results:
         print("no matching passages")
@@ -182,7 +182,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     moved = _move_aside(settings) if args.rebuild else None
     report = _kb(settings).ensure_bundled(force=args.force or args.rebuild)
     if args.json:
-        print_json({**(report.as_dict() if report else {"up_to_date": True}),
+        print_json({**(report.to_dict() if report else {"up_to_date": True}),
                     **({"moved_aside": str(moved)} if moved else {})})
     else:
         if moved:

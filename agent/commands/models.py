@@ -87,7 +87,7 @@ def cmd_classify(args: argparse.Namespace, settings: Any) -> int:
     finding = classify(study, model=args.model, config=classifier_config(settings), saliency_png=args.saliency,
                        slice_index=args.slice_index)
     if args.json:
-        print_json(finding.as_dict())
+        print_json(finding.to_dict())
         return 0
     card = finding.model_card
     print(finding.text())

@@ -127,7 +127,7 @@ def _verify_all(settings: Settings) -> dict[str, object]:
     audit = AuditLog.from_settings(settings).verify()
     reports = ReportStore.from_settings(settings).verify()
     return {"ok": audit.ok and reports.ok, "key": str(settings.integrity_key_file),
-            "audit": audit.as_dict(), "reports": reports.as_dict()}
+            "audit": audit.to_dict(), "reports": reports.to_dict()}
 
 
 def _print_part(title: str, part: dict, summary: str) -> None:

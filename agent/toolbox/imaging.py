@@ -50,7 +50,7 @@ def _inspect(args: StudyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence
     att = ctx.loaded_study(args.study)
     s = att.study
     assert s is not None
-    meta = {k: v for k, v in s.metadata.as_dict().items() if v not in (None, "")}
+    meta = {k: v for k, v in s.metadata.to_dict().items() if v not in (None, "")}
     facts = {"study": att.ref, "format": s.source_format, "shape": list(s.shape),
              "spacing_mm": [round(x, 3) if x else None for x in s.spacing], **meta}
     # each DICOM string is untrusted text: sanitised on its own so one bad tag cannot hide the others

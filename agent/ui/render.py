@@ -189,7 +189,7 @@ def metadata_html(study: ImageStudy | None) -> str:
     """The de-identified metadata table, with a warning for burned-in annotation."""
     if study is None:
         return '<div class="rc-empty">No study loaded. Upload DICOM (files or a zip), PNG/JPEG or NIfTI.</div>'
-    meta = study.metadata.as_dict()
+    meta = study.metadata.to_dict()
     rows = [("Format", study.source_format), ("Shape", " x ".join(str(s) for s in study.shape)),
             ("Spacing (mm)", ", ".join("?" if s is None else f"{s:.3g}" for s in study.spacing))]
     for key, label in _META_LABELS.items():

@@ -83,9 +83,9 @@ def test_llm_server_killed_mid_turn(tmp_path, qwen_path):  # noqa: F811
 
 
 def test_table_and_rows_for_the_bench():
-    rows = [faults.Row("readonly", "bind", commands=3, expected_errors=2, clear_errors=2, verify_ok=True).as_dict(),
+    rows = [faults.Row("readonly", "bind", commands=3, expected_errors=2, clear_errors=2, verify_ok=True).to_dict(),
             faults.Row("disk_full", "tmpfs", commands=2, expected_errors=1, clear_errors=0, verify_ok=True,
-                       unexpected=["unclear error: x"]).as_dict()]
+                       unexpected=["unclear error: x"]).to_dict()]
     assert [r["survived"] for r in rows] == [True, False] and all(r["suite"] == "faults" for r in rows)
     table = faults.format_table(rows)
     assert "faults tried: 2, survived: 1" in table and "| readonly | bind | 3 | 2 / 2 |" in table

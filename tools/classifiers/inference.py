@@ -89,7 +89,7 @@ class Finding:
             line += f"; caution: {self.caution}"
         return line + tail
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able (the saliency array is left out; its PNG path is kept)."""
         return {
             "model": self.model, "model_version": self.model_version, "labels": list(self.labels),

@@ -28,7 +28,7 @@ class SafeMetadata:
     photometric: str | None = None
     frames: int = 1
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
 
         return asdict(self)
@@ -108,7 +108,7 @@ class ImageStudy:
             "source_format": self.source_format,
             "shape": list(self.shape),
             "spacing_mm": list(self.spacing),
-            "metadata": self.metadata.as_dict(),
+            "metadata": self.metadata.to_dict(),
             "patient_key": self.patient_key,
             "study_key": self.study_key,
             "warnings": list(self.warnings),

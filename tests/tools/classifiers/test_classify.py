@@ -75,7 +75,7 @@ def test_paediatric_cxr_is_classified_with_card(cxr):
     assert "CC BY 4.0" in card["data_licence"]
     assert f.ood_score is not None and f.ood_threshold is not None
     assert f.device == "cpu" and f.disclaimer and f.statement is None
-    d = f.as_dict()
+    d = f.to_dict()
     assert d["model_card"]["intended_use"] and "saliency" not in d
 
 
@@ -100,7 +100,7 @@ def test_brain_result_is_the_type_only_and_says_so(mri):
     assert f.threshold is None and f.label in LABELS and f.positive_label == f.label
     assert f.probability == max(f.probabilities.values())
     assert "cannot tell whether a tumour is present" in f.statement
-    assert f.statement in f.text() and f.as_dict()["statement"] == f.statement
+    assert f.statement in f.text() and f.to_dict()["statement"] == f.statement
     assert "tumour is present" in f.model_card["result_statement"]
     # the description of the study names the head instead of BodyPartExamined
     f = classify(study_from(mri[0][0], modality="MR", study_description="MRI BRAIN WITH CONTRAST"), config=CPU)
