@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from knowledge.loaders import LoadedDocument, Section
+from tools.text_safety import neutralise_lines
 
 MAX_CHARS = 800  # MiniLM reads 256 word pieces; 800 characters plus the title prefix fit
 MIN_CHARS = 200  # a shorter trailing piece is merged into the one before when that still fits
@@ -143,8 +144,8 @@ def make_chunks(doc: LoadedDocument, source: str, limit: int = MAX_CHARS) -> lis
             path = path[1:]
         label = section_label(path, section.page)
         for s, e in chunk_spans(doc.text, section.start, section.end, limit):
-            passage = doc.text[s:e]
-            heading = " > ".join(x for x in (title, " > ".join(path)) if x)
+            passage = neutralise_lines(doc.text[s:e])  # stored text is data: instructions never reach a prompt
+            heading = neutralise_lines(" > ".join(x for x in (title, " > ".join(path)) if x))
             embed_text = f"{heading}\n{passage}" if heading else passage
             digest = hashlib.sha256(f"{title}\x00{label}\x00{passage}".encode("utf-8", "surrogatepass")).hexdigest()
             n = seen.get(digest, 0)

@@ -68,6 +68,12 @@ def neutralise(text: str, limit: int | None = None) -> tuple[str, bool]:
     return out, flagged
 
 
+def neutralise_lines(text: str) -> str:
+    """:func:`neutralise` line by line, leaving clean lines (and the document's layout) exactly as they were:
+    for stored documents, whose headings and paragraphs must survive."""
+    return "\n".join(neutralise(line)[0] if is_instruction(line) else line for line in (text or "").split("\n"))
+
+
 def is_instruction(text: str) -> bool:
     """Whether ``text`` holds chat markup or an order addressed to an assistant."""
     return bool(CONTROL.search(text or "") or INSTRUCTION.search(text or ""))

@@ -148,10 +148,13 @@ def apply_palette(arr: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
+    """A tag's value as text, with instruction-like content neutralised: tags are data that reach prompts."""
+    from tools.text_safety import neutralise
+
     value = ds.get(keyword)
     if value is None:
         return None
-    text = str(value).strip()
+    text = neutralise(str(value))[0].strip()
     return text or None
 
 
