@@ -171,7 +171,7 @@ def test_the_ct_nodule_story_through_the_cli(env, story, monkeypatch, capsys, ca
     assert (settings.data_dir / "cases.sqlite").exists() and (settings.data_dir / "audit.jsonl").exists()
     reid = settings.pacs_dir / "reid.sqlite"
     assert oct(reid.stat().st_mode & 0o777) == "0o600" and HILDA.accession.encode() in reid.read_bytes()
-    actions = [(r["action"], r["details"]) for r in AuditLog(settings.audit_log_path).records()]
+    actions = [(r["action"], r["details"]) for r in AuditLog.from_settings(settings).records()]
     find = next(d for a, d in actions if a == "pacs_find")
     assert find["accession_sha256"] == text_hash(HILDA.accession) and find["results"] == 1
     assert [a for a, d in actions if a == "pacs_send"] == ["pacs_send"] * 3  # refused draft, sent, no-op
