@@ -84,6 +84,13 @@ class ComposedAnswer:
     invalid_ids: list[str] = field(default_factory=list)
 
 
+def tidy_citations(answer: str) -> str:
+    """Markers as a reader expects them: one per sentence end ("... [E1]. [E1]" happens after attribution) and
+    before the full stop ("the rule . [E1]" -> "the rule [E1].")."""
+    answer = REPEATED_CITE.sub(r"\1", answer)
+    return re.sub(r"[ \t]+([.!?])[ \t]+(\[E\d+\](?:,\s*\[E\d+\])*)(?=\s|$)", r" \2\1", answer)
+
+
 def _drop(answer: str, sentences: list[str]) -> str:
     """``answer`` without ``sentences`` (each removed once, with its list marker or line if it stood alone)."""
     for sentence in sentences:
@@ -149,6 +156,7 @@ def compose(answer: str, ledger: Ledger, turn_items: list[Evidence], question: s
                 answer += f"\n\nNot done: {what}."
         if not answer.strip():
             answer = NO_ANSWER
+    answer = tidy_citations(answer)
     final = verify(answer, ledger, question)
     return ComposedAnswer(answer=answer, marked_answer=final.marked_answer(), cited=final.cited_ids,
                           unsupported=unsupported + final.unsupported, attributed=attributed,

@@ -21,6 +21,7 @@ import re
 from agent.frame.findings import asked_findings
 from agent.frame.model import CaseFrame, FrameDraft
 from agent.frame.text import TextFacts, read_text
+from agent.routing import CREATIVE
 
 # a short turn that changes one parameter of the previous question
 _FOLLOW_ON = re.compile(r"^\W*(?:and|but|so)\b|^\W*(?:what|how)\s+(?:if|about)\b|^\W*(?:if|suppose|assuming|"
@@ -99,6 +100,8 @@ def _risk(facts: TextFacts) -> tuple[str | None, str | None]:
 def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image: bool, has_patient: bool) -> str:
     if is_smalltalk(question):
         return "smalltalk"
+    if CREATIVE.search(question):
+        return "out_of_scope"  # a poem or a story: nothing to retrieve, nothing to cite
     if facts.eligibility and (facts.mentions_lung or facts.mentions_breast or facts.smoking or facts.pack_years):
         return "screening"
     if has_image and not facts.sizes_mm and (_ABOUT_IMAGE.search(question) or asked_findings(question).findings):

@@ -129,8 +129,10 @@ _NODULE = re.compile(r"\bnodul\w*|\bGGNs?\b|\bGGOs?\b|\bSPNs?\b|\bSSNs?\b|\bPSNs
 _LUNG = re.compile(r"\blung|\bpulmonary\b|\bchest\b|\bthorax|\bthoracic\b|\bLDCT\b|\bCTPA\b|\blobe\b|\b[RL][UML]L\b|"
                    r"\bbronch\w*|\bpleura\w*|\bfissur\w*", re.I)
 _BREAST = re.compile(r"\bbreast|\bmammo\w*|\bbi[- ]?rads\b|\btomosynthesis\b|\bDBT\b", re.I)
+# an organ as the site of the finding; history ("kidney transplant recipient", "renal failure") is not one
 _OTHER_ORGAN = re.compile(r"\b(liver|hepatic|renal|kidney|adrenal|thyroid|pancrea\w*|spleen|splenic|ovar\w*|"
-                          r"prostate|bone|brain|pituitary|skin)\b", re.I)
+                          r"prostate|bone|brain|pituitary|skin)\b(?!\s+(?:transplant\w*|failure|disease|"
+                          r"insufficiency|function|stones?|marrow))", re.I)
 
 
 def _num(text: str) -> float:

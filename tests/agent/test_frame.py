@@ -127,6 +127,17 @@ def test_nodules_outside_the_lung_get_no_lung_guideline():
     assert frame.system == "none" and plan.calls == [] and "do not cover" in plan.statement
 
 
+def test_an_organ_in_the_history_is_not_the_site_of_the_finding():
+    frame = read_case("Kidney transplant recipient on immunosuppression, 8 mm nodule incidental on CT. Follow-up?", None)
+    assert frame.organ is None and frame.intent == "followup"
+    assert read_case("Incidental 2 cm renal mass on CT, follow-up?", None).organ == "renal"
+
+
+def test_creative_requests_are_out_of_scope_and_retrieve_nothing():
+    frame = read_case("Write a poem about the sea.", None)
+    assert frame.intent == "out_of_scope" and plan_for(frame, "q", INSTALLED, False).calls == []
+
+
 def test_sections_that_contradict_the_frame_are_not_applicable():
     frame = read_case("Incidental 7 mm solid nodule, single, low risk", None)
     assert fits("Solid nodules: single > Single solid nodule 6 to 8 mm", frame)

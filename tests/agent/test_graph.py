@@ -366,3 +366,12 @@ def test_the_first_question_waits_for_the_warm_up(settings, monkeypatch):
     release.set()
     turn.join(10)
     assert consult.is_warm and order == ["kb start", "kb done", "turn chat"]
+
+
+def test_citation_markers_are_tidied_as_a_reader_expects():
+    from agent.answer import tidy_citations
+
+    assert tidy_citations("lesion [E1]. [E1]") == "lesion [E1]."
+    assert tidy_citations("insufficient (I statement) . [E1] It changed . [E2]") == \
+        "insufficient (I statement) [E1]. It changed [E2]."
+    assert tidy_citations("Measured 7 mm [E1, E2]. Next.") == "Measured 7 mm [E1, E2]. Next."
