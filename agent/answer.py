@@ -103,9 +103,28 @@ def _drop(answer: str, sentences: list[str]) -> str:
     return re.sub(r"[ \t]{2,}", " ", "\n".join(lines)).strip()
 
 
-def _best_quote(items: list[Evidence]) -> str:
-    """The first evidence item quoted as one cited line: what retrieval found, when the prose said nothing."""
-    return quote_line(items[0])
+def _best_quote(items: list[Evidence], question: str, answer: str) -> str:
+    """One evidence item quoted as a cited line, when the prose cites none of the turn's results: the first
+    that shares the most content words with the question. When none shares any, nothing is quoted after prose that
+    stands, and the first item only when nothing else would be shown (a quote on another subject misleads)."""
+    from agent.verify import _stems
+
+    asked = _stems(question)
+    overlap = [len(asked & _stems(f"{e.title or ''} {e.section or ''} {e.quote}")) for e in items]
+    best = max(range(len(items)), key=lambda i: overlap[i])  # the first of the best on ties
+    if overlap[best]:
+        return quote_line(items[best])
+    return "" if answer.strip() else quote_line(items[0])
+
+
+def _first_sentences(text: str, limit: int) -> str:
+    """Whole sentences of ``text`` up to ``limit`` characters (at least the first, cut at a word)."""
+    out = ""
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        if out and len(out) + 1 + len(sentence) > limit:
+            break
+        out = f"{out} {sentence}".strip()
+    return out if len(out) <= limit else out[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def quote_line(e: Evidence) -> str:
@@ -114,8 +133,7 @@ def quote_line(e: Evidence) -> str:
 
     where = ", ".join(x for x in (e.title or e.source, e.section.split(" > ")[-1] if e.section else None) if x)
     quote = sanitize_data(" ".join(e.quote.split()), 10_000)[0]  # data, never instructions
-    if len(quote) > 400:
-        quote = quote[:400].rsplit(" ", 1)[0] + " ..."
+    quote = _first_sentences(quote, 300)
     return f"{where}: \"{quote}\" [{e.id}]."
 
 
@@ -143,7 +161,8 @@ def compose(answer: str, ledger: Ledger, turn_items: list[Evidence], question: s
         answer = _drop(answer, contradicted + unsupported + empty)
         cited_now = verify(answer, ledger, question).cited_ids
         if not rendered and turn_items and not grounded_in(answer, {e.id for e in turn_items}, question):
-            answer = (answer + "\n" if answer else "") + _best_quote(turn_items)
+            quote = _best_quote(turn_items, question, answer)
+            answer = (answer + "\n" if answer and quote else answer) + quote
             cited_now = verify(answer, ledger, question).cited_ids
         missing = [e for e in unstated_classifier_results(answer, turn_items) if e.id in cited_now]
         if missing:

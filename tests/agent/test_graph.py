@@ -375,3 +375,21 @@ def test_citation_markers_are_tidied_as_a_reader_expects():
     assert tidy_citations("insufficient (I statement) . [E1] It changed . [E2]") == \
         "insufficient (I statement) [E1]. It changed [E2]."
     assert tidy_citations("Measured 7 mm [E1, E2]. Next.") == "Measured 7 mm [E1, E2]. Next."
+
+
+def test_the_closing_quote_is_on_the_question_or_absent():
+    """When the prose cites none of the turn's results, a quotation is added only if it is on the question's
+    subject (a BI-RADS lexicon quote after a poem misled); with no prose at all, the first result is quoted."""
+    from agent.answer import _best_quote
+    from agent.evidence import Ledger
+
+    ledger = Ledger()
+    fleischner = ledger.add("guideline", "search_guidelines", "Fleischner 2017", section="Perifissural nodules",
+                            quote="A solid nodule attached to a fissure usually represents a lymph node. No follow-up.")
+    birads = ledger.add("guideline", "search_guidelines", "BI-RADS", section="Category 3",
+                        quote="Probably benign. Short-interval ultrasound follow-up at 6 months. Then yearly.")
+    items = [fleischner, birads]
+    assert _best_quote(items, "How is a probably benign breast mass followed up?", "It was BI-RADS 3 [E9].") \
+        .startswith("BI-RADS, Category 3:")
+    assert _best_quote(items, "And then?", "It was BI-RADS 3 [E9].") == ""
+    assert _best_quote(items, "And then?", "").startswith("Fleischner 2017")
