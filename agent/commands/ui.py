@@ -8,6 +8,7 @@ off only on a loopback address (with a notice); any other address refuses to sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
@@ -218,10 +219,8 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
     agent.start_warm_up()
     demo = build_ui(agent, settings)
     print(f"radconsult ui: http://{host}:{port}  (Ctrl+C to stop)", file=sys.stderr)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C may reach us rather than Gradio's own loop
         launch(demo, settings, host=host, port=port, auth=auth, block=True)
-    except KeyboardInterrupt:  # Ctrl+C may reach us rather than Gradio's own loop
-        pass
     if not agent.is_warm:
         # Ctrl+C during the warm-up: its thread may be inside native code (ONNX Runtime, llama.cpp), and
         # tearing the interpreter down under it aborts the process. The server is closed and the audit
