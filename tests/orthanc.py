@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,18 @@ def load_story(server: OrthancServer, shared_cr: Path | None = None) -> PacsStor
         server.upload([shared_cr])
         story.cr_study_uid, story.cr_series_uid = str(cr.StudyInstanceUID), str(cr.SeriesInstanceUID)
     return story
+
+
+def story_fixture(tmp_path_factory: Any, name: str = "orthanc", extra: Path | None = None) -> Iterator[PacsStory]:
+    """Body of the test modules' ``story`` fixtures: a fresh Orthanc with the story loaded (``extra``: one
+    more file), stopped afterwards; skips with the install command when Orthanc is absent."""
+    import pytest
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = OrthancServer(tmp_path_factory.mktemp(name)).start()
+    try:
+        yield load_story(server, extra)
+    finally:
+        server.stop()

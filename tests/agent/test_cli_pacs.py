@@ -8,19 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from agent.cli import main
-from tests.orthanc import HILDA, OrthancServer, PacsStory, load_story, missing_reason
+from tests.orthanc import HILDA, PacsStory, story_fixture
 
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory) -> Iterator[PacsStory]:
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
-    try:
-        yield load_story(server)
-    finally:
-        server.stop()
+    yield from story_fixture(tmp_path_factory)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from agent.cli import main
 from tests.agent.fakes import ScriptedBackend, frame, real_tools, text
-from tests.orthanc import HILDA, OrthancServer, PacsStory, load_story, missing_reason
+from tests.orthanc import HILDA, PacsStory, story_fixture
 
 QUESTION = "Incidental nodule in a never smoker, 55 years. What follow-up?"
 SIGNER = "dr_mueller"
@@ -28,14 +28,7 @@ SHORT = "slice=5 30,30 30,39.0708 label=short axis"
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory) -> Iterator[PacsStory]:
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
-    try:
-        yield load_story(server)
-    finally:
-        server.stop()
+    yield from story_fixture(tmp_path_factory)
 
 
 @pytest.fixture

@@ -18,7 +18,12 @@ from agent.settings import Settings
 from agent.ui import UIController, render
 from agent.ui.session import SessionState
 from tests.agent.fakes import ScriptedBackend, frame, real_tools, text
-from tests.orthanc import HILDA, OrthancServer, PacsStory, free_port, load_story, missing_reason
+from tests.orthanc import (
+    HILDA,
+    PacsStory,
+    free_port,
+    story_fixture,
+)
 from tools.imaging import ImageStudy, SafeMetadata
 
 QUESTION = "Incidental nodule in a never smoker, 55 years. What follow-up?"
@@ -111,14 +116,7 @@ def test_measuring_in_the_viewer(settings):
 # --- the PACS --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def story(tmp_path_factory) -> Iterator[PacsStory]:
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc-ui")).start()
-    try:
-        yield load_story(server)
-    finally:
-        server.stop()
+    yield from story_fixture(tmp_path_factory, "orthanc-ui")
 
 
 def pacs_settings(settings: Settings, story: PacsStory, tmp_path: Path, **overrides) -> Settings:

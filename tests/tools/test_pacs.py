@@ -21,8 +21,8 @@ from tests.orthanc import (
     PacsStory,
     PatientModule,
     ct_series,
-    load_story,
     missing_reason,
+    story_fixture,
     text_sr,
 )
 from tools.errors import (
@@ -45,14 +45,7 @@ OTHER = PatientModule("Other^Patient", "PID-OTHER-1", "19600101", "M", "ACC-OTHE
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory) -> Iterator[PacsStory]:
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
-    try:
-        yield load_story(server, shared_dir() / "data" / "cxr" / "siim_cxr_no_pneumothorax.dcm")
-    finally:
-        server.stop()
+    yield from story_fixture(tmp_path_factory, extra=shared_dir() / "data" / "cxr" / "siim_cxr_no_pneumothorax.dcm")
 
 
 def config(story: PacsStory, password: str | None = None, **kw) -> PacsConfig:
