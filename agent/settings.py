@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     llm_ctx: int = Field(8192, gt=0, description="Context window in tokens for the embedded model.")
     llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 means auto: all cores when idle, "
                                                          "fewer when the CPU is already busy.")
+    llm_repack: Literal["auto", "on", "off"] = Field(
+        "auto", description="Weight repacking when the embedded model loads (llama.cpp's extra buffer types). "
+                            "auto: off on CPUs with Intel AMX, where llama.cpp's AMX path crashes at the first "
+                            "answer (upstream issue 20824), on elsewhere; off: never (the safe choice for an "
+                            "unknown CPU); on: always (only where `radconsult doctor` passes with it).")
     llm_timeout_s: float = Field(120.0, gt=0, description="Limit for one LLM call, seconds.")
     llm_max_tokens: int = Field(256, gt=0, description="Most tokens generated per LLM call (answers are asked to be at most 5 sentences, about 150 tokens; an answer cut at the limit ends at its last full sentence).")
     tool_timeout_s: float = Field(60.0, gt=0, description="Limit for one tool call, seconds.")

@@ -759,7 +759,7 @@ def fault_chroma_down(root: Path) -> dict[str, Any]:
 def _start_llm_server(model: Path, port: int) -> subprocess.Popen:
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "agent.llm.serve", "--model", str(model), "--host", "127.0.0.1",
                              "--port", str(port), "--n_ctx", "8192", "--model_alias", "qwen"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240

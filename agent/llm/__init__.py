@@ -50,7 +50,7 @@ def make_backend(settings: Settings) -> ChatBackend:
         return GGUFBackend(path, n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
                            timeout_s=settings.llm_timeout_s, max_tokens=settings.llm_max_tokens,
                            name=f"gguf:{target if target in packaged.PACKAGED else path.name}",
-                           state_dir=settings.cache_dir / "llm")
+                           state_dir=settings.cache_dir / "llm", repack=settings.llm_repack)
     if kind == "openai":
         from agent.llm.openai_compat import OpenAIBackend
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.llm.base import ChatResult, TokenCallback, ToolSchema
-from agent.llm.llama_handle import LlamaHandle
+from agent.llm.cpu import auto_threads, repack_weights
+from agent.llm.llama_handle import LlamaHandle, load_llama
 from agent.llm.speculative import CallDrafter, DecodeStats, call_complete, greedy_decode
 from agent.llm.toolcalls import (
     CALL_HEAD,
@@ -80,60 +81,14 @@ def _chatml(messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> s
     return "".join(out)
 
 
-def busy_cores(interval_s: float = 0.25) -> float | None:
-    """Cores in use by *other* processes right now, from two samples of /proc/stat; None where unavailable.
-
-    This process's own CPU time in the window (from /proc/self/stat) is subtracted: a process that is still
-    starting (imports, loading the model) would otherwise count itself as load and pick one thread on an
-    idle machine. The load average is the wrong signal too: it lags by a minute and counts tasks waiting on
-    I/O, and some virtual machines sit at a load of 1 while idle (measured here: load 1.0 on an idle 2-core
-    VM picked one thread, and the 1.5B guideline turn took 13.7 s instead of 8.7 s).
-    """
-    def sample() -> tuple[int, int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
-            values = [int(v) for v in fh.readline().split()[1:]]
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            own = fh.read().rsplit(")", 1)[1].split()
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values[:8]), idle, int(own[11]) + int(own[12])  # utime + stime of this process
-
-    try:
-        total0, idle0, own0 = sample()
-        time.sleep(interval_s)
-        total1, idle1, own1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    cores = os.cpu_count() or 1
-    busy = (total1 - total0) - (idle1 - idle0) - (own1 - own0)
-    return max(0.0, cores * busy / (total1 - total0))
-
-
-def auto_threads() -> int:
-    """All cores when the machine is idle, fewer when other work is using them.
-
-    llama.cpp's worker threads spin while they wait for each other; on an oversubscribed CPU a thread
-    count equal to the core count can be ten times slower than one thread (measured: 0.5B model,
-    2 cores, 9 busy processes: 1 thread 2.3 s, 2 threads 19 s for the same 40 tokens).
-    """
-    cores = os.cpu_count() or 1
-    busy = busy_cores()
-    if busy is None:  # no /proc (not Linux): fall back to the load average
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:  # pragma: no cover - not on every platform
-            return cores
-    return max(1, min(cores, round(cores - busy)))
-
-
 class GGUFBackend:
     """llama.cpp in-process. Loading is lazy (first :meth:`chat`); calls are serialised by a lock."""
 
     def __init__(self, model_path: Path, *, n_ctx: int = 8192, n_threads: int = 0, timeout_s: float = 120.0,
                  max_tokens: int = 512, name: str | None = None, seed: int = 0,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, repack: str = "auto") -> None:
         self.model_path = Path(model_path)
+        self.repack = repack_weights(repack)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or auto_threads()
         self.timeout_s = timeout_s
@@ -154,7 +109,7 @@ class GGUFBackend:
         if self._llm is not None:
             return self._llm
         try:
-            import llama_cpp
+            import llama_cpp  # noqa: F401 - the runtime is an optional extra
         except ImportError:
             raise ModelUnavailableError("the embedded LLM runtime is not installed: pip install 'radconsult[llm]' "
                                         "(llama-cpp-python)") from None
@@ -162,8 +117,9 @@ class GGUFBackend:
             raise ModelUnavailableError(f"GGUF model file not found: {self.model_path.name}")
         t0 = time.perf_counter()
         try:
-            self._llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                        n_threads_batch=self.n_threads, n_batch=512, seed=self.seed, verbose=False)
+            self._llm = load_llama(str(self.model_path), repack=self.repack, n_ctx=self.n_ctx,
+                                   n_threads=self.n_threads, n_threads_batch=self.n_threads, n_batch=512,
+                                   seed=self.seed, verbose=False)
         except Exception as exc:  # llama.cpp raises ValueError / RuntimeError on a bad file
             raise ModelUnavailableError(f"could not load GGUF model {self.model_path.name}: {exc}") from None
         template = self._llm.metadata.get("tokenizer.chat_template")
@@ -174,8 +130,8 @@ class GGUFBackend:
             bos = self._llm.detokenize([self._llm.token_bos()]).decode("utf-8", "ignore") \
                 if self._llm.token_bos() >= 0 else ""
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        log.info("loaded %s in %.1f s (ctx %d, threads %d)", self.model_path.name, time.perf_counter() - t0,
-                 self.n_ctx, self.n_threads)
+        log.info("loaded %s in %.1f s (ctx %d, threads %d, weight repack %s)", self.model_path.name,
+                 time.perf_counter() - t0, self.n_ctx, self.n_threads, "on" if self.repack else "off")
         return self._llm
 
     def render(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> tuple[str, list[str]]:

@@ -6,10 +6,49 @@ pyproject.toml): whoever upgrades it reruns tests/agent/test_speculative.py and 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+_LOAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def repack_choice(repack: bool) -> Iterator[None]:
+    """Models loaded inside this block repack their weights at load, or not.
+
+    llama.cpp's model parameter ``use_extra_bufts`` (``--no-repack`` in its own tools) chooses whether the
+    CPU backend moves quantised weights into its extra buffer types (AMX tiles, the AVX2/AVX-512 repacked
+    layouts). llama-cpp-python does not expose it, but builds its parameters from
+    ``llama_model_default_params()``: that function is swapped for the block, under a lock.
+    """
+    import llama_cpp.llama_cpp as native
+
+    with _LOAD_LOCK:
+        original = native.llama_model_default_params
+
+        def params() -> Any:
+            p = original()
+            p.use_extra_bufts = repack
+            return p
+
+        native.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            native.llama_model_default_params = original
+
+
+def load_llama(model_path: str, *, repack: bool, **kwargs: Any) -> Any:
+    """A ``llama_cpp.Llama`` with weight repacking at load switched on or off (:func:`repack_choice`)."""
+    import llama_cpp
+
+    with repack_choice(repack):
+        return llama_cpp.Llama(model_path=model_path, **kwargs)
 
 
 class LlamaHandle:

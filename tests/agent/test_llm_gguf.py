@@ -116,7 +116,7 @@ def test_tool_call_schema_shape():
 
 
 def test_busy_cores_reads_the_cpu_now():
-    from agent.llm.gguf import busy_cores
+    from agent.llm.cpu import busy_cores
 
     busy = busy_cores(0.05)
     if busy is None:
@@ -129,7 +129,7 @@ def test_busy_cores_reads_the_cpu_now():
 @pytest.mark.parametrize(("busy", "cores", "expected"), [(0.0, 2, 2), (0.9, 2, 1), (1.6, 2, 1), (7.5, 2, 1),
                                                          (0.2, 16, 16), (3.4, 16, 13)])
 def test_auto_threads_leaves_busy_cores_alone(monkeypatch, busy, cores, expected):
-    import agent.llm.gguf as gguf
+    import agent.llm.cpu as gguf
 
     monkeypatch.setattr(gguf, "busy_cores", lambda: busy)
     monkeypatch.setattr(gguf.os, "cpu_count", lambda: cores)
@@ -137,7 +137,7 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch, busy, cores, expected
 
 
 def test_auto_threads_falls_back_to_the_load_average(monkeypatch):
-    import agent.llm.gguf as gguf
+    import agent.llm.cpu as gguf
 
     monkeypatch.setattr(gguf, "busy_cores", lambda: None)
     monkeypatch.setattr(gguf.os, "cpu_count", lambda: 4)

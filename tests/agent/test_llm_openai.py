@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def start_server(model_path, port: int) -> subprocess.Popen:
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] not installed")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
+    proc = subprocess.Popen([sys.executable, "-m", "agent.llm.serve", "--model", str(model_path), "--host",
                              "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
                              "--model_alias", "qwen"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
