@@ -1,12 +1,13 @@
 """The knowledge base at hospital scale, against the naive pipeline, both in one process.
 
-Corpus: every MedQuAD answer in ../shared/data/medquad (4,607 in the six subsets there) as one
-Markdown file each ("# Focus" + the answer), topped up with real IU chest X-ray reports as
-distractor documents until ``--scale-docs`` (default 5,500). Queries: the MedQuAD questions, split
-by subset: the retrieval settings were tuned on the *dev* subsets (NIDDK, NINDS, CDC); the table
-reports the *test* subsets (CancerGov, SeniorHealth, NHLBI) as well, which were never used for
-tuning. A hit is any document whose answer text is the question's own answer (MedQuAD repeats some
-answers under several questions).
+Corpus: every MedQuAD answer in ../shared/data/medquad (4,602 in the six subsets there) as one
+Markdown file each ("# Focus" + the answer), the five NCI PDQ summaries (long, with real section
+headings) and real IU chest X-ray reports as distractor documents until ``--scale-docs`` (default
+5,500). Queries: the MedQuAD questions as asked, and each once rephrased (bench/paraphrase.py:
+template dropped, shorthand, lay words, abbreviations, typos), split by subset: the retrieval
+settings were tuned on the *dev* subsets (NIDDK, NINDS, CDC; bench/kb_tune.py); the *test* subsets
+(CancerGov, SeniorHealth, NHLBI) are reported and were never used for tuning. A hit is any document
+whose answer text is the question's own answer (MedQuAD repeats some answers under several questions).
 
 Ours: ``KnowledgeBase.ingest(folder)``, the path ``radconsult kb ingest DIR`` takes (files read,
 loaded, chunked, embedded with the default backend, written to the embedded Chroma store on disk,
@@ -44,6 +45,7 @@ class Corpus:
 
     docs: list[tuple[str, str]] = field(default_factory=list)
     queries: list[tuple[str, str, frozenset[str]]] = field(default_factory=list)
+    about: list[tuple[str, str, str]] = field(default_factory=list)  # per query: (MedQuAD qtype, focus, subset)
     medquad_docs: int = 0
 
     @property
@@ -71,7 +73,8 @@ def build_corpus(shared: Path, n_docs: int, iu_reports: Callable[[], list[tuple[
                 body = re.sub(r"[ \t]+", " ", answer)
                 corpus.docs.append((name, f"# {focus}\n\n{body}\n"))
                 answer_key[name] = " ".join(answer.lower().split())
-                own.append((question, "test" if folder in TEST else "dev", name))
+                qtype = (pair.find("Question").get("qtype") or "") if pair.find("Question") is not None else ""
+                own.append((question, "test" if folder in TEST else "dev", name, qtype, focus, folder))
     if n_docs < len(corpus.docs):  # a smaller run (smoke tests): a seeded sample of the answers
         keep = set(random.Random(seed).sample(range(len(corpus.docs)), n_docs))
         corpus.docs = [d for i, d in enumerate(corpus.docs) if i in keep]
@@ -81,12 +84,20 @@ def build_corpus(shared: Path, n_docs: int, iu_reports: Callable[[], list[tuple[
     same: dict[str, set[str]] = {}
     for name, key in answer_key.items():
         same.setdefault(key, set()).add(name)
-    corpus.queries = [(q, split, frozenset(same[answer_key[name]])) for q, split, name in own]
+    corpus.queries = [(q, split, frozenset(same[answer_key[name]])) for q, split, name, *_ in own]
+    corpus.about = [(qtype, focus, folder) for *_, qtype, focus, folder in own]
     for name, text in iu_reports():
         if len(corpus.docs) >= n_docs:
             break
         corpus.docs.append((name, f"# Chest radiograph report\n\n{text}"))
     return corpus
+
+
+def pdq_documents(shared: Path) -> list[tuple[str, str]]:
+    """The NCI PDQ summaries (../shared/data/guidelines/nci_pdq) as (name, Markdown text): long documents
+    with real section headings, in the corpus beside the MedQuAD answers."""
+    return [(f"pdq-{p.stem}", p.read_text(encoding="utf-8"))
+            for p in sorted((shared / "guidelines" / "nci_pdq").glob("*.md"))]
 
 
 # --- measuring -----------------------------------------------------------------------------------------
@@ -191,14 +202,26 @@ def bench_scale(args: Any, shared: Path, iu_reports: Callable[[], list[tuple[str
                 table: Callable[[str, list[str], list[list[Any]]], str]) -> tuple[str, dict[str, Any]]:
     from agent.settings import Settings
     from agent.wiring import knowledge_config
+    from bench.paraphrase import paraphrase
     from knowledge.base import KnowledgeBase
     from knowledge.embeddings import get_embedder
 
     corpus = build_corpus(shared, args.scale_docs, iu_reports, args.seed)
+    pdq = pdq_documents(shared)
+    corpus.docs = corpus.docs[:max(len(corpus.docs) - len(pdq), corpus.medquad_docs)] + pdq
     rng = random.Random(args.seed)
-    queries = corpus.queries
-    if args.scale_queries and len(queries) > args.scale_queries:
-        queries = rng.sample(queries, args.scale_queries)
+    picked = list(range(len(corpus.queries)))
+    if args.scale_queries and len(picked) > args.scale_queries:
+        picked = sorted(rng.sample(picked, args.scale_queries))
+    # every question as asked, and once rephrased (bench/paraphrase.py); subset = MedQuAD folder
+    queries: list[tuple[str, str, frozenset[str], str, str]] = []
+    for i in picked:
+        q, split, rel = corpus.queries[i]
+        qtype, focus, folder = corpus.about[i]
+        queries.append((q, split, rel, folder, "as asked"))
+        other = paraphrase(q, qtype, focus, args.seed)
+        if other:
+            queries.append((other, split, rel, folder, "rephrased"))
     out: dict[str, Any] = {"documents": len(corpus.docs), "medquad_documents": corpus.medquad_docs,
                            "characters": corpus.chars, "queries": {s: sum(q[1] == s for q in queries)
                                                                    for s in ("dev", "test")}}
@@ -233,38 +256,47 @@ def bench_scale(args: Any, shared: Path, iu_reports: Callable[[], list[tuple[str
         naive.search("warm up", 5)
         names = {name for name, _ in corpus.docs}
         ours_ranked, ours_ms = timed_queries(lambda q: [Path(c.source).stem for c in kb.search(q, k=10)
-                                                        if Path(c.source).stem in names], [q for q, _, _ in queries])
-        naive_ranked, naive_ms = timed_queries(lambda q: naive.search(q, 10), [q for q, _, _ in queries])
+                                                        if Path(c.source).stem in names], [q for q, *_ in queries])
+        naive_ranked, naive_ms = timed_queries(lambda q: naive.search(q, 10), [q for q, *_ in queries])
 
+    corpus_mb = sum(len(t.encode("utf-8")) for _, t in corpus.docs) / 1e6
     rows: list[list[Any]] = []
     for name in ("naive", "ours", "ours, unchanged re-run"):
         r = runs[name]
-        rows.append([name, len(corpus.docs), corpus.chars, r.extra["chunks"], round(r.seconds, 1),
-                     round(corpus.chars / r.seconds), f"{runs['naive'].seconds / r.seconds:.2f}x",
-                     round(r.cpu_seconds, 1), round(r.peak_mb)])
+        rows.append([name, len(corpus.docs), r.extra["chunks"], round(r.seconds, 1),
+                     round(len(corpus.docs) / r.seconds, 1), round(corpus_mb / r.seconds, 4),
+                     f"{runs['naive'].seconds / r.seconds:.2f}x", round(r.cpu_seconds, 1), round(r.peak_mb)])
         out[name] = {"seconds": r.seconds, "cpu_seconds": r.cpu_seconds, "peak_rss_mb": r.peak_mb,
                      "chars_per_s": corpus.chars / r.seconds, **r.extra}
     text = table(f"Ingest at scale: {len(corpus.docs):,} documents ({corpus.medquad_docs:,} MedQuAD answers + "
                  f"{len(corpus.docs) - corpus.medquad_docs:,} IU reports), {corpus.chars:,} characters",
-                 ["pipeline", "documents", "characters", "chunks", "ingest s", "chars/s", "vs naive",
+                 ["pipeline", "documents", "chunks", "ingest s", "docs/s", "MB/s", "throughput vs naive",
                   "CPU s", "peak RSS MiB"], rows)
     rows = []
-    for split in ("test", "dev"):
-        idx = [i for i, q in enumerate(queries) if q[1] == split]
+    groups: list[tuple[str, str, str]] = [(split, "all", form) for split in ("test", "dev")
+                                          for form in ("as asked", "rephrased")]
+    groups += [(split, folder, form) for split, folders in (("test", TEST), ("dev", DEV)) for folder in folders
+               for form in ("as asked", "rephrased")]
+    for split, folder, form in groups:
+        idx = [i for i, q in enumerate(queries) if q[1] == split and q[4] == form and folder in ("all", q[3])]
         if not idx:
             continue
         rel = [queries[i][2] for i in idx]
+        cells: list[Any] = [f"{split} ({'reported' if split == 'test' else 'tuning'})", folder, form, len(idx)]
         for name, ranked, ms in (("naive", naive_ranked, naive_ms), ("ours", ours_ranked, ours_ms)):
             m = rank_metrics([ranked[i] for i in idx], rel)
             lat = [ms[i] for i in idx]
-            rows.append([f"{split} ({'held out' if split == 'test' else 'tuned on'})", name, len(idx),
-                         m["recall@1"], m["recall@5"], m["mrr@10"], float(np.percentile(lat, 50)),
-                         float(np.percentile(lat, 95))])
-            out.setdefault("retrieval", {}).setdefault(split, {})[name] = {**m, "p50_ms": rows[-1][-2],
-                                                                           "p95_ms": rows[-1][-1]}
-    text += "\n" + table("Retrieval at scale (MedQuAD questions; a hit is the question's own answer)",
-                         ["split", "pipeline", "queries", "recall@1", "recall@5", "MRR@10", "query p50 ms",
-                          "query p95 ms"], rows)
+            cells += [m["recall@5"], m["mrr@10"]]
+            out.setdefault("retrieval", {}).setdefault(f"{split}/{folder}/{form}", {})[name] = {
+                **m, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
+        rows.append(cells)
+    text += "\n" + table("Retrieval at scale (MedQuAD questions as asked and rephrased; a hit is the question's own "
+                         "answer)", ["split", "subset", "questions", "n", "naive recall@5", "naive MRR@10",
+                                     "ours recall@5", "ours MRR@10"], rows)
+    lat_rows = [[name, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), len(ms)]
+                for name, ms in (("naive", naive_ms), ("ours", ours_ms))]
+    text += "\n" + table(f"Query latency at {out['ours']['chunks']:,} chunks (ms)", ["pipeline", "p50", "p95", "n"],
+                         lat_rows)
     ratio = runs["naive"].seconds / runs["ours"].seconds
     text += (f"\n\ningest: ours {corpus.chars / runs['ours'].seconds:,.0f} chars/s, naive "
              f"{corpus.chars / runs['naive'].seconds:,.0f} chars/s: {ratio:.2f}x; CPU time ratio "

@@ -291,18 +291,18 @@ def bench_scale(args: argparse.Namespace, embedder: Embedder, work: Path) -> tup
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
             col.add(ids=[f"c{i}" for i in idx], embeddings=vecs,
                     documents=[pool[i % len(pool)] for i in idx],
-                    metadatas=[{"source": f"s{i // 10}", "section": f"{i % 10}", "title": "scale",
-                                "kind": "guideline"} for i in idx])
+                    metadatas=[{"source": f"s{i // 10}", "section": f"section {i % 10}",
+                                "title": f"document {i // 50}", "kind": "guideline"} for i in idx])
         store.commit("guideline")
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         snapshot(store, "guideline")
         index_s = time.perf_counter() - t0
-        fast = KnowledgeStore(settings.replace(embedding_backend="onnx"))
+        fast = KnowledgeStore(settings.replace(embedding_backend="auto"))
         fast.embedder.embed(["warm up"])
         timings: dict[str, list[float]] = {"embed query (torch)": [], "dense (Chroma) only": [],
                                            "BM25 (ours) only": [], "hybrid (ours, torch query embedding)": [],
-                                           "embed query (onnx, default)": [], "hybrid (ours, default onnx)": []}
+                                           "embed query (default)": [], "hybrid (ours, default)": []}
         for q in queries:
             t = time.perf_counter()
             vec = torch_embedder.embed([q])[0]
@@ -318,10 +318,10 @@ def bench_scale(args: argparse.Namespace, embedder: Embedder, work: Path) -> tup
             timings["hybrid (ours, torch query embedding)"].append(time.perf_counter() - t)
             t = time.perf_counter()
             fast.embedder.embed([q])
-            timings["embed query (onnx, default)"].append(time.perf_counter() - t)
+            timings["embed query (default)"].append(time.perf_counter() - t)
             t = time.perf_counter()
             hybrid_search(fast, q, k=5)
-            timings["hybrid (ours, default onnx)"].append(time.perf_counter() - t)
+            timings["hybrid (ours, default)"].append(time.perf_counter() - t)
         # baseline for the lexical side: rank-bm25 over the same texts (few queries: it is slow)
         texts = [pool[i % len(pool)] for i in range(size)]
         ref = BM25Okapi([tokenize(t) for t in texts])
@@ -392,7 +392,7 @@ def main() -> int:
                         help="only the hospital-scale benchmark (bench/kb_scale.py): both pipelines at 5,500 docs")
     parser.add_argument("--scale-docs", type=int, default=5500, help="documents in the --scale corpus")
     parser.add_argument("--scale-queries", type=int, default=0, help="questions asked in --scale (0: all)")
-    parser.add_argument("--latency-sizes", default="10000,100000", help="chunk counts for the latency test")
+    parser.add_argument("--latency-sizes", default="5000,50000,100000", help="chunk counts for the latency test")
     parser.add_argument("--real-vectors", type=int, default=400, help="real embeddings behind the scale test")
     parser.add_argument("--latency-queries", type=int, default=40)
     parser.add_argument("--ingest-chars", type=int, default=60_000)

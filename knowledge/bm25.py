@@ -126,3 +126,61 @@ class BM25Index:
         idx = np.argpartition(-scores, n - 1)[:n]
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         return [(int(i), float(scores[i])) for i in idx]
+
+
+class BM25FIndex(BM25Index):
+    """BM25F (Robertson, Zaragoza and Taylor 2004): one document made of fields (here a chunk's heading
+    path and its passage), each with its own weight and length normalisation. A term's pseudo
+    frequency is ``sum_f weight_f * tf_f / (1 - b_f + b_f * len_f / avglen_f)``, saturated once with
+    ``k1``, so a word in the title counts ``weight`` times one in the body without a long title or
+    a repeated word taking over. The query side is :class:`BM25Index`'s (same ``scores``/``top``).
+
+    ``fields``: one sequence of texts per field, each as long as the corpus; ``weights`` and ``bs``
+    (0-1) per field."""
+
+    def __init__(self, fields: Sequence[Sequence[str]], weights: Sequence[float], bs: Sequence[float],
+                 k1: float = 1.2, tokenizer: Callable[[str], list[str]] = tokenize) -> None:
+        self.tokenizer = tokenizer
+        n_docs = len(fields[0]) if fields else 0
+        vocab: dict[str, int] = {}
+        token_cache: dict[str, list[str]] = {}  # headings repeat across a document's chunks
+        per_field: list[tuple[list[int], list[int], list[float], np.ndarray]] = []
+        for texts in fields:
+            rows: list[int] = []
+            cols: list[int] = []
+            data: list[float] = []
+            lengths = np.zeros(n_docs, dtype=np.float64)
+            for j, text in enumerate(texts):
+                tokens = token_cache.get(text)
+                if tokens is None:
+                    tokens = tokenizer(text)
+                    if len(text) < 300:
+                        token_cache[text] = tokens
+                counts = Counter(tokens)
+                lengths[j] = len(tokens)
+                for term, tf in counts.items():
+                    rows.append(vocab.setdefault(term, len(vocab)))
+                    cols.append(j)
+                    data.append(float(tf))
+            per_field.append((rows, cols, data, lengths))
+        self.vocab = vocab
+        self.n_docs = n_docs
+        shape = (max(len(vocab), 1), max(n_docs, 1))
+        if n_docs == 0:
+            self.weights = sparse.csr_matrix(shape, dtype=np.float32)
+            return
+        pseudo = sparse.csr_matrix(shape, dtype=np.float64)
+        for (rows, cols, data, lengths), weight, b in zip(per_field, weights, bs, strict=True):
+            if not rows or weight <= 0:
+                continue
+            avg = float(lengths.mean()) or 1.0
+            norm = 1.0 - b + b * lengths / avg
+            cols_a = np.asarray(cols)
+            values = weight * np.asarray(data) / np.maximum(norm[cols_a], 1e-9)
+            pseudo = pseudo + sparse.csr_matrix((values, (rows, cols_a)), shape=shape)
+        pseudo = pseudo.tocsr()
+        df = np.diff(pseudo.indptr).astype(np.float64)
+        idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        coo = pseudo.tocoo()
+        values = idf[coo.row] * coo.data * (k1 + 1.0) / (coo.data + k1)
+        self.weights = sparse.csr_matrix((values.astype(np.float32), (coo.row, coo.col)), shape=shape)

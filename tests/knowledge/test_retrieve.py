@@ -102,3 +102,15 @@ def test_negated_findings_do_not_match_in_reports(kb, tmp_path):
     assert [h.quote for h in hits] == ["Moderate right pleural effusion with basal atelectasis."]
     hits = hybrid_search(kb.store, "no pneumothorax", kind="report", dense=False, k=5)
     assert [h.quote for h in hits] == ["No pleural effusion or pneumothorax. Heart size normal."]
+
+
+def test_bm25f_heading_field_outweighs_body():
+    from knowledge.bm25 import BM25FIndex
+
+    heads = ["Gout > Treatment", "Gout > Symptoms", "Psoriasis"]
+    bodies = ["Colchicine and rest.", "Joint pain; treatment is discussed elsewhere.", "Scaly skin plaques."]
+    index = BM25FIndex([heads, bodies], (3.0, 1.0), (0.3, 0.75))
+    scores = index.scores("gout treatment")
+    assert scores[0] > scores[1] > scores[2] == 0.0  # the section named for it wins over a mention
+    flat = BM25FIndex([heads, bodies], (0.0, 1.0), (0.3, 0.75)).scores("gout treatment")
+    assert flat[0] == 0.0 and flat[1] > 0  # heading weight 0: the heading field is not indexed

@@ -34,9 +34,11 @@ def test_abbreviations_learned_from_definitions():
              "Chronic obstructive pulmonary disease (COPD) makes it hard to breathe.",
              "The test (see above) is not an abbreviation (and this neither)."]
     abbr = Abbreviations.learn(texts)
-    assert abbr.long["all"] == "acute lymphoblastic leukemia"
-    assert abbr.long["copd"] == "chronic obstructive pulmonary disease"
-    assert "see" not in abbr.long and "and" not in abbr.long
+    assert abbr.long_form("all") == "acute lymphoblastic leukemia"
+    assert abbr.long_form("copd") == "chronic obstructive pulmonary disease"
+    assert abbr.long_form("see") is None and abbr.long_form("and") is None
+    learned = Abbreviations.learn(["Septum pellucidum (SP) is a membrane."])
+    assert learned.long_form("sp") == "septum pellucidum" and learned.expand(["SP"]) == ["septum", "pellucidum"]
     assert abbr.expand(["treatment", "of", "ALL"]) == ["acute", "lymphoblastic", "leukemia"]
     assert abbr.expand(["treat", "them", "all"]) == []  # an ordinary word unless written in capitals
     assert set(abbr.expand(["low", "dose", "computed", "tomography"])) == {"ldct", "ct"}  # long form -> abbreviation
