@@ -168,6 +168,8 @@ class BM25FIndex(BM25Index):
         shape = (max(len(vocab), 1), max(n_docs, 1))
         if n_docs == 0:
             self.weights = sparse.csr_matrix(shape, dtype=np.float32)
+            self.first_field = self.weights
+            self.idf = np.zeros(shape[0], dtype=np.float32)
             return
         pseudo = sparse.csr_matrix(shape, dtype=np.float64)
         for (rows, cols, data, lengths), weight, b in zip(per_field, weights, bs, strict=True):
@@ -181,6 +183,24 @@ class BM25FIndex(BM25Index):
         pseudo = pseudo.tocsr()
         df = np.diff(pseudo.indptr).astype(np.float64)
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        self.idf = idf.astype(np.float32)
+        rows, cols, _, _ = per_field[0]
+        # which terms each document's first field (the heading path) holds: the reranker's subject match
+        self.first_field = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+        self.first_field.data[:] = 1.0
         coo = pseudo.tocoo()
         values = idf[coo.row] * coo.data * (k1 + 1.0) / (coo.data + k1)
         self.weights = sparse.csr_matrix((values.astype(np.float32), (coo.row, coo.col)), shape=shape)
+
+    def coverage(self, query: Mapping[str, float], docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each of ``docs``: the idf-weighted share of the query's terms found in its first field
+        (the heading path) and in any field, each in [0, 1]."""
+        known = [t for t in query if t in self.vocab]
+        if not known or not len(docs):
+            return np.zeros(len(docs), dtype=np.float32), np.zeros(len(docs), dtype=np.float32)
+        rows = [self.vocab[t] for t in known]
+        w = self.idf[rows] * np.asarray([query[t] for t in known], dtype=np.float32)
+        total = float(w.sum()) or 1.0
+        heading = np.asarray(self.first_field[rows][:, docs].T @ w).ravel() / total
+        anywhere = np.asarray((self.weights[rows][:, docs] > 0).astype(np.float32).T @ w).ravel() / total
+        return heading.astype(np.float32), anywhere.astype(np.float32)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from knowledge import question_types
 from knowledge.chunking import MAX_CHARS, MIN_CHARS, Chunk, chunk_spans, make_chunks, section_label
 from knowledge.loaders import SUFFIXES, LoadedDocument, load_bytes, read_bytes
 from knowledge.store import KINDS, KnowledgeStore, collection_name
@@ -137,6 +138,7 @@ def chunk_metadata(doc: LoadedDocument, chunk: Chunk, source: str, kind: str, do
         "study_day": int(study_date.replace("-", "")) if study_date else 0,
         "modality": str(m.get("modality", "")).upper(), "body_part": str(m.get("body_part", "")),
         "synthetic": bool(m.get("synthetic", False)),
+        "types": question_types.encode(question_types.passage_types(chunk.section, chunk.text)),
     }
 
 

@@ -111,6 +111,7 @@ TYPES: tuple[QuestionType, ...] = (
                  _words(r"complication", r"side effect", r"adverse", r"harms?\b", r"overdiagnos", r"false[- ]positive")),
 )
 NAMES = tuple(t.name for t in TYPES)
+VERSION = "1"  # stored beside each chunk's types: a change of the cues above makes readers recompute them
 
 
 def question_types(query: str) -> np.ndarray:
@@ -135,3 +136,19 @@ def passage_types(heading: str, text: str, heading_weight: float = 2.0) -> np.nd
         x = heading_weight * len(t.says.findall(heading)) + len(t.says.findall(text))
         out[i] = x / (1.0 + x)
     return out
+
+
+def encode(types: np.ndarray) -> str:
+    """A chunk's type vector as stored in its metadata: the version, then two decimals per type."""
+    return VERSION + ":" + ",".join(f"{x:.2f}".rstrip("0").rstrip(".") for x in types)
+
+
+def decode(stored: object) -> np.ndarray | None:
+    """The vector :func:`encode` stored, or None when absent, malformed or of another version."""
+    if not isinstance(stored, str) or not stored.startswith(VERSION + ":"):
+        return None
+    try:
+        values = np.asarray([float(x) for x in stored[len(VERSION) + 1:].split(",")], dtype=np.float32)
+    except ValueError:
+        return None
+    return values if values.shape == (len(TYPES),) else None

@@ -46,14 +46,19 @@ class Fusion:
     heading-path vector (what the section is about), ``lexical`` x BM25F score / the best BM25F score of
     the query, ``types`` x agreement of the question's type with the chunk's (:mod:`knowledge.question_types`).
     Candidates: the ``candidates`` best of the dense and of the lexical side (at least 4 k).
+    Reranking (:func:`rerank`), over the ``rerank`` best: plus ``subject`` x the idf-weighted share of the
+    query's words in the chunk's heading path and ``coverage`` x their share anywhere in the chunk.
     ``expansion``: weight of the query words added for abbreviations (0 switches expansion off).
     ``near_duplicate``: word-set overlap (Jaccard, 0-1) above which a passage repeats one already
     returned and is left out (1 keeps every passage)."""
 
-    dense: float = 1.0
-    heading: float = 0.3
-    lexical: float = 0.3
-    types: float = 0.1
+    dense: float = 1.0  # chosen by coordinate ascent on MRR@10 of the tuning split (bench/kb_tune.py)
+    heading: float = 0.8
+    lexical: float = 0.1
+    types: float = 0.3
+    subject: float = 0.2
+    coverage: float = 0.0
+    rerank: int = 50
     candidates: int = 50
     expansion: float = 0.5
     near_duplicate: float = 0.9
@@ -255,20 +260,37 @@ def fuse(snap: Snapshot, query_vec: np.ndarray | None, qtypes: np.ndarray, lexic
     return [(rows[i], float(score[i])) for i in order]
 
 
+def rerank(snap: Snapshot, terms: dict[str, float], ranked: list[tuple[int, float]],
+           fusion: Fusion) -> list[tuple[int, float]]:
+    """The second stage, over the ``fusion.rerank`` best of ``ranked``: adds how much of the query the
+    chunk's heading path and the whole chunk cover (idf-weighted: a rare word of the subject counts more
+    than "treatment"); the rest keep their order below."""
+    if not ranked or (fusion.subject <= 0 and fusion.coverage <= 0):
+        return ranked
+    head, tail = ranked[:fusion.rerank], ranked[fusion.rerank:]
+    docs = np.asarray([r for r, _ in head], dtype=np.int64)
+    in_heading, anywhere = snap.index.coverage(terms, docs)
+    score = np.asarray([s for _, s in head]) + fusion.subject * in_heading + fusion.coverage * anywhere
+    order = np.lexsort((docs, -np.round(score, 9)))
+    floor = float(score.min()) if len(score) else 0.0
+    return [(int(docs[i]), float(score[i])) for i in order] + [(r, min(s, floor)) for r, s in tail]
+
+
 def rank_snapshot(snap: Snapshot, query: str, query_vec: np.ndarray | None, kind: str, n: int,
                   filters: Filters, fusion: Fusion = FUSION, lexical: bool = True,
                   dense_hits: list[tuple[int, float]] | None = None) -> list[tuple[int, float]]:
     """(row, score) of the best committed chunks of one collection for ``query``. The dense side
     is exact search over the snapshot's vectors unless ``dense_hits`` come from elsewhere (a server)."""
-    lexical_hits = snap.index.top(query_terms(query, snap, kind, fusion.expansion), n, filters.mask(snap)) \
-        if lexical else []
+    terms = query_terms(query, snap, kind, fusion.expansion)
+    lexical_hits = snap.index.top(terms, n, filters.mask(snap)) if lexical else []
     if dense_hits is None:
         dense_hits = _exact(snap, query_vec, n, filters) if query_vec is not None else []
     if query_vec is None:
         fusion = replace(fusion, dense=0.0, heading=0.0)
     if not lexical:
         fusion = replace(fusion, lexical=0.0)
-    return fuse(snap, query_vec, question_types(query), lexical_hits, dense_hits, fusion)
+    ranked = fuse(snap, query_vec, question_types(query), lexical_hits, dense_hits, fusion)
+    return rerank(snap, terms, ranked, fusion)
 
 
 def _word_set(text: str) -> frozenset[str]:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.bm25 import BM25FIndex, BM25Index, tokenize, tokenize_negated
-from knowledge.question_types import passage_types
+from knowledge.bm25 import BM25FIndex, tokenize, tokenize_negated
+from knowledge.question_types import decode, passage_types
 from knowledge.store import KnowledgeStore, collection_name
 from knowledge.terms import Abbreviations
 
@@ -39,7 +39,7 @@ class Snapshot:
     ids: list[str]
     documents: list[str]
     metas: list[dict[str, Any]]
-    index: BM25Index
+    index: BM25FIndex
     vectors: np.ndarray | None  # (n, dim) float32, L2-normalised; None with a Chroma server
     abbreviations: Abbreviations  # built-in ones and those the committed texts define
     patient: np.ndarray
@@ -97,6 +97,12 @@ def heading_vectors(headings: list[str], embed: EmbedFn | None, model: str) -> n
         return np.stack([_HEADING_VECTORS[(model, h)] for h in headings]).astype(np.float32)
 
 
+def chunk_types(meta: dict[str, Any], document: str) -> np.ndarray:
+    """What a chunk is about (:mod:`knowledge.question_types`): as its writer stored it, or read now."""
+    stored = decode(meta.get("types"))
+    return stored if stored is not None else passage_types(str(meta.get("section", "")), document)
+
+
 def from_rows(version: int, ids: list[str], docs: list[str], metas: list[dict[str, Any]],
               vectors: np.ndarray | None, kind: str, fields: FieldWeights = FIELDS,
               embed: EmbedFn | None = None, model: str = "") -> Snapshot:
@@ -104,11 +110,11 @@ def from_rows(version: int, ids: list[str], docs: list[str], metas: list[dict[st
     the distinct heading paths (None: no heading vectors)."""
     tokenizer = tokenize_negated if kind == "report" else tokenize
     heads = [heading_text(m) for m in metas]
-    index: BM25Index = BM25FIndex([heads, docs], (fields.heading, fields.body), (fields.heading_b, fields.body_b),
+    index = BM25FIndex([heads, docs], (fields.heading, fields.body), (fields.heading_b, fields.body_b),
                                   fields.k1, tokenizer=tokenizer)
     distinct = list(dict.fromkeys(heads))
     where = {h: i for i, h in enumerate(distinct)}
-    types = np.stack([passage_types(str(m.get("section", "")), d) for m, d in zip(metas, docs, strict=True)]) \
+    types = np.stack([chunk_types(m, d) for m, d in zip(metas, docs, strict=True)]) \
         if docs else np.zeros((0, 0), dtype=np.float32)
     return Snapshot(
         version, ids, docs, metas, index, vectors, Abbreviations.learn(docs),

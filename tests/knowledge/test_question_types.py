@@ -42,3 +42,12 @@ def test_passage_types_heading_outweighs_text():
     assert named[t] > mentioned[t] > 0 and np.all(named < 1.0)
     genes = passage_types("", "This condition is inherited in an autosomal recessive pattern.")
     assert int(np.argmax(genes)) == NAMES.index("inheritance")
+
+
+def test_stored_types_round_trip_and_stale_ones_are_recomputed():
+    from knowledge.question_types import decode, encode
+
+    vec = passage_types("Treatment", "Surgery and chemotherapy are options.")
+    assert np.allclose(decode(encode(vec)), vec, atol=0.005)
+    for stale in (None, "", "0:" + encode(vec)[2:], encode(vec)[:-4], "1:a,b"):
+        assert decode(stale) is None
