@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from knowledge import question_types
 from knowledge.chunking import MAX_CHARS, MIN_CHARS, Chunk, chunk_spans, make_chunks, section_label
+from knowledge.headings import encode_vector, heading_text
 from knowledge.loaders import SUFFIXES, LoadedDocument, load_bytes, read_bytes
 from knowledge.store import KINDS, KnowledgeStore, collection_name
 from tools.errors import InputError, RadconsultError, StoreError
@@ -232,6 +233,7 @@ class Ingestor:
         self._index: dict[str, StoreIndex] = {} if indexes is None else indexes
         self._gen: dict[str, int] = {}
         self._touched: set[str] = set()
+        self._heading_vectors: dict[str, str] = {}  # heading path -> its stored vector, this run
 
     def index(self, kind: str) -> StoreIndex:
         """The collection's fingerprints, read on first use."""
@@ -360,7 +362,20 @@ class Ingestor:
         if not plans:
             return
         texts = [t for p in plans for t in p.add_embed]
-        vectors = self._embed(texts) if texts else None
+        # each distinct heading path embedded once per run, beside the passages (knowledge.headings)
+        heads = [heading_text(m) for p in plans for m in (*p.add_meta, *p.keep_meta)]
+        new_heads = [h for h in dict.fromkeys(heads) if h and h not in self._heading_vectors]
+        vectors = self._embed(texts + new_heads) if texts or new_heads else None
+        if new_heads:
+            assert vectors is not None
+            for h, v in zip(new_heads, vectors[len(texts):], strict=True):
+                self._heading_vectors[h] = encode_vector(v)
+            vectors = vectors[:len(texts)]
+        for p in plans:
+            for m in (*p.add_meta, *p.keep_meta):
+                hvec = self._heading_vectors.get(heading_text(m))
+                if hvec:
+                    m["hvec"] = hvec
         offset = 0
         for kind in dict.fromkeys(p.kind for p in plans):
             mine = [p for p in plans if p.kind == kind]

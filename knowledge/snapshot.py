@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from knowledge.bm25 import BM25FIndex, tokenize, tokenize_negated
+from knowledge.headings import decode_vector, heading_text
 from knowledge.question_types import decode, passage_types
 from knowledge.store import KnowledgeStore, collection_name
 from knowledge.terms import Abbreviations
@@ -74,27 +75,26 @@ _HEADING_VECTORS: dict[tuple[str, str], np.ndarray] = {}  # (model, heading) -> 
 _HEADING_LOCK = threading.Lock()
 
 
-def heading_text(meta: dict[str, Any]) -> str:
-    """A chunk's heading path as one line: its document's title, then its section path."""
-    title = str(meta.get("title", ""))
-    section = str(meta.get("section", ""))
-    return " > ".join(x for x in (title, section) if x)
-
-
-def heading_vectors(headings: list[str], embed: EmbedFn | None, model: str) -> np.ndarray | None:
-    """Vectors of the distinct headings, each embedded once per process (a heading recurs in every
-    chunk of its section and across commits)."""
-    if embed is None or not headings:
+def heading_vectors(headings: list[str], stored: dict[str, np.ndarray], embed: EmbedFn | None,
+                    model: str) -> np.ndarray | None:
+    """Vectors of the distinct headings: as their writer stored them, else embedded here once per
+    process (stores written before heading vectors were stored)."""
+    if not headings:
         return None
-    with _HEADING_LOCK:
-        missing = [h for h in headings if (model, h) not in _HEADING_VECTORS]
+    missing = [h for h in headings if h not in stored]
     if missing:
-        vectors = embed(missing)
+        if embed is None:
+            return None
         with _HEADING_LOCK:
-            for h, v in zip(missing, vectors, strict=True):
-                _HEADING_VECTORS[(model, h)] = v
-    with _HEADING_LOCK:
-        return np.stack([_HEADING_VECTORS[(model, h)] for h in headings]).astype(np.float32)
+            todo = [h for h in missing if (model, h) not in _HEADING_VECTORS]
+        if todo:
+            log.info("embedding %d headings stored without their vectors", len(todo))
+            for h, v in zip(todo, embed(todo), strict=True):
+                with _HEADING_LOCK:
+                    _HEADING_VECTORS[(model, h)] = v
+        with _HEADING_LOCK:
+            stored = {**stored, **{h: _HEADING_VECTORS[(model, h)] for h in missing}}
+    return np.stack([stored[h] for h in headings]).astype(np.float32)
 
 
 def chunk_types(meta: dict[str, Any], document: str) -> np.ndarray:
@@ -114,6 +114,13 @@ def from_rows(version: int, ids: list[str], docs: list[str], metas: list[dict[st
                                   fields.k1, tokenizer=tokenizer)
     distinct = list(dict.fromkeys(heads))
     where = {h: i for i, h in enumerate(distinct)}
+    dim = vectors.shape[1] if vectors is not None and vectors.ndim == 2 and vectors.shape[0] else None
+    stored: dict[str, np.ndarray] = {}
+    for h, m in zip(heads, metas, strict=True):
+        if h not in stored:
+            vec = decode_vector(m.get("hvec"), dim)
+            if vec is not None:
+                stored[h] = vec
     types = np.stack([chunk_types(m, d) for m, d in zip(metas, docs, strict=True)]) \
         if docs else np.zeros((0, 0), dtype=np.float32)
     return Snapshot(
@@ -122,7 +129,7 @@ def from_rows(version: int, ids: list[str], docs: list[str], metas: list[dict[st
         np.asarray([str(m.get("modality", "")).upper() for m in metas], dtype=object),
         np.asarray([int(m.get("study_day", 0) or 0) for m in metas], dtype=np.int64),
         {cid: i for i, cid in enumerate(ids)}, distinct,
-        np.asarray([where[h] for h in heads], dtype=np.int64), heading_vectors(distinct, embed, model), types)
+        np.asarray([where[h] for h in heads], dtype=np.int64), heading_vectors(distinct, stored, embed, model), types)
 
 
 def build(store: KnowledgeStore, kind: str, version: int) -> Snapshot:

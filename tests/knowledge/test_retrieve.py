@@ -114,3 +114,32 @@ def test_bm25f_heading_field_outweighs_body():
     assert scores[0] > scores[1] > scores[2] == 0.0  # the section named for it wins over a mention
     flat = BM25FIndex([heads, bodies], (0.0, 1.0), (0.3, 0.75)).scores("gout treatment")
     assert flat[0] == 0.0 and flat[1] > 0  # heading weight 0: the heading field is not indexed
+
+
+def test_heading_vectors_are_stored_by_the_writer(loaded):
+    """Readers take each chunk's heading-path vector from the store (the writer embedded it once), so a
+    reader opening a large store never embeds headings itself."""
+    from knowledge.headings import decode_vector, heading_text
+    from knowledge.snapshot import build
+
+    rows = list(loaded.store.iter_all("guideline", include=("documents", "metadatas", "embeddings")))
+    meta = rows[0]["metadatas"]
+    stored = decode_vector(meta["hvec"], 384)
+    fresh = loaded.store.embedder.embed([heading_text(meta)])[0]
+    assert stored is not None and float(stored @ fresh) > 0.999
+    snap = build(loaded.store, "guideline", loaded.store.version("guideline"))
+    assert snap.heading_vectors is not None and len(snap.headings) == snap.heading_vectors.shape[0]
+    assert decode_vector("not base64!") is None and decode_vector(meta["hvec"], 12) is None
+
+
+def test_question_type_picks_the_section_of_that_type(kb, tmp_path):
+    """Same subject, several sections: the one whose heading names the asked-for type comes first,
+    however the question is phrased."""
+    write(tmp_path / "gout.md", "# Gout\n\n## Symptoms\n\nSudden joint pain, redness and swelling, often in the "
+          "big toe.\n\n## Treatment\n\nColchicine, NSAIDs or corticosteroids for flares; urate lowering with "
+          "allopurinol.\n\n## Prognosis\n\nMost people control attacks well with treatment and diet.\n")
+    kb.ingest([tmp_path / "gout.md"], kind="guideline")
+    for question, section in (("what are the symptoms of gout", "Symptoms"), ("gout sx", "Symptoms"),
+                              ("gout tx", "Treatment"), ("how do you manage gout?", "Treatment"),
+                              ("gout prognosis", "Prognosis"), ("long-term outlook with gout", "Prognosis")):
+        assert kb.search(question, k=1)[0].section == section, question
