@@ -100,6 +100,11 @@ class WorkerBackend:
         return self.pid is not None
 
     @property
+    def repack_fallback(self) -> bool:
+        """A child crashed with its weights repacked before it ever answered: children now start without."""
+        return self._no_repack
+
+    @property
     def busy(self) -> bool:
         """A chat is in flight (the child is reading a prompt or generating)."""
         return self._in_flight
