@@ -52,7 +52,7 @@ def fake(mode: str, **kw) -> WorkerBackend:
 
 @pytest.fixture(scope="module")
 def worker(qwen_path, tmp_path_factory):  # noqa: F811
-    w = WorkerBackend(gguf_spec(qwen_path, tmp_path_factory.mktemp("kv")), name="gguf:0.5b", stall_s=60, max_crashes=10,
+    w = WorkerBackend(gguf_spec(qwen_path, tmp_path_factory.mktemp("kv")), name="gguf:0.5b", stall_s=120, max_crashes=10,
                       backoff_s=(0.0,))
     yield w
     w.close()
@@ -136,7 +136,7 @@ def test_a_hung_worker_is_stopped_and_replaced(worker):
             worker.chat(msgs("Count from one to fifty in words."), None, on_token=on_token, max_tokens=48)
         assert time.monotonic() - t0 < 30
     finally:
-        worker.stall_s = 60.0
+        worker.stall_s = 120.0
     assert worker.chat(msgs("Say hello."), None, max_tokens=4).text
     with pytest.raises(ProcessLookupError):
         os.kill(hung, 0)  # the stopped child was killed, not left behind
