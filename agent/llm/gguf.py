@@ -85,6 +85,8 @@ def _chatml(messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> s
 class GGUFBackend:
     """llama.cpp in-process. Loading is lazy (first :meth:`chat`); calls are serialised by a lock."""
 
+    name: str
+
     def __init__(self, model_path: Path, *, n_ctx: int = 8192, n_threads: int = 0, timeout_s: float = 120.0,
                  max_tokens: int = 512, name: str | None = None, seed: int = 0,
                  state_dir: Path | None = None, repack: str = "auto",

@@ -254,6 +254,8 @@ def _cut(text: str, stops: tuple[str, ...]) -> str:
 class HFBackend:
     """transformers in-process from ``model_dir``. Loading is lazy; calls are serialised by a lock."""
 
+    name: str
+
     def __init__(self, model_dir: Path, *, timeout_s: float = 120.0, max_tokens: int = 512,
                  device: str = "auto", name: str | None = None,
                  progress: Callable[[], None] | None = None) -> None:

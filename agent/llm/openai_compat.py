@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 class OpenAIBackend:
     """``base_url`` like ``http://127.0.0.1:8000/v1``; ``model`` is the server's model name."""
 
+    name: str
+
     def __init__(self, base_url: str, model: str, *, timeout_s: float = 120.0, max_tokens: int = 512,
                  api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")

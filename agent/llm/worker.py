@@ -67,6 +67,8 @@ class WorkerBackend:
     """A :class:`ChatBackend` whose model runs in a supervised child process. Cheap to construct: the child
     starts on the first :meth:`chat` (or :meth:`start`). Calls are serialised, as in the in-process backends."""
 
+    name: str
+
     def __init__(self, spec: RunnerSpec, *, name: str, stall_s: float = 120.0, start_timeout_s: float = 300.0,
                  timeout_s: float = 120.0, max_crashes: int = 3, crash_window_s: float = 600.0,
                  backoff_s: tuple[float, ...] = BACKOFF_S, runner: str = "agent.llm.runner") -> None:
