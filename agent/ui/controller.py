@@ -21,7 +21,7 @@ from agent.signoff import ReportStore, ReportVersion
 from agent.summary import build_report, evidence_ref
 from agent.toolbox import TOOLS
 from agent.ui import render
-from agent.ui.session import CaseView, SessionState, stage_upload
+from agent.ui.session import CaseView, QueuedQuestion, SessionState, stage_upload
 from tools.errors import InputError, RadconsultError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 UNLOAD_GRACE_S = 300.0  # seconds after a browser disconnect before its uploads are deleted
 # shown until the first token: the tools and a CPU model can take a minute before anything streams
 WORKING = "⏳ _Working: running the tools, then writing a cited answer (on a CPU this can take a minute)…_"
+QUEUED = "⏳ _Queued: answered as soon as the question before it is._"
 NODULE_TYPES = {"solid": "solid", "part-solid": "part_solid", "ground-glass": "ground_glass"}  # shown -> stored
 MEASURE_LABELS = ("long axis", "short axis")
 STARTING = ("Starting up: the knowledge base and the language model are being prepared; your question is "
@@ -281,21 +282,58 @@ class UIController:
         return msg
 
     def ask(self, sess: SessionState, user: str | None, question: str) -> Iterator[AskUpdate]:
-        """One turn: waits visibly for the warm-up, streams the answer, then shows evidence, trace and
-        saliency, and writes the audit records."""
+        """One question, start to end: :meth:`submit`, then :meth:`drain` (the page calls them apart)."""
+        yield self.submit(sess, question)
+        yield from self.drain(sess, user)
+
+    def submit(self, sess: SessionState, question: str) -> AskUpdate:
+        """Take a question at once: it is shown in the chat and answered now, or after the question being
+        answered when one is (a question sent meanwhile is queued, never dropped)."""
         case = sess.case
         question = (question or "").strip()
         if not question:
-            yield AskUpdate(case.chat)
+            return AskUpdate(case.chat)
+        waiting = sess.answering or bool(sess.queue)
+        case.chat = [*case.chat, {"role": "user", "content": question},
+                     {"role": "assistant", "content": QUEUED if waiting else WORKING}]
+        sess.queue.append(QueuedQuestion(case.case_id, question, len(case.chat) - 1))
+        if not waiting:  # the status of the last turn goes at once: this one has started
+            status = "Answering…" if self.agent.is_warm else STARTING
+            return AskUpdate(case.chat, f'<span class="rc-turn-busy" data-state="{"answering" if self.agent.is_warm else "starting"}">{status}</span>')
+        return AskUpdate(case.chat, f'<span class="rc-turn-busy" data-state="queued">Answering… '
+                                    f'{len(sess.queue)} question(s) queued</span>')
+
+    def drain(self, sess: SessionState, user: str | None) -> Iterator[AskUpdate]:
+        """Answer the session's queued questions in order, streaming each. Returns at once when another call
+        is already answering them (it takes the new ones too)."""
+        if sess.answering:
             return
-        case.chat = [*case.chat, {"role": "user", "content": question}, {"role": "assistant", "content": WORKING}]
+        sess.answering = True
+        try:
+            while sess.queue:
+                item = sess.queue.pop(0)
+                case = sess.cases.get(item.case_id)
+                if case is not None:
+                    yield from self._answer(sess, case, user, item)
+        finally:
+            sess.answering = False
+
+    def _answer(self, sess: SessionState, case: CaseView, user: str | None, item: QueuedQuestion) -> Iterator[AskUpdate]:
+        """One turn: waits visibly for the warm-up, streams the answer into the question's place in the chat,
+        then shows evidence, trace and saliency, and writes the audit records."""
+        question, slot = item.question, item.slot
+        case.chat[slot] = {"role": "assistant", "content": WORKING}
         t_start = time.perf_counter()
+
+        def queued() -> str:
+            return f" ({len(sess.queue)} more queued)" if sess.queue else ""
+
         while not self.agent.is_warm:  # first start: the question waits for the warm-up, visibly
             waited = time.perf_counter() - t_start
-            yield AskUpdate(case.chat, f'<span class="rc-turn-busy" data-state="starting">{STARTING} '
-                                       f'({waited:.0f} s)</span>')
+            yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy" data-state="starting">{STARTING} '
+                                            f'({waited:.0f} s)</span>')
             self.agent.wait_until_ready(1.0)
-        yield AskUpdate(case.chat, '<span class="rc-turn-busy">Answering…</span>')
+        yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy">Answering…{queued()}</span>')
         cited: list[str] = []
         measured = case.unsent_measurements
         try:
@@ -304,8 +342,8 @@ class UIController:
                                            patient=case.patient_key, measurements=measured):
                 if isinstance(piece, str):
                     text += piece
-                    case.chat[-1] = {"role": "assistant", "content": render.link_citations(text)}
-                    yield AskUpdate(case.chat)
+                    case.chat[slot] = {"role": "assistant", "content": render.link_citations(text)}
+                    yield AskUpdate(sess.case.chat)
                 else:
                     turn = piece
             if turn is None:
@@ -313,20 +351,20 @@ class UIController:
             case.sent_studies = len(case.studies)
             if not turn.error:
                 case.sent_measurements += measured
-            cited = self._show_turn(case, turn)
+            cited = self._show_turn(case, turn, slot)
             self._audit_turn(case, user, question, turn)
         except RadconsultError as exc:
-            case.chat[-1] = {"role": "assistant", "content": f"⚠ {exc}"}
+            case.chat[slot] = {"role": "assistant", "content": f"⚠ {exc}"}
         except Exception as exc:  # noqa: BLE001 - the page must show a message, never hang
             log.exception("agent turn failed")
-            case.chat[-1] = {"role": "assistant", "content": f"⚠ The assistant failed: {type(exc).__name__}. "
-                                                             "See the server log."}
-        failed = case.chat[-1]["content"].startswith("⚠")
-        yield AskUpdate(case.chat, render.turn_done_html(time.perf_counter() - t_start, failed, cited),
-                        render.evidence_html(case.evidence, set(cited)), render.trace_html(case.tool_calls),
-                        self.viewer(case, "Default", 0, case.saliency is not None))
+            case.chat[slot] = {"role": "assistant", "content": f"⚠ The assistant failed: {type(exc).__name__}. "
+                                                               "See the server log."}
+        failed = case.chat[slot]["content"].startswith("⚠")
+        shown = sess.case
+        yield AskUpdate(shown.chat, render.turn_done_html(time.perf_counter() - t_start, failed, cited) + queued(),
+                        render.evidence_html(shown.evidence, set(cited)), render.trace_html(shown.tool_calls),
+                        self.viewer(shown, "Default", 0, shown.saliency is not None))
 
-    # --- measurements in the viewer ---------------------------------------------------------------
     def mark_point(self, sess: SessionState, shown: tuple[float, float] | None, *, preset: str = "Default",
                    slice_index: int = 0, overlay: bool = False, nodule_type: str | None = "solid",
                    label: str = "long axis") -> MeasureUpdate:
@@ -390,8 +428,9 @@ class UIController:
             msg = f"Removed M{n} ({gone.label} {gone.length_mm:.1f} mm); the others are renumbered."
         return MeasureUpdate(self.viewer(case, preset, slice_index, overlay), msg)
 
-    def _show_turn(self, case: CaseView, turn: TurnResult) -> list[str]:
-        """Put the turn's answer, evidence, trace and saliency into the case; the cited ids, in order."""
+    def _show_turn(self, case: CaseView, turn: TurnResult, slot: int = -1) -> list[str]:
+        """Put the turn's answer (at ``slot`` in the chat), evidence, trace and saliency into the case; the
+        cited ids, in order."""
         for item in turn.evidence:
             case.evidence[item.id] = evidence_ref(item)
         case.tool_calls += list(turn.tool_calls)
@@ -399,7 +438,7 @@ class UIController:
         if turn.unsupported_sentences:
             body += ("\n\n> ⚠ Without a citation (check before relying on it): "
                      + " · ".join(f"_{html.escape(s)}_" for s in turn.unsupported_sentences[:5]))
-        case.chat[-1] = {"role": "assistant", "content": body}
+        case.chat[slot] = {"role": "assistant", "content": body}
         cited_maps = [m for m in turn.saliency if m.evidence_id in turn.cited_ids] or list(turn.saliency)
         if cited_maps:
             case.saliency = cited_maps[-1]

@@ -104,9 +104,10 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
                 p.evidence_html, p.trace_html, "", p.summary_status_html, "", gr.update(interactive=p.can_send))
 
     def ask_updates(u: AskUpdate) -> tuple:
+        """Outputs of a turn: never the question box, where the next question may be being typed."""
         keep = gr.update()
         view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * 8
-        return (u.chat, "", u.evidence_html if u.evidence_html is not None else keep,
+        return (u.chat, u.evidence_html if u.evidence_html is not None else keep,
                 u.trace_html if u.trace_html is not None else keep, *view,
                 u.status_html if u.status_html is not None else keep)
 
@@ -267,9 +268,14 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
             sess = ctl.session(st, _key(request))
             return sess, ctl.send_to_pacs(sess, _user(request)), gr.update(interactive=ctl.can_send(sess.case))
 
-        def on_ask(q, st, request: gr.Request):
+        def on_submit(q, st, request: gr.Request):
             sess = ctl.session(st, _key(request))
-            for update in ctl.ask(sess, _user(request), q):
+            update = ctl.submit(sess, q)
+            return sess, update.chat, "", update.status_html if update.status_html is not None else gr.update()
+
+        def on_drain(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            for update in ctl.drain(sess, _user(request)):
                 yield (sess, *ask_updates(update))
 
         def on_draft(st, request: gr.Request):
@@ -299,7 +305,7 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
         def on_unload(request: gr.Request):
             ctl.unload(_key(request))
 
-        for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_ask, on_draft, on_sign, on_unload,
+        for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_submit, on_drain, on_draft, on_sign, on_unload,
                    on_save_edit, on_mark, on_remove, on_clear, on_pacs_search, on_pacs_study, on_pacs_open,
                    on_send_pacs):
             fn.__annotations__["request"] = gr.Request  # string annotations: tell Gradio what to inject
@@ -318,10 +324,14 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
         upload.upload(on_upload, [upload, state], [state, upload_msg, upload, *case_comps], **priv)
         for comp in (preset, slice_sl, overlay):
             comp.input(on_view, [preset, slice_sl, overlay, state], view_comps, show_progress="hidden", **priv)
-        ask_out = [state, chatbot, question, evidence, trace, *view_comps, turn_status]
+        ask_out = [state, chatbot, evidence, trace, *view_comps, turn_status]
         ask_kw = {"concurrency_id": "llm", "concurrency_limit": 1, **priv}
-        send.click(on_ask, [question, state], ask_out, **ask_kw)
-        question.submit(on_ask, [question, state], ask_out, **ask_kw)
+        # Sending takes the question at once (shown in the chat, queued while another is answered) and
+        # clears the box; answering runs one at a time. A question sent during a turn is never dropped.
+        submit_kw = {"trigger_mode": "multiple", "concurrency_limit": None, "show_progress": "hidden", **priv}
+        for trigger in (send.click, question.submit):
+            trigger(on_submit, [question, state], [state, chatbot, question, turn_status], **submit_kw).then(
+                on_drain, [state], ask_out, **ask_kw)
         draft_btn.click(on_draft, [state], [state, summary_md, sum_status, edit_box, send_pacs_btn], **ask_kw)
         save_btn.click(on_save_edit, [edit_box, state], [state, summary_md, sum_status, send_pacs_btn], **priv)
         sign_btn.click(on_sign, [state], [state, summary_md, sum_status, send_pacs_btn], **priv)

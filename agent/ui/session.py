@@ -59,6 +59,16 @@ class CaseView:
         return self.studies[-1] if self.studies else None
 
 
+@dataclass(frozen=True)
+class QueuedQuestion:
+    """A question sent from the page, waiting for its turn: its case, and where its answer goes in that
+    case's chat (the assistant message placed right after it when it was sent)."""
+
+    case_id: str
+    question: str
+    slot: int
+
+
 class SessionState:
     """Everything one browser session holds; ``close()`` deletes its upload directory."""
 
@@ -72,6 +82,9 @@ class SessionState:
         # used to check what the page sends back; never part of a case
         self.pacs_studies: dict[str, StudySummary] = {}
         self.pacs_series: dict[str, SeriesSummary] = {}
+        # questions sent while another is answered wait here, in order; ``answering`` while one is
+        self.queue: list[QueuedQuestion] = []
+        self.answering = False
 
     def touch(self) -> None:
         """The browser is (back) in use: cancel a pending cleanup, recreate the directory if needed."""

@@ -382,6 +382,56 @@ def test_three_sessions_get_their_own_answers(scripted_app, browser):
             ctx.close()
 
 
+class SlowPolicyBackend(PolicyBackend):
+    """The scripted policy, streaming its answer slowly enough (about 6 s) to send questions meanwhile."""
+
+    def chat(self, messages, tools=None, *, tool_choice="auto", on_token=None, max_tokens=None):
+        slow = None
+        if on_token is not None:
+            def slow(piece: str) -> None:
+                time.sleep(0.25)
+                on_token(piece)
+        return super().chat(messages, tools, tool_choice=tool_choice, on_token=slow, max_tokens=max_tokens)
+
+
+def test_a_question_sent_during_an_answer_is_queued_not_lost(browser, tmp_path):
+    """Issue 20's UI fault: a question sent while the previous answer streamed vanished from the box and
+    was never answered. Now it shows in the chat at once as queued, is answered after, and what is being
+    typed meanwhile stays in the box."""
+    from agent.consultation import Consultation
+
+    settings = _settings(tmp_path)
+    agent = Consultation(settings, backend=SlowPolicyBackend())
+    demo, url = _serve(agent, settings)
+    ctx, page = _open(browser, url)
+    try:
+        _upload(page, shared_file("cxr/siim_cxr_no_pneumothorax.dcm"))
+        page.fill("#rc-question textarea", "First question, tag-one?")
+        page.click("#rc-send")
+        page.wait_for_function("document.querySelector('#rc-chat').innerText.includes('image classifier')")
+        page.fill("#rc-question textarea", "Second question, tag-two?")
+        page.click("#rc-send")
+        page.wait_for_function("document.querySelector('#rc-chat').innerText.includes('Second question, tag-two?')"
+                               " && document.querySelector('#rc-chat').innerText.includes('Queued')", timeout=5_000)
+        page.fill("#rc-question textarea", "a third one, still being typed")
+        page.wait_for_function(
+            "() => { const m = document.querySelectorAll('#rc-chat .message');"
+            " return m.length >= 4 && m[m.length-1].innerText.includes('for tag-two'); }", timeout=ANSWER_TIMEOUT_MS)
+        messages = page.locator("#rc-chat .message")
+        texts = [messages.nth(i).inner_text() for i in range(messages.count())]
+        def where(pred) -> int:
+            return next(i for i, t in enumerate(texts) if pred(t))
+
+        order = [where(lambda t: t.strip() == "First question, tag-one?"), where(lambda t: "for tag-one" in t),
+                 where(lambda t: t.strip() == "Second question, tag-two?"), where(lambda t: "for tag-two" in t)]
+        assert order == sorted(order)  # each answer under its question, in the order they were sent
+        assert page.input_value("#rc-question textarea") == "a third one, still being typed"
+    finally:
+        ctx.close()
+        demo.close()
+        agent.close()
+
+
 def test_named_clinician_logs_in_and_signs(browser, tmp_path):
     """With users, the page asks for a login (also on loopback); the signed summary names the clinician,
     a later edit makes a new draft version, and the audit log records login and sign under that name."""
