@@ -38,6 +38,7 @@ from tools.errors import ComparisonError, PriorNewerError
 
 GROWTH_THRESHOLD_MM = 1.5          # Lung-RADS v2022 growth; Fleischner 2017 measurement variability
 GROWTH_WINDOW_DAYS = 366           # "within 12 months"
+CAUTION_BELOW_MM = 2.0             # Fleischner 2017: a change under about 2 mm deserves a second look
 STABLE_YEARS = {"solid": 2, "part_solid": 5, "ground_glass": 5}
 SUBSOLID = ("part_solid", "ground_glass")
 DAYS_PER_MONTH = 365.25 / 12
@@ -107,6 +108,14 @@ def add_years(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year + years, day=28)
 
 
+def whole_months(start: dt.date, end: dt.date) -> int:
+    """Calendar months completed from ``start`` to ``end`` (2021-05-01 to 2023-05-01 is 24, to 2023-04-30 23)."""
+    months = (end.year - start.year) * 12 + end.month - start.month
+    if end.day < start.day and (end + dt.timedelta(days=1)).month == end.month:
+        months -= 1  # the last month is not complete (unless ``end`` is the last day of a shorter month)
+    return months
+
+
 def check_order(prior: dt.date, current: dt.date, prior_ref: str = "the prior", current_ref: str = "the current "
                 "study") -> int:
     """Days from ``prior`` to ``current``; :class:`PriorNewerError` when the prior is the newer one."""
@@ -141,6 +150,7 @@ class LesionChange:
     nodule_type: str | None = None
     stable_since: str | None = None       # stable lesions: earliest date within measurement error of now
     stable_days: int | None = None
+    stable_months: int | None = None      # whole calendar months of that stable period
     stable_years_needed: int | None = None
     stability_complete: bool = False      # stable for 2 (solid) or 5 (subsolid) years
     threshold_mm: float = GROWTH_THRESHOLD_MM
@@ -256,12 +266,20 @@ def compare_lesion(lesion: str, points: list[TimePoint]) -> LesionChange:
         "within_measurement_error": status == "stable",
         "growth_within_12_months": days <= GROWTH_WINDOW_DAYS if status == "growing" else None,
         "solid_component_change_mm": solid_change, "reasons": tuple(reasons)}
+    if status == "growing" and change < CAUTION_BELOW_MM and not _growth_on_solid_part(reasons):
+        notes.append(f"an increase under about {CAUTION_BELOW_MM:g} mm is close to measurement variability "
+                     "(Fleischner 2017): check both measurements on the same plane and window")
     if status == "growing" and days > GROWTH_WINDOW_DAYS:
         notes.append(f"the growth was seen over {days} days, longer than the 12 months of the Lung-RADS growth "
                      "definition; slow growth over several screens is Lung-RADS category 4B")
     if status in ("stable", "smaller"):
         result.update(_stability(ordered, current, kind, notes))
     return LesionChange(notes=tuple(notes), **base, **result)
+
+
+def _growth_on_solid_part(reasons: list[str]) -> bool:
+    """True when the growth was called on the solid component (not the whole nodule's diameter)."""
+    return bool(reasons) and not reasons[0].startswith("the mean diameter")
 
 
 def _stability(ordered: list[TimePoint], current: TimePoint, kind: str | None, notes: list[str]) -> dict[str, Any]:
@@ -278,6 +296,7 @@ def _stability(ordered: list[TimePoint], current: TimePoint, kind: str | None, n
                      "for a subsolid one)")
     years = STABLE_YEARS.get(kind or "solid", 2)
     return {"stable_since": since.study_date.isoformat(), "stable_days": (current.study_date - since.study_date).days,
+            "stable_months": whole_months(since.study_date, current.study_date),
             "stable_years_needed": years, "stability_complete": add_years(since.study_date, years) <= current.study_date}
 
 

@@ -98,7 +98,8 @@ def test_resolved_and_new_lesions():
 def test_stable_for_two_years_solid_but_not_five_years_subsolid():
     points = [tp("2021-05-01", 6, 6), tp("2022-05-10", 6.4, 6), tp("2023-05-02", 6.5, 6)]
     solid = compare_lesion("L1", [TimePoint(p.study_date, p.axes_mm, nodule_type="solid") for p in points])
-    assert (solid.status, solid.stable_since, solid.stable_days) == ("stable", "2021-05-01", 731)
+    assert (solid.status, solid.stable_since, solid.stable_days, solid.stable_months) == ("stable", "2021-05-01",
+                                                                                           731, 24)
     assert solid.stable_years_needed == 2 and solid.stability_complete
     assert solid.prior_date == "2022-05-10"  # the change is against the most recent earlier study
     ggn = compare_lesion("L1", [TimePoint(p.study_date, p.axes_mm, nodule_type="ground_glass") for p in points])
@@ -148,6 +149,22 @@ def test_bad_input_is_a_typed_error():
 def test_same_day_studies_give_no_doubling_time():
     c = compare_lesion("L1", [tp("2024-01-01", 6, study="S1"), tp("2024-01-01", 9, study="S2")])
     assert c.interval_days == 0 and c.doubling_days is None and any("same day" in n for n in c.notes)
+
+
+def test_whole_calendar_months():
+    from tools.comparison import whole_months
+
+    assert whole_months(dt.date(2021, 5, 1), dt.date(2023, 5, 1)) == 24
+    assert whole_months(dt.date(2021, 5, 1), dt.date(2023, 4, 30)) == 23
+    assert whole_months(dt.date(2020, 2, 29), dt.date(2022, 2, 28)) == 24  # as add_years counts 2 years
+    assert whole_months(dt.date(2023, 1, 31), dt.date(2023, 2, 28)) == 1
+
+
+def test_small_growth_carries_the_fleischner_caution():
+    c = compare_lesion("L1", [tp("2022-01-01", 6, 6), tp("2022-07-01", 7.8, 7.8)])  # +1.8 mm
+    assert c.status == "growing" and any("under about 2 mm" in n for n in c.notes)
+    assert not any("under about 2 mm" in n for n in compare_lesion("L1", [tp("2022-01-01", 6),
+                                                                          tp("2022-07-01", 9)]).notes)
 
 
 def test_add_years_handles_leap_days():
