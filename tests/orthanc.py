@@ -184,10 +184,13 @@ class PatientModule:
 
 def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None = None,
               series_uid: str | None = None, spacing_mm: float = 2.5, seed: str = "ct", matrix: int = 128,
-              series_number: int = 2) -> list[bytes]:
+              series_number: int = 2, study_date: str | None = None, body_part: str | None = None,
+              pixel_spacing: bool = True) -> list[bytes]:
     """A CT series of ``slices`` copies of pydicom's CT_small.dcm (128 x 128, 0.66 mm pixels) at shifted
     positions, with ``patient``'s module and new study / series / instance UIDs; DICOM files as bytes.
-    ``matrix=512`` enlarges each slice 4x (pixels repeated, spacing divided by 4): the size of a clinical CT."""
+    ``matrix=512`` enlarges each slice 4x (pixels repeated, spacing divided by 4): the size of a clinical CT.
+    ``study_date`` (YYYYMMDD) replaces the sample's 2004 dates (a prior and a current study of one patient);
+    ``body_part`` sets Body Part Examined; ``pixel_spacing=False`` drops Pixel Spacing (no lengths in mm)."""
     import io
 
     import pydicom
@@ -228,6 +231,13 @@ def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None
         ds.SliceLocation = z + spacing_mm * i
         ds.InstanceNumber = i + 1
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, "sop", str(i)])
+        if study_date:
+            for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+                setattr(ds, keyword, study_date)
+        if body_part:
+            ds.BodyPartExamined = body_part
+        if not pixel_spacing:
+            del ds.PixelSpacing
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
