@@ -16,12 +16,15 @@ than one study, gets an evidence item that says no change was computed.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.evidence import Evidence, Ledger
 from tools.comparison import TimePoint, compare_lesion, parse_study_date
 from tools.errors import ComparisonError, DifferentPatientsError
 from tools.measure import lesion_key
+
+if TYPE_CHECKING:
+    from agent.signoff import MeasurementRef
 
 COMPARE_TOOL = "compare_studies"
 
@@ -111,3 +114,54 @@ def comparisons_of(items: list[dict[str, Any]] | list[Evidence]) -> list[Evidenc
     """The compared (not the "measured on one study only") comparison items among ``items``."""
     ev = [e if isinstance(e, Evidence) else Evidence.from_dict(e) for e in items]
     return [e for e in ev if e.kind == "comparison" and e.facts.get("compared")]
+
+
+def tracking_uid(case_id: str, lesion: str) -> str:
+    """The lesion's Tracking Unique Identifier: the same on every study of the case (from the case and the label)."""
+    import uuid
+
+    return "2.25." + str(uuid.uuid5(uuid.NAMESPACE_OID, f"radconsult-lesion/{case_id}/{lesion_key(lesion)}").int)
+
+
+def measurement_refs(evidence: list[Evidence], case_id: str, current_study_uid: str | None) -> tuple[MeasurementRef, ...]:
+    """The labelled lengths of the case for the SR: the latest per lesion, study and axis, each marked as the
+    current or a prior time point (by the lesion's comparison; else by the report's study)."""
+    from agent.signoff import MeasurementRef
+
+    roles: dict[tuple[str, str], str] = {}
+    for e in evidence:
+        if e.kind == "comparison" and e.facts.get("compared"):
+            c = e.facts["change"]
+            roles[(lesion_key(c["lesion"]), c["prior_study"])] = "prior"
+            roles[(lesion_key(c["lesion"]), c["current_study"])] = "current"
+    latest: dict[tuple[str, str, str], Evidence] = {}
+    for e in evidence:
+        f = e.facts
+        if e.kind != "measurement" or not f.get("lesion"):
+            continue
+        key = (lesion_key(f["lesion"]), str(f.get("study")), str(f.get("label")))
+        if f.get("present") is False:  # a "not seen" mark replaces the lengths before it
+            latest = {k: v for k, v in latest.items() if k[:2] != key[:2]}
+            continue
+        latest[key] = e
+    out = []
+    for (key, study, _), e in latest.items():
+        f = e.facts
+        role = roles.get((key, study)) or ("current" if f.get("study_uid") == current_study_uid else "prior")
+        out.append(MeasurementRef(
+            lesion=str(f["lesion"]), tracking_uid=tracking_uid(case_id, str(f["lesion"])), time_point=role,
+            study=study, axis=str(f.get("label") or "long axis"), length_mm=float(f["length_mm"]),
+            p1=(float(f["p1"][0]), float(f["p1"][1])), p2=(float(f["p2"][0]), float(f["p2"][1])), evidence_id=e.id,
+            study_date=f.get("study_date"), study_uid=f.get("study_uid"), series_uid=f.get("series_uid"),
+            sop_instance_uid=f.get("sop_instance_uid"), sop_class_uid=f.get("sop_class_uid"),
+            nodule_type=f.get("nodule_type")))
+    return tuple(out)
+
+
+def current_study(studies: list[Any]) -> Any:
+    """The current study among loaded ``studies`` (ImageStudy): the newest by study date; the last attached when
+    none is dated. None for no study."""
+    dated = [s for s in studies if s.metadata.study_date]
+    if dated:
+        return max(dated, key=lambda s: s.metadata.study_date)
+    return studies[-1] if studies else None

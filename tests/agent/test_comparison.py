@@ -191,3 +191,40 @@ def test_shifted_dates_keep_the_interval(tmp_path, monkeypatch):
     change = next(e for e in res.evidence if e.kind == "comparison").facts["change"]
     assert change["interval_days"] == 358 and change["current_date"] != "2024-05-02"
     assert "2024-05-02" not in res.answer and "2023-05-10" not in res.answer
+
+
+def test_summary_comparison_section_report_and_sr(settings, two_studies, tmp_path):
+    import pydicom
+
+    from agent.comparison import current_study
+    from agent.exports import export
+    from agent.signoff import ReportStore
+    from agent.summary import build_report, summary_sections
+    from tests.agent.sr_read import evidence_studies, measurement_groups
+
+    current, prior = two_studies
+    c = consult(settings)
+    c.ask("cmp-10", "Incidental nodule in a never smoker, 61. What follow-up?", images=[prior, current],
+          measurements=lengths(current, "RUL-1", 8.0, 7.0) + lengths(prior, "RUL-1", 6.0, 5.0))
+    summary = c.summary("cmp-10", impression=False)
+    comparison = "\n".join(line.markdown() for line in summary.comparison)
+    assert "Current study S2: CT CHEST 20240502 (2024-05-02)." in comparison
+    assert "Prior study S1: CT CHEST 20230510 (2023-05-10), 358 days before S2." in comparison
+    assert "RUL-1: mean diameter 5.5 mm to 7.5 mm (+2 mm, +36.4%) from S1 2023-05-10 to S2 2024-05-02" in comparison
+    assert "[E1][E2][E3][E4][E5]" in comparison
+    assert any("RUL-1 is growing compared with S1 (2023-05-10)" in line.text for line in summary.impression)
+    assert current_study([prior, current]) is current
+    report = build_report(summary, "cmp-10", current.patient_key, c.evidence("cmp-10"), current, [])
+    sections = dict(summary_sections(summary))
+    assert "Prior study S1" in sections["Comparison"] and "[E5]" in sections["Comparison"]
+    assert {(m.study, m.time_point, m.axis) for m in report.measurements} == {
+        ("S2", "current", "long axis"), ("S2", "current", "short axis"), ("S1", "prior", "long axis"),
+        ("S1", "prior", "short axis")}
+    assert len({m.tracking_uid for m in report.measurements}) == 1
+    rv = ReportStore.from_settings(settings).save_draft(report)
+    sr = pydicom.dcmread(export(rv, "sr", tmp_path))
+    groups = {g["study"]: g for g in measurement_groups(sr)}
+    assert groups["S2"]["lengths"] == {"Long Axis": 8.0, "Short Axis": 7.0}
+    assert groups["S1"]["lengths"] == {"Long Axis": 6.0, "Short Axis": 5.0}
+    assert evidence_studies(sr) == {"current": {current.study_uid}, "other": {prior.study_uid}}
+    c.close()
