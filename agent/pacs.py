@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from agent.audit import AuditLog
     from agent.settings import Settings
     from tools.imaging import ImageStudy
-    from tools.pacs import PacsClient, RetrievedSeries, SeriesPlan
+    from tools.pacs import PacsClient, RetrievedSeries, SeriesPlan, StudySummary
+    from tools.pacs_priors import StudyRole
     from tools.pacs_reid import ReidMap
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,23 @@ def audit_send(audit: AuditLog, user: str | None, rv: ReportVersion, *, result: 
                           "sr_uid": result.sop_instance_uid if result else None,
                           "already_sent": result.already_sent if result else None,
                           "ok": error is None, "error": type(error).__name__ if error else None})
+
+
+def study_roles_for(client: PacsClient, studies: list[StudySummary],
+                    current_uid: str | None = None) -> dict[str, StudyRole]:
+    """Which found studies are priors of the current one (the named one, else the newest): same patient, earlier,
+    same modality and body part (:mod:`tools.pacs_priors`). Body parts are asked of the PACS only for the studies
+    that could be priors (one series-level QIDO each)."""
+    from tools.pacs_priors import study_roles
+
+    if not studies:
+        return {}
+    current = next((s for s in studies if s.study_uid == current_uid), None) or max(
+        studies, key=lambda s: (s.study_date, s.study_time))
+    candidates = [s for s in studies if s is current or (s.patient_id == current.patient_id and (
+        not current.modalities or set(s.modalities) & set(current.modalities)))]
+    parts = {s.study_uid: client.body_parts(s.study_uid) for s in candidates}
+    return study_roles(studies, parts, current.study_uid)
 
 
 def study_choices(client: PacsClient, study_uid: str) -> list[Any]:

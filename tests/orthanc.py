@@ -347,3 +347,49 @@ def story_fixture(tmp_path_factory: Any, name: str = "orthanc", extra: Path | No
         yield load_story(server, extra)
     finally:
         server.stop()
+
+
+# --- a current and a prior study of one patient (comparison with priors) ---------------------------------------
+@dataclass
+class PriorStory:
+    """HILDA's chest CT today (``current``), her chest CT a year before (``prior``) and an abdominal CT two years
+    before (same modality, another body part: not a prior). Each study holds one 6-slice series."""
+
+    server: OrthancServer
+    patient: PatientModule
+    current: tuple[str, str]          # (study UID, series UID)
+    prior: tuple[str, str]
+    abdomen: tuple[str, str]
+    dates: dict[str, str]             # "current" / "prior" / "abdomen" -> YYYYMMDD
+
+
+PRIOR_DATES = {"current": "20240502", "prior": "20230510", "abdomen": "20220301"}
+
+
+def load_prior_story(server: OrthancServer, patient: PatientModule = HILDA) -> PriorStory:
+    import io
+
+    import pydicom
+
+    uids: dict[str, tuple[str, str]] = {}
+    for name, date in PRIOR_DATES.items():
+        files = ct_series(patient, 6, seed=f"prior-story-{name}", study_date=date,
+                          body_part="ABDOMEN" if name == "abdomen" else "CHEST")
+        server.upload(list(files))
+        first = pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True)
+        uids[name] = (str(first.StudyInstanceUID), str(first.SeriesInstanceUID))
+    return PriorStory(server, patient, uids["current"], uids["prior"], uids["abdomen"], dict(PRIOR_DATES))
+
+
+def prior_story_fixture(tmp_path_factory: Any, name: str = "orthanc-priors") -> Iterator[PriorStory]:
+    """A fresh Orthanc holding :func:`load_prior_story`; skips with the install command when Orthanc is absent."""
+    import pytest
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = OrthancServer(tmp_path_factory.mktemp(name)).start()
+    try:
+        yield load_prior_story(server)
+    finally:
+        server.stop()
