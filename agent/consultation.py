@@ -100,6 +100,7 @@ class Consultation:
         self.settings = settings
         self._read_frames = read_frames
         self._backend = backend
+        self._owns_backend = backend is None  # made here from the settings: closed here too
         self._services = services
         self._tools = tools
         self._checkpoint_path = checkpoint_path or settings.cases_db_path
@@ -377,6 +378,9 @@ class Consultation:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._owns_backend and self._backend is not None:
+            self._backend.close()  # a worker process holding the model ends with the consultation
+            self._backend = None
 
 
 def _with_summary(result: TurnResult, summary: Summary) -> TurnResult:

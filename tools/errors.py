@@ -102,6 +102,25 @@ class LLMError(RadconsultError):
     """The LLM backend failed: not loaded, server down, timed out, context overflow."""
 
 
+class LLMUnavailableError(LLMError):
+    """The language model cannot be reached or started: a server that is down, a runtime that will not load,
+    or a worker that crashed again and again (it is not restarted in a loop)."""
+
+
+class LLMCrashedError(LLMError):
+    """The language model stopped in the middle of an answer: its worker process died (a native crash, an
+    out-of-memory kill) or its server dropped the connection. That turn ends; the next one may ask again."""
+
+
+class LLMTimeoutError(LLMError):
+    """The language model gave no answer in time (``llm_timeout_s``) or stopped producing output
+    (``llm_stall_s``: a hung runtime, which is then stopped and restarted)."""
+
+
+class LLMContextError(LLMError):
+    """The conversation no longer fits the model's context window."""
+
+
 class ToolArgumentError(RadconsultError):
     """A tool was called with arguments that do not match its schema."""
 

@@ -238,6 +238,14 @@ class PacsClient:
                             f"({type(exc).__name__}): is pacs_url its DICOMweb root?") from None
 
     # --- QIDO-RS ----------------------------------------------------------------------------------------
+    def echo(self) -> float:
+        """A connectivity and credentials check (``radconsult doctor``): one QIDO study search asking for at
+        most one result, whose content is discarded. Returns the round trip in milliseconds."""
+        t0 = time.perf_counter()
+        with self._errors("answer a test search"):
+            self._dw.search_for_studies(limit=1, fields=["StudyDate"])
+        return (time.perf_counter() - t0) * 1000
+
     def find(self, *, accession: str | None = None, patient_id: str | None = None, date: str | None = None,
              modality: str | None = None, limit: int = 50) -> list[StudySummary]:
         """Studies matching every given criterion (exact match; a date may be a range), newest first.

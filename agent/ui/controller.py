@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from agent.protocol import ConsultationAPI
     from agent.results import TurnResult
     from agent.settings import Settings
+    from agent.ui.health import StartupChecks
     from tools.pacs import PacsClient
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,10 @@ def make_login(settings: Settings) -> Callable[[str, str], bool]:
 class UIController:
     """The page's actions over one consultation agent. Sessions are keyed by Gradio's session hash."""
 
-    def __init__(self, agent: ConsultationAPI, settings: Settings) -> None:
+    def __init__(self, agent: ConsultationAPI, settings: Settings, health: StartupChecks | None = None) -> None:
         self.agent = agent
         self.settings = settings
+        self.health = health  # the start-up checks `radconsult ui` runs (None: not run, e.g. in tests)
         self.audit = AuditLog.from_settings(settings)
         self.reports = ReportStore.from_settings(settings)
         self.sessions_root = settings.cache_dir / "ui-sessions"
@@ -151,6 +153,12 @@ class UIController:
         self._sessions: dict[str, SessionState] = {}
         self._lock = threading.Lock()
         self._login: Callable[[str, str], bool] | None = None
+
+    def health_banner(self) -> tuple[str, bool]:
+        """(the banner of failed start-up checks, whether the checks have finished)."""
+        if self.health is None:
+            return "", True
+        return self.health.banner_html(), self.health.done
 
     # --- sessions ---------------------------------------------------------------------------------
     def session(self, state: SessionState | None, key: str | None) -> SessionState:
@@ -487,7 +495,8 @@ class UIController:
                           evidence_ids=turn.cited_ids,
                           details={"question_sha256": text_hash(question), "answer_sha256": text_hash(turn.answer),
                                    "unsupported": len(turn.unsupported_sentences),
-                                   "contradicted": len(turn.contradicted_sentences)})
+                                   "contradicted": len(turn.contradicted_sentences),
+                                   "failed": turn.error is not None})
 
     # --- summary and sign-off ---------------------------------------------------------------------
     def draft(self, sess: SessionState, user: str | None) -> SummaryPanel:

@@ -37,6 +37,7 @@ from tools.errors import InputError
 if TYPE_CHECKING:
     from agent.protocol import ConsultationAPI
     from agent.settings import Settings
+    from agent.ui.health import StartupChecks
 
 UPLOAD_TYPES = [".dcm", ".dicom", ".zip", ".png", ".jpg", ".jpeg", ".nii", ".gz", ".ima", ""]
 # the box empties after each upload (the viewer shows the study): its label says it adds a study
@@ -73,11 +74,12 @@ def _key(request: Any) -> str | None:
     return request.session_hash if request is not None else None
 
 
-def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
-    """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`."""
+def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks | None = None) -> Any:
+    """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`. ``health``: the
+    start-up checks, whose failures the page shows at the top once they have run."""
     import gradio as gr
 
-    ctl = UIController(agent, settings)
+    ctl = UIController(agent, settings, health)
 
     def viewer_updates(v: ViewerPanel) -> tuple:
         measures = (v.measurements_html, gr.update(choices=list(v.measurement_choices), value=None),
@@ -126,6 +128,8 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                 f'<div class="rc-disclaimer" id="rc-disclaimer"><b>{html.escape(DISCLAIMER)}</b> '
                 f'<details style="display:inline"><summary style="display:inline;cursor:pointer">'
                 f'Models\' intended use</summary>{html.escape(iu)}</details></div>')
+        health_html = gr.HTML(elem_id="rc-health")  # failed start-up checks, once they have run
+        health_timer = gr.Timer(5.0)
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
                 with gr.Row():
@@ -325,6 +329,13 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
         on_mark.__annotations__["evt"] = gr.SelectData
         priv = {"api_visibility": "private"}
         demo.load(on_load, [state], [state, *case_comps], **priv)
+
+        def on_health() -> tuple:
+            banner, done = ctl.health_banner()
+            return banner, gr.Timer(active=not done)
+
+        demo.load(on_health, None, [health_html, health_timer], **priv)
+        health_timer.tick(on_health, None, [health_html, health_timer], **priv)
         new_btn.click(on_new_case, [state], [state, *case_comps], **priv)
         case_dd.input(on_switch, [case_dd, state], [state, *case_comps], **priv)
         upload.upload(on_upload, [upload, state], [state, upload_msg, upload, *case_comps], **priv)
