@@ -190,14 +190,17 @@ def prior_study_lines(studies: list[dict[str, Any]], ledger: Ledger) -> list[Sum
     dated = [(s, _iso(s.get("study_date"))) for s in studies]
     dated = [(s, d) for s, d in dated if d]
     lines: list[SummaryLine] = []
+    def what(s: dict[str, Any]) -> str:
+        return " ".join(x for x in (s.get("modality"), s.get("body_part")) if x) or s.get("label", "study")
+
     if len(dated) > 1:
         current, today = max(dated, key=lambda x: x[1])
-        lines.append(SummaryLine(f"Current study {current['ref']}: {current['label']} ({today})."))
+        lines.append(SummaryLine(f"Current study {current['ref']}: {what(current)}, {today}."))
         for s, day in sorted(dated, key=lambda x: x[1], reverse=True):
             if s is current:
                 continue
             days = (dt.date.fromisoformat(today) - dt.date.fromisoformat(day)).days
-            lines.append(SummaryLine(f"Prior study {s['ref']}: {s['label']} ({day}), {days} days before "
+            lines.append(SummaryLine(f"Prior study {s['ref']}: {what(s)}, {day}, {days} days before "
                                      f"{current['ref']}."))
     latest: dict[str, Evidence] = {}
     for e in ledger.of_kind("comparison"):

@@ -48,8 +48,9 @@ def frame_measurements(evidence: list[dict[str, Any]], this_turn: list[dict[str,
     change = driving.facts["change"]
     # a resolved lesion has no length now: the frame reads the size it had (the calculators say it resolved)
     current = change.get("prior_study") if change.get("status") == "resolved" else change.get("current_study")
-    return [e.get("facts", {}) for e in evidence if e.get("id") in ids and e.get("kind") == "measurement"
-            and e.get("facts", {}).get("study") == current and e.get("facts", {}).get("present", True)]
+    picked = [e.get("facts", {}) for e in evidence if e.get("id") in ids and e.get("kind") == "measurement"
+              and e.get("facts", {}).get("study") == current and e.get("facts", {}).get("present", True)]
+    return picked[::-1]  # newest first: the frame reads the first length of each axis, so a re-measure wins
 
 
 def apply_comparison(frame: CaseFrame, driving: Evidence | None) -> None:

@@ -179,7 +179,7 @@ def test_cli_compares_a_labelled_nodule_on_the_current_and_the_prior(env, capsys
     assert "takes the status growing from the comparison of RUL-1 with S2 (2023-05-10)" in out["answer"]
     assert out["report"] == "cli-cmp/v1"
     comparison = dict(out["summary"]["comparison"][1])
-    assert comparison["text"].startswith("Prior study S2: CT CHEST 20230510 (2023-05-10), 358 days before S1")
+    assert comparison["text"].startswith("Prior study S2: CT CHEST, 2023-05-10, 358 days before S1")
 
 
 def test_cli_refuses_bad_comparisons(env, capsys, tmp_path):

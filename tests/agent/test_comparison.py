@@ -208,8 +208,8 @@ def test_summary_comparison_section_report_and_sr(settings, two_studies, tmp_pat
           measurements=lengths(current, "RUL-1", 8.0, 7.0) + lengths(prior, "RUL-1", 6.0, 5.0))
     summary = c.summary("cmp-10", impression=False)
     comparison = "\n".join(line.markdown() for line in summary.comparison)
-    assert "Current study S2: CT CHEST 20240502 (2024-05-02)." in comparison
-    assert "Prior study S1: CT CHEST 20230510 (2023-05-10), 358 days before S2." in comparison
+    assert "Current study S2: CT CHEST, 2024-05-02." in comparison
+    assert "Prior study S1: CT CHEST, 2023-05-10, 358 days before S2." in comparison
     assert "RUL-1: mean diameter 5.5 mm to 7.5 mm (+2 mm, +36.4%) from S1 2023-05-10 to S2 2024-05-02" in comparison
     assert "[E1][E2][E3][E4][E5]" in comparison
     assert any("RUL-1 is growing compared with S1 (2023-05-10)" in line.text for line in summary.impression)

@@ -85,8 +85,8 @@ def test_a_nodule_compared_with_the_prior_from_the_pacs(env, story, monkeypatch,
     assert "The Lung-RADS v2022 category takes the status growing from the comparison of RUL nodule 1 with S2" in answer
     assert [c["kind"] for c in turn["citations"]] == ["measurement"] * 4 + ["comparison", "calculator"]
     comparison = [line["text"] for line in turn["summary"]["comparison"]]
-    assert comparison[0] == "Current study S1: CT CHEST 20240502 (2024-05-02)."
-    assert comparison[1] == "Prior study S2: CT CHEST 20230510 (2023-05-10), 358 days before S1."
+    assert comparison[0] == "Current study S1: CT CHEST, 2024-05-02."
+    assert comparison[1] == "Prior study S2: CT CHEST, 2023-05-10, 358 days before S1."
     assert comparison[2].startswith("RUL nodule 1: mean diameter 5.5 mm to 7.5 mm")
     assert turn["report"] == "cmp-pacs/v1"
 

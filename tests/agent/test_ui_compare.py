@@ -87,7 +87,7 @@ def test_measure_the_same_nodule_on_the_prior_opened_from_the_pacs(settings, sto
     assert {e.kind for e in case.evidence.values()} >= {"measurement", "comparison", "calculator"}
 
     draft = ctl.draft(sess, SIGNER)
-    assert "Prior study S2: CT CHEST 20230510 (2023-05-10), 358 days before S1" in draft.markdown
+    assert "Prior study S2: CT CHEST, 2023-05-10, 358 days before S1" in draft.markdown
     report = ctl.reports.load(case.case_id, case.report_version).report
     assert report.study.study_uid == current.study_uid  # the report is about the current study
     assert {m.time_point for m in report.measurements} == {"current", "prior"}
