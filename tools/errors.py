@@ -54,6 +54,18 @@ class DataArchiveError(InputError):
     what the recipe expects; the message names the archive and what is wrong."""
 
 
+class ComparisonError(InputError):
+    """Two studies that cannot be compared for a lesion (no study date, marked absent on both, one study only)."""
+
+
+class DifferentPatientsError(ComparisonError):
+    """The studies of one comparison belong to different patients (their pseudonymous patient keys differ)."""
+
+
+class PriorNewerError(ComparisonError):
+    """A study given as the prior is newer than the current study."""
+
+
 class NoApplicableModelError(InputError):
     """No classifier is intended for this kind of image (or its metadata cannot tell); name one explicitly."""
 

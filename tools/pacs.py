@@ -304,6 +304,13 @@ class PacsClient:
         out.sort(key=lambda s: (s.number is None, s.number or 0, s.series_uid))
         return out
 
+    def body_parts(self, study_uid: str) -> tuple[str, ...]:
+        """The Body Part Examined values of a study's series, upper case ((): none says); series-level QIDO."""
+        study_uid = check_uid(study_uid, "the study UID")
+        with self._errors("list the study's series", not_found="the PACS has no study with that UID"):
+            found = self._dw.search_for_series(study_uid, fields=["BodyPartExamined"])
+        return tuple(sorted({_text(s, "00180015").strip().upper() for s in found} - {""}))
+
     def instances(self, study_uid: str, series_uid: str, limit: int | None = None) -> list[InstanceSummary]:
         """Instance-level QIDO of one series: SOP class and image geometry of each instance (``limit``: the
         first few only; a PACS may read every file to answer the full listing)."""

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agent.audit import AuditLog, text_hash
+from agent.comparison import current_study
 from agent.signoff import ReportStore, ReportVersion
 from agent.summary import build_report, evidence_ref
 from agent.toolbox import TOOLS
-from agent.ui import render
+from agent.ui import compare, render
 from agent.ui.session import CaseView, QueuedQuestion, SessionState, stage_upload
 from tools.errors import InputError, RadconsultError
 
@@ -58,6 +59,8 @@ class ViewerPanel:
     metadata_html: str
     measurements_html: str = ""
     measurement_choices: tuple[tuple[str, str], ...] = ()   # (label, "1"-based number) to remove one
+    study_choices: tuple[tuple[str, str], ...] = ()         # (label, index) of the case's studies
+    shown: str | None = None                                # the index of the study shown
 
 
 @dataclass(frozen=True)
@@ -197,24 +200,27 @@ class UIController:
     # --- case views -------------------------------------------------------------------------------
     def viewer(self, case: CaseView, preset: str = "Default", slice_index: int = 0,
                overlay: bool = False) -> ViewerPanel:
-        study = case.study
+        study = case.shown_study
         if study is None:
             return ViewerPanel(None, False, "Default", 1, 0, False, False, "", render.metadata_html(None),
                                render.measurements_html(case.measurements, case.sent_measurements))
         is_ct = (study.metadata.modality or "").upper() == "CT"
         depth = int(study.shape[0]) if study.is_volume else 1
         slice_index = int(np.clip(slice_index if slice_index else depth // 2, 0, max(0, depth - 1)))
-        sal = case.saliency.array if overlay and case.saliency is not None else None
+        sal = case.saliency.array if overlay and case.saliency is not None and study is case.study else None
         caption = (f"Saliency overlay: **{case.saliency.label}** (where the model looked; not a segmentation)"
                    if sal is not None and case.saliency is not None else "")
         image = render.render_view(study, preset if is_ct else "Default", slice_index, sal,
                                    min_side=render.VIEW_MIN_SIDE)
         pending = case.pending_point[1] if case.pending_point and case.pending_point[0] == slice_index else None
         image = render.draw_measurements(image, study, case.measurements, slice_index, pending)
-        choices = tuple((render.measurement_label(n, m), str(n)) for n, m in enumerate(case.measurements, start=1))
+        refs = self._measured_studies(case)
+        choices = tuple((render.measurement_label(n, m, refs[n - 1]), str(n))
+                        for n, m in enumerate(case.measurements, start=1))
         return ViewerPanel(image, is_ct, preset if is_ct else "Default", depth, slice_index, case.saliency is not None,
                            sal is not None, caption, render.metadata_html(study),
-                           render.measurements_html(case.measurements, case.sent_measurements), choices)
+                           render.measurements_html(case.measurements, case.sent_measurements, refs), choices,
+                           tuple(compare.study_choices(case.studies)), str(case.studies.index(study)))
 
     def _report(self, case: CaseView) -> ReportVersion | None:
         return self.reports.load(case.case_id, case.report_version) if case.report_version is not None else None
@@ -262,6 +268,7 @@ class UIController:
             study = load(source, imaging_config(self.settings))
             case.studies.append(study)
             case.saliency = None
+            case.shown = None
             msg = (f"✓ Loaded {study.source_format.upper()} {' x '.join(str(s) for s in study.shape)}"
                    + (f" · {len(study.warnings)} warning(s)" if study.warnings else ""))
             self.audit.append("upload", user=user, case_id=case.case_id,
@@ -367,14 +374,15 @@ class UIController:
 
     def mark_point(self, sess: SessionState, shown: tuple[float, float] | None, *, preset: str = "Default",
                    slice_index: int = 0, overlay: bool = False, nodule_type: str | None = "solid",
-                   label: str = "long axis") -> MeasureUpdate:
+                   label: str = "long axis", lesion: str = "") -> MeasureUpdate:
         """A click on the shown slice at ``shown`` (x, y in the shown image's pixels). The first click marks one
         end; the second, on the same slice, measures the length (:func:`tools.measure.measure`) and keeps it in
-        the case until the next question takes it to the assistant."""
+        the case until the next question takes it to the assistant. ``lesion`` names the lesion (the same label on
+        the prior and the current study is how they are compared)."""
         from tools.measure import measure
 
         case = sess.case
-        study = case.study
+        study = case.shown_study
 
         def view() -> ViewerPanel:
             return self.viewer(case, preset, slice_index, overlay)
@@ -398,13 +406,14 @@ class UIController:
             if nodule_type is not None and nodule_type not in NODULE_TYPES:
                 raise InputError(f"the type must be one of {', '.join(NODULE_TYPES)}")
             m = measure(study, slice_index, pending[1], point, label=label,
-                        nodule_type=NODULE_TYPES[nodule_type] if nodule_type else None)
+                        nodule_type=NODULE_TYPES[nodule_type] if nodule_type else None, lesion=lesion or None)
         except RadconsultError as exc:
             return MeasureUpdate(view(), f"⚠ Not measured: {exc}")
         case.measurements.append(m)
         n = len(case.measurements)
         warn = "".join(f" ⚠ {w}." for w in m.warnings)
-        return MeasureUpdate(view(), f"✓ {render.measurement_label(n, m)}: goes with the next question.{warn}")
+        label_text = render.measurement_label(n, m, self._measured_studies(case)[-1])
+        return MeasureUpdate(view(), f"✓ {label_text}: goes with the next question.{warn}")
 
     def remove_measurement(self, sess: SessionState, which: str | None, *, preset: str = "Default",
                            slice_index: int = 0, overlay: bool = False) -> MeasureUpdate:
@@ -427,6 +436,73 @@ class UIController:
             gone = case.measurements.pop(n - 1)
             msg = f"Removed M{n} ({gone.label} {gone.length_mm:.1f} mm); the others are renumbered."
         return MeasureUpdate(self.viewer(case, preset, slice_index, overlay), msg)
+
+    # --- comparison with prior studies -----------------------------------------------------------------
+    @staticmethod
+    def _measured_studies(case: CaseView) -> list[str | None]:
+        """Each measurement's study as S1, S2 ... when the case has several studies (else None: one study)."""
+        if len(case.studies) < 2:
+            return [None] * len(case.measurements)
+        return [compare.study_ref(case.studies, m.study_key) for m in case.measurements]
+
+    def show_study(self, sess: SessionState, index: str | None, *, preset: str = "Default", slice_index: int = 0,
+                   overlay: bool = False) -> MeasureUpdate:
+        """Show study number ``index`` (0-based, as in :attr:`ViewerPanel.study_choices`) to measure on it; the
+        slice is the one at the position of the slice shown before, where both series give positions."""
+        case = sess.case
+        before = case.shown_study
+        try:
+            n = int(index or "")
+            if not 0 <= n < len(case.studies):
+                raise ValueError
+        except ValueError:
+            return MeasureUpdate(self.viewer(case, preset, slice_index, overlay), "⚠ Choose one of the case's studies.")
+        case.shown, case.pending_point = n, None
+        target = case.studies[n]
+        linked = compare.linked_slice(before, slice_index, target) if before is not None and before is not target \
+            else None
+        label = dict((v, k) for k, v in compare.study_choices(case.studies))[str(n)]
+        if linked is not None:
+            msg = (f"Showing {label}: slice {linked}, at the position of slice {slice_index} of the study shown before "
+                   "(linked by Image Position; check the level, the patient lies differently in each study).")
+        else:
+            msg = f"Showing {label}" + (": its slices are not linked by position (the series do not give positions)."
+                                        if target.is_volume and before is not target else ".")
+            linked = slice_index if target is before else 0
+        return MeasureUpdate(self.viewer(case, preset, linked, overlay), msg)
+
+    def mark_not_seen(self, sess: SessionState, lesion: str, *, preset: str = "Default", slice_index: int = 0,
+                      overlay: bool = False) -> MeasureUpdate:
+        """Record that lesion ``lesion`` is not seen on the shown study (new since this prior, or resolved now)."""
+        from tools.measure import mark_absent
+
+        case = sess.case
+        study = case.shown_study
+        view = self.viewer(case, preset, slice_index, overlay)
+        if study is None:
+            return MeasureUpdate(view, "⚠ Open or upload a study first.")
+        try:
+            m = mark_absent(study, lesion)
+        except RadconsultError as exc:
+            return MeasureUpdate(view, f"⚠ Not recorded: {exc}")
+        case.measurements.append(m)
+        label = render.measurement_label(len(case.measurements), m, self._measured_studies(case)[-1])
+        return MeasureUpdate(self.viewer(case, preset, slice_index, overlay),
+                             f"✓ {label}: goes with the next question.")
+
+    def _pacs_roles(self, sess: SessionState, found: list) -> dict:
+        """Each found study's place beside the current one: the study of this case opened from the PACS when it
+        is among them, else the newest (agent.pacs.study_roles_for). Nothing when the body parts cannot be read."""
+        from agent.pacs import study_roles_for
+
+        opened = [s for s in found if sess.pacs_opened.get(s.study_uid) == sess.current]
+        current = max(opened, key=lambda s: (s.study_date, s.study_time)).study_uid if opened else None
+        try:
+            with self._pacs_client() as client:
+                return study_roles_for(client, found, current)
+        except RadconsultError as exc:
+            log.info("priors not marked: %s", exc)
+            return {}
 
     def _show_turn(self, case: CaseView, turn: TurnResult, slot: int = -1) -> list[str]:
         """Put the turn's answer (at ``slot`` in the chat), evidence, trace and saliency into the case; the
@@ -475,7 +551,7 @@ class UIController:
             for item in self.agent.evidence(case.case_id):  # model facts for the Findings' citations
                 case.evidence[item.id] = evidence_ref(item)
             report = build_report(summary, case.case_id, case.patient_key, self.agent.evidence(case.case_id),
-                                  case.study, self.cards)
+                                  current_study(case.studies), self.cards)
             rv = self.reports.save_draft(report, user=user)
             case.report_version = rv.version
             self.audit.append("summary", user=user, case_id=case.case_id,
@@ -575,8 +651,11 @@ class UIController:
         sess.pacs_studies = {s.study_uid: s for s in found}
         if not found:
             return PacsPanel("No study matches the search.", [], [])
-        return PacsPanel(f"{len(found)} study(ies) found: choose one.",
-                         [(render.study_label(s), s.study_uid) for s in found], [])
+        roles = self._pacs_roles(sess, found) if patient_id else {}
+        return PacsPanel(f"{len(found)} study(ies) found: choose one." + (
+            f" {sum(r.role == 'prior' for r in roles.values())} prior(s) of the current study are marked; open one "
+            "into this case to measure the same lesion on it." if roles else ""),
+            [(compare.found_label(render.study_label(s), roles.get(s.study_uid)), s.study_uid) for s in found], [])
 
     def pacs_choose_study(self, sess: SessionState, study_uid: str | None) -> PacsPanel:
         """List the image series of a study from the last search (one series: chosen already)."""
@@ -620,6 +699,8 @@ class UIController:
         case.studies.append(study)
         case.saliency = None
         case.pending_point = None
+        case.shown = None
+        sess.pacs_opened[study_uid] = case.case_id
         if study.study_uid:
             case.pacs_study_uids.add(study.study_uid)
         audit_open(self.audit, user, study, images=opened.images, skipped=len(opened.notes), files_written=False,

@@ -82,13 +82,18 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
     ctl = UIController(agent, settings, health)
 
     def viewer_updates(v: ViewerPanel) -> tuple:
-        measures = (v.measurements_html, gr.update(choices=list(v.measurement_choices), value=None))
+        measures = (v.measurements_html, gr.update(choices=list(v.measurement_choices), value=None),
+                    study_pick_update(v))
         if v.image is None:
             return (None, gr.update(visible=False, value="Default"), gr.update(visible=False, value=0),
                     gr.update(value=False, interactive=False), "", v.metadata_html, *measures)
         return (v.image, gr.update(visible=v.is_ct, value=v.preset),
                 gr.update(visible=v.depth > 1, maximum=max(1, v.depth - 1), value=v.slice_index),
                 gr.update(value=v.overlay_on, interactive=v.overlay_available), v.caption, v.metadata_html, *measures)
+
+    def study_pick_update(v: ViewerPanel) -> Any:
+        """The "Study shown" choice: visible once the case holds a prior (or any second study)."""
+        return gr.update(choices=list(v.study_choices), value=v.shown, visible=len(v.study_choices) > 1)
 
     def measure_updates(u: MeasureUpdate) -> tuple:
         return (*viewer_updates(u.viewer), u.message)
@@ -106,7 +111,7 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
     def ask_updates(u: AskUpdate) -> tuple:
         """Outputs of a turn: never the question box, where the next question may be being typed."""
         keep = gr.update()
-        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * 8
+        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * len(view_comps)
         return (u.chat, u.evidence_html if u.evidence_html is not None else keep,
                 u.trace_html if u.trace_html is not None else keep, *view,
                 u.status_html if u.status_html is not None else keep)
@@ -149,6 +154,8 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
                 upload = gr.File(label=UPLOAD_LABEL, file_count="multiple", file_types=UPLOAD_TYPES, height=150,
                                  elem_id="rc-upload")
                 upload_msg = gr.Markdown(elem_id="rc-upload-msg")
+                study_pick = gr.Radio([], label="Study shown (the current study and its priors)", visible=False,
+                                      elem_id="rc-study-pick")
                 viewer = gr.Image(show_label=False, interactive=False, height=440, elem_id="rc-viewer",
                                   buttons=["fullscreen"], format="png")
                 with gr.Row():
@@ -164,6 +171,9 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
                                                    elem_id="rc-measure-type")
                         measure_label = gr.Dropdown(list(MEASURE_LABELS), value="long axis", label="Label",
                                                     elem_id="rc-measure-label")
+                        measure_lesion = gr.Textbox(label="Lesion (same name on each study)", max_length=40,
+                                                    placeholder="e.g. RUL nodule 1", elem_id="rc-measure-lesion")
+                        not_seen_btn = gr.Button("Not seen on this study", size="sm", elem_id="rc-not-seen")
                     measure_msg = gr.Markdown(elem_id="rc-measure-msg")
                     measure_list = gr.HTML(elem_id="rc-measures")
                     with gr.Row():
@@ -207,7 +217,7 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
                 gr.Markdown("**Evidence**")
                 evidence = gr.HTML(elem_id="rc-evidence")
 
-        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta, measure_list, measure_pick]
+        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta, measure_list, measure_pick, study_pick]
         case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status, turn_status,
                       send_pacs_btn]
 
@@ -233,12 +243,25 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
             sess = ctl.session(st, _key(request))
             return viewer_updates(ctl.viewer(sess.case, preset_v or "Default", int(slice_v or 0), bool(overlay_v)))
 
-        def on_mark(preset_v, slice_v, overlay_v, type_v, label_v, st, evt: gr.SelectData, request: gr.Request):
+        def on_mark(preset_v, slice_v, overlay_v, type_v, label_v, lesion_v, st, evt: gr.SelectData,
+                    request: gr.Request):
             sess = ctl.session(st, _key(request))
             shown = (float(evt.index[0]), float(evt.index[1])) if evt is not None and evt.index else None
             return measure_updates(ctl.mark_point(sess, shown, preset=preset_v or "Default",
                                                   slice_index=int(slice_v or 0), overlay=bool(overlay_v),
-                                                  nodule_type=type_v or None, label=label_v or "long axis"))
+                                                  nodule_type=type_v or None, label=label_v or "long axis",
+                                                  lesion=lesion_v or ""))
+
+        # comparison with priors: which study is shown, and a lesion not seen on it
+        def on_show_study(pick, preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return measure_updates(ctl.show_study(sess, pick, preset=preset_v or "Default",
+                                                  slice_index=int(slice_v or 0), overlay=bool(overlay_v)))
+
+        def on_not_seen(lesion_v, preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return measure_updates(ctl.mark_not_seen(sess, lesion_v or "", preset=preset_v or "Default",
+                                                     slice_index=int(slice_v or 0), overlay=bool(overlay_v)))
 
         def on_remove(pick, preset_v, slice_v, overlay_v, st, request: gr.Request):
             sess = ctl.session(st, _key(request))
@@ -307,7 +330,7 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
 
         for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_submit, on_drain, on_draft, on_sign, on_unload,
                    on_save_edit, on_mark, on_remove, on_clear, on_pacs_search, on_pacs_study, on_pacs_open,
-                   on_send_pacs):
+                   on_send_pacs, on_show_study, on_not_seen):
             fn.__annotations__["request"] = gr.Request  # string annotations: tell Gradio what to inject
         on_mark.__annotations__["evt"] = gr.SelectData
         priv = {"api_visibility": "private"}
@@ -338,8 +361,10 @@ def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks |
         send_pacs_btn.click(on_send_pacs, [state], [state, sum_status, send_pacs_btn], **priv)
         measure_out = [*view_comps, measure_msg]
         view_in = [preset, slice_sl, overlay]
-        viewer.select(on_mark, [*view_in, measure_type, measure_label, state], measure_out, show_progress="hidden",
-                      **priv)
+        viewer.select(on_mark, [*view_in, measure_type, measure_label, measure_lesion, state], measure_out,
+                      show_progress="hidden", **priv)
+        study_pick.input(on_show_study, [study_pick, *view_in, state], measure_out, **priv)
+        not_seen_btn.click(on_not_seen, [measure_lesion, *view_in, state], measure_out, **priv)
         remove_btn.click(on_remove, [measure_pick, *view_in, state], measure_out, **priv)
         clear_btn.click(on_clear, [*view_in, state], measure_out, **priv)
         pacs_search_btn.click(on_pacs_search, [pacs_acc, pacs_pid, pacs_date, pacs_mod, state],
