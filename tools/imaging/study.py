@@ -86,6 +86,7 @@ class ImageStudy:
     sop_instance_uids: tuple[str, ...] = ()  # pseudonymised, one per slice / file
     sop_class_uid: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    slice_positions: tuple[float, ...] = ()  # mm along the slice normal, one per slice; () when unknown
 
     @property
     def shape(self) -> tuple[int, ...]:
