@@ -8,7 +8,7 @@
 2. IU chest X-ray reports (../shared/data/reports/iu_xray_reports.tgz, read in place): reports are
    ingested as prior reports; queries are MeSH terms; precision@10 over distinct reports, judged by
    each report's own MeSH tags.
-3. Scale: p50/p95 query latency at 10k and 100k chunks. Texts are real passages (MedQuAD, NCI PDQ,
+3. Scale: p50/p95 query latency at 5k, 50k and 100k chunks. Texts are real passages (MedQuAD, NCI PDQ,
    IU) reused round-robin; embeddings are *synthetic but realistic*: real MiniLM vectors of real
    chunks plus Gaussian noise, renormalised (embedding 100k chunks would take hours on 2 cores).
    Baselines: Chroma dense search alone on the same collection, and rank-bm25 for the lexical side.
@@ -48,8 +48,11 @@ sys.path.insert(0, str(ROOT))
 
 from knowledge.config import KnowledgeConfig  # noqa: E402
 from knowledge.embeddings import Embedder, chroma_embedding_function, get_embedder  # noqa: E402
+from knowledge.headings import encode_vector  # noqa: E402
 from knowledge.ingest import ingest_documents  # noqa: E402
 from knowledge.loaders import load_text_document  # noqa: E402
+from knowledge.question_types import encode as encode_types  # noqa: E402
+from knowledge.question_types import passage_types  # noqa: E402
 from knowledge.retrieve import hybrid_search  # noqa: E402
 from knowledge.snapshot import snapshot  # noqa: E402
 from knowledge.store import KnowledgeStore  # noqa: E402
@@ -289,10 +292,14 @@ def bench_scale(args: argparse.Namespace, embedder: Embedder, work: Path) -> tup
             idx = np.arange(start, start + n)
             vecs = base_vecs[idx % base_n] + rng.normal(0, 0.03, (n, base_vecs.shape[1])).astype(np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            # what the writer stores with each chunk (knowledge.ingest): its types and its heading's vector
+            heads = {i: vecs[i - start - (i % 10)] for i in idx}  # one per section of ten chunks
             col.add(ids=[f"c{i}" for i in idx], embeddings=vecs,
                     documents=[pool[i % len(pool)] for i in idx],
                     metadatas=[{"source": f"s{i // 10}", "section": f"section {i % 10}",
-                                "title": f"document {i // 50}", "kind": "guideline"} for i in idx])
+                                "title": f"document {i // 50}", "kind": "guideline",
+                                "types": encode_types(passage_types(f"section {i % 10}", pool[i % len(pool)])),
+                                "hvec": encode_vector(heads[i])} for i in idx])
         store.commit("guideline")
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
