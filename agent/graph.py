@@ -234,7 +234,7 @@ class AgentGraph:
                     if e.get("kind") == "measurement"]
         frame = read_case(question, draft, previous_frame(state), has_image=bool(state.get("studies")),
                           has_patient=bool(state.get("patient_key")), measurements=measured)
-        installed = [m.name for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
+        installed = [m.coverage for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
         plan = plan_for(frame, question, installed, bool(state.get("patient_key")))
         ctx.tools.frame = frame
         calls = []

@@ -78,6 +78,7 @@ class Recipe:
     intended_use_rules: dict[str, Any]
     limitations: str
     modality: str
+    coverage: dict[str, Any] = field(default_factory=dict)  # what it covers (tools/classifiers/coverage.py)
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
@@ -124,7 +125,11 @@ RECIPES: dict[str, Recipe] = {
         limitations="Trained on one hospital's paediatric films; the whole film is stretched to a square as in "
                     "the training images; not validated on adults, portable ICU films or lateral views; the "
                     "test split differs from training (fewer pneumonia cases, other acquisition period).",
-        modality="CR/DX", threshold_rule="prior-neutral", tta=("hflip",),
+        modality="CR/DX",
+        coverage={"findings": ["pneumonia"], "modality": "frontal chest radiograph", "body_part": "chest",
+                  "summary": "pneumonia versus normal on a frontal chest radiograph (trained on young children)",
+                  "tool_hint": "pneumonia on a child's chest X-ray"},
+        threshold_rule="prior-neutral", tta=("hflip",),
         # layer3's Grad-CAM of this network is empty (all negative) on most pneumonia films; layer4's is not
         saliency_layer="layer4",
         archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", fit=FitSpec(
@@ -172,7 +177,13 @@ RECIPES: dict[str, Recipe] = {
         limitations="No tumour-free class and only three tumour types (no metastasis, lymphoma, abscess ...); "
                     "trained on single slices chosen to show the tumour, from two hospitals in China (2005-2010); "
                     "the type is read from one slice, not the whole series.",
-        modality="MR", threshold_rule="calibrated", tta=("hflip",),
+        modality="MR",
+        coverage={"findings": ["tumour type"], "modality": "contrast-enhanced T1 MR slice", "body_part": "head",
+                  "summary": "the type of a brain tumour (glioma, meningioma or pituitary) on a contrast-enhanced T1 "
+                             "MR slice, given that a tumour is present (it cannot tell whether there is one)",
+                  "tool_hint": "tumour type (meningioma, glioma, pituitary) on a brain MR slice showing a tumour, "
+                               "never whether there is one"},
+        threshold_rule="calibrated", tta=("hflip",),
         archive=ArchivePlan(kind="cheng-brain-mri", size=(224, 224), geometry="pad-square", fit=FitSpec(
             epochs=24, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=18, ema=0.995,
             augment=AugmentSpec(rotate_deg=15, scale=0.12, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
@@ -210,7 +221,11 @@ RECIPES: dict[str, Recipe] = {
                      "at 28x28 because no real-resolution breast ultrasound data set with a clear licence is "
                      "available to this project yet (BreastMNIST is the 28-px derivative of Al-Dhabyani et al. "
                      "2020); it will be retrained at full resolution when one is (issue 14)."),
-        modality="US", epochs=40, batch_size=32, lr=2e-3, rotate_deg=15.0, scale=0.15, ensemble=3,
+        modality="US",
+        coverage={"findings": ["breast malignancy"], "modality": "breast ultrasound", "body_part": "breast",
+                  "summary": "malignant versus normal-or-benign on a breast ultrasound image",
+                  "tool_hint": "breast ultrasound malignancy"},
+        epochs=40, batch_size=32, lr=2e-3, rotate_deg=15.0, scale=0.15, ensemble=3,
         threshold_rule="calibrated",
     ),
 }

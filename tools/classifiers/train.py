@@ -263,6 +263,7 @@ def build_metadata(recipe: Recipe, data: Path, seed: int, epochs: int, limit: in
         "data_type": "uint8 28x28 grey images (npz)",
         "intended_use": recipe.intended_use,
         "intended_use_rules": recipe.intended_use_rules,
+        **({"coverage": recipe.coverage} if recipe.coverage else {}),
         "limitations": recipe.limitations,
         "labels": labels,
         "positive_label": recipe.positive_label,

@@ -179,6 +179,7 @@ def archive_metadata(recipe: Recipe, plan: ArchivePlan, spec: Preprocessing, rul
         "data_source": recipe.data_source, "data_licence": recipe.data_licence,
         "data_type": f"8-bit JPEG images read from {data_name}",
         "intended_use": recipe.intended_use, "intended_use_rules": recipe.intended_use_rules,
+        **({"coverage": recipe.coverage} if recipe.coverage else {}),
         "result_statement": recipe.result_statement, "limitations": recipe.limitations,
         "references": list(recipe.references), "anchors": list(recipe.anchors),
         "labels": labels, "positive_label": recipe.positive_label,
