@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 METADATA = Path("configs") / "metadata.json"
 NETWORK_CONFIGS = (Path("configs") / "network.json", Path("configs") / "inference.json")
 WEIGHTS = Path("models") / "model.pt"
+TTA_VIEWS = ("hflip", "aspect")  # test-time views a bundle may name (runtime.tta_views)
 
 
 def instantiate_network(network_def: dict[str, Any], config: dict[str, Any] | None = None) -> nn.Module:
@@ -108,6 +109,9 @@ class Bundle:
             raise BundleError(f"{self.name}: decision threshold must lie in [0, 1]")
         _ = self.preprocess_spec  # raises BundleError when malformed
         _ = self.coverage
+        unknown = [v for v in self.tta if v not in TTA_VIEWS]
+        if unknown:
+            raise BundleError(f"{self.name}: unknown test-time views {unknown}; use {', '.join(TTA_VIEWS)}")
 
     # --- fields ----------------------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from tools.classifiers.bundle import Bundle
 from tools.classifiers.config import ClassifierConfig
 from tools.classifiers.evaluate import evaluate_bundle
 from tools.classifiers.inference import classify
+from tools.classifiers.recipes import get_recipe
 from tools.classifiers.train import train
 from tools.errors import DataArchiveError, InputError
 
@@ -39,7 +40,7 @@ def test_tiny_pneumonia_run_is_a_complete_reproducible_bundle(tmp_path):
     assert all(v.dtype == torch.float16 for v in sa.values() if v.is_floating_point())  # fp16 storage
     bundle = Bundle.read(a)
     meta = bundle.metadata
-    assert meta["version"] == "2.0.0" and meta["dataset"]["split_rule"]["kind"] == "kermany-cxr"
+    assert meta["version"] == get_recipe("pneumonia-cxr").version and meta["dataset"]["split_rule"]["kind"] == "kermany-cxr"
     assert meta["metrics"]["test"]["n"] == 12 and meta["training"]["n_val"] > 0
     assert meta["preprocessing"]["geometry"] == "stretch" and meta["preprocessing"]["size"] == [224, 224]
     assert {"auc", "acc", "sensitivity", "specificity", "ece", "brier"} <= set(meta["metrics"]["test"])
@@ -55,7 +56,7 @@ def test_tiny_pneumonia_run_is_a_complete_reproducible_bundle(tmp_path):
     image = _grey(archive_members(archive, [name])[name])
     f = classify(study_from(image, modality="CR", body_part="CHEST", view_position="AP", patient_age_years=3.0),
                  config=ClassifierConfig(device="cpu", model_dirs=(a,)))
-    assert f.model == "pneumonia-cxr" and f.model_version == "2.0.0" and not f.abstain
+    assert f.model == "pneumonia-cxr" and f.model_version == meta["version"] and not f.abstain
     assert f.threshold is not None and f.probability == f.probabilities["pneumonia"]
 
 
@@ -98,11 +99,15 @@ def _names(archive) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name, data", [("pneumonia-cxr", KERMANY), ("brain-mri-tumour", CHENG)])
 def test_full_recipe_reproduces_the_committed_bundle(tmp_path, name, data):
-    """`radconsult models train NAME --seed 0` (about an hour on 2 CPU cores) gives the committed weights."""
+    """The committed bundle's own command (its card's epochs and threads: up to an hour on 2 CPU cores) gives
+    the committed weights."""
     from tools.classifiers.registry import BUNDLED_DIR
 
-    out = train(name, shared_file(data), tmp_path / name, seed=0)
-    committed, fresh = Bundle.read(BUNDLED_DIR / name), Bundle.read(out)
+    committed = Bundle.read(BUNDLED_DIR / name)
+    run = committed.metadata["training"]
+    out = train(name, shared_file(data), tmp_path / name, seed=run["seed"], epochs=run["epochs"],
+                threads=run["threads"])
+    fresh = Bundle.read(out)
     a = torch.load(committed.weights_path, weights_only=True)
     b = torch.load(fresh.weights_path, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
