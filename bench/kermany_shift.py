@@ -13,7 +13,9 @@ a later acquisition period need not share them.
    size, so that ratio grows when a film was squeezed more across than down: it stands in for the
    original aspect ratio, which the archive does not keep. Each row gives the class medians in train and
    val and the AUC with which that one number separates normal from pneumonia (0.5: no information).
-   Rows are computed on the archive's pixels ("raw") and after the recipe's preprocessing.
+   Rows are computed on the archive's pixels ("raw"), after the previous bundle's percentile window, after
+   the recipe's preprocessing, and after one random draw of the recipe's training augmentation on top (what
+   the network sees while it learns: a property whose AUC falls there cannot be learned as a shortcut).
 2. **Stress table** (``--bundle NAME|DIR``): the model's val AUC, sensitivity and specificity when each
    val film is changed in one way the classes differ in: content squeezed or widened 20% across (padded
    or cropped at the sides), black side bands (the normals' framing), the sides cropped, blur, gamma.
@@ -36,8 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools.classifiers.archives import SplitRule, decode_display, index, iter_members  # noqa: E402
+from tools.classifiers.augment import BatchAugment  # noqa: E402
 from tools.classifiers.calibration import roc_auc  # noqa: E402
 from tools.classifiers.preprocess import Preprocessing, scaled  # noqa: E402
+from tools.classifiers.recipes import get_recipe  # noqa: E402
 
 SHARED = Path(os.environ.get("RADCONSULT_SHARED", ROOT.parent / "shared")) / "data"
 KERMANY = SHARED / "kermany" / "kermany_chest_xray_224.tar"
@@ -206,16 +210,20 @@ def main() -> int:
     n = {(s, lab): sum(1 for f in films if f[0] == s and f[1] == lab) for s in ("train", "val") for lab in (0, 1)}
     print(f"training folder of {args.data.name}: " + ", ".join(f"{s} {LABELS[lab]} {k}" for (s, lab), k in n.items())
           + " (the test folder is not read)")
-    from tools.classifiers.recipes import get_recipe
-
     plan = get_recipe("pneumonia-cxr").archive
     assert plan is not None
     recipe_spec = Preprocessing(size=plan.size, geometry=plan.geometry, intensity=plan.intensity, border=plan.border)
     old_spec = Preprocessing(size=(224, 224), geometry="stretch", intensity="percentiles")
+    augment = BatchAugment(plan.fit.augment, seed=0)
+
+    def augmented(g: np.ndarray) -> np.ndarray:
+        return augment(torch.from_numpy(scaled(g, recipe_spec)[0])[None, None])[0, 0].numpy()
+
+    steps = ", ".join(f"{k} {v}" for k, v in recipe_spec.as_json().items() if k not in ("mean", "std", "resize"))
     nuisance_table(films, {"raw": lambda g: g,
                            "percentile window (pneumonia-cxr 2.0.0)": lambda g: scaled(g, old_spec)[0],
-                           f"the recipe's preprocessing ({', '.join(f'{k} {v}' for k, v in recipe_spec.as_json().items() if k not in ('mean', 'std', 'resize'))})":
-                               lambda g: scaled(g, recipe_spec)[0]})
+                           f"the recipe's preprocessing ({steps})": lambda g: scaled(g, recipe_spec)[0],
+                           "the recipe's preprocessing and one draw of its training augmentation": augmented})
     for ref in args.bundle:
         stress_table(films, ref)
     return 0

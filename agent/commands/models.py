@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="archive recipes: fit the number of epochs to MIN minutes for the whole command on this "
                          "machine (a timing probe first; the card records the epochs chosen)")
     tr.add_argument("--limit", type=int, help="use at most this many train and val images (smoke runs)")
+    tr.add_argument("--skip-test", action="store_true",
+                    help="archive recipes, smoke runs: do not read the test split (the card says so)")
     tr.add_argument("--test-fold", type=int, choices=range(1, 6), metavar="K",
                     help="brain-mri-tumour: test on fold K, select on the fold before it, train on the rest")
     tr.add_argument("--threads", type=int, help="CPU threads (default: every core this process may use for the "
@@ -157,7 +159,8 @@ def cmd_train(args: argparse.Namespace, settings: Any) -> int:
 
     out = train(args.name, args.data, args.out, seed=args.seed, epochs=args.epochs, limit=args.limit,
                 threads=args.threads, progress=progress, test_fold=args.test_fold,
-                cache_dir=classifier_config(settings).cache_dir, budget_min=args.budget_min)
+                cache_dir=classifier_config(settings).cache_dir, budget_min=args.budget_min,
+                skip_test=args.skip_test)
     bundle = Bundle.read(out)
     metrics = bundle.metadata.get("metrics", {})
     if args.json:

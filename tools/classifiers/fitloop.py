@@ -9,7 +9,7 @@ network ends in global pooling, so it carries over to the full size), normalises
 mean and standard deviation, and takes one AdamW step. The learning rate rises linearly over the first
 ``warmup_share`` of the steps, then follows a cosine down to ``final_lr_share`` of its peak, once or in
 ``cycles`` restarts (each cycle ends in a snapshot of the EMA weights). The exponential moving average
-(EMA) of the weights is what gets evaluated and kept.
+(EMA) of the weights, with decay min(ema, (1 + n) / (10 + n)) at step n, is what gets evaluated and kept.
 
 After every full-resolution epoch the EMA network is scored on the validation split (with the recipe's
 TTA). What is returned is chosen on validation only (AUC for two classes, accuracy for more; then the
@@ -85,7 +85,7 @@ class FitSpec:
                  f"linear warm-up {self.warmup_share:.0%} of the steps then cosine to {self.final_lr_share:g} x lr"
                  + (f" in {self.cycles} cycles (a snapshot at the end of each)" if self.cycles > 1 else "")]
         if self.ema:
-            parts.append(f"EMA {self.ema:g}")
+            parts.append(f"EMA {self.ema:g} (from (1 + n) / (10 + n) at step n)")
         if self.mix != "none":
             parts.append(f"{'MixUp' if self.mix == 'mixup' else 'CutMix'} alpha {self.mix_alpha:g} on "
                          f"{self.mix_prob:.0%} of the batches")
@@ -305,8 +305,9 @@ def fit(network_def: dict[str, Any], spec: FitSpec, train_x: np.ndarray, train_y
             loss.backward()
             opt.step()
             sched.step()
-            if spec.ema:
-                _ema_update(ema, net, spec.ema if epoch > 1 else min(spec.ema, (1 + step) / (10 + step)))
+            if spec.ema:  # the decay warms up with the step count, so that short runs average recent weights
+                done = (epoch - 1) * steps_per_epoch + step
+                _ema_update(ema, net, min(spec.ema, (1 + done) / (10 + done)))
             total_loss += loss.item() * len(idx)
         row: dict[str, float] = {"epoch": epoch, "size": size, "lr": round(opt.param_groups[0]["lr"], 6),
                                  "train_loss": round(total_loss / (steps_per_epoch * batch_size), 4)}

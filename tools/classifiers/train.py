@@ -69,7 +69,8 @@ def usable_cores() -> int:
 
 def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = None,
           limit: int | None = None, threads: int | None = None, progress: Callable[[str], None] | None = None,
-          test_fold: int | None = None, cache_dir: Path | None = None, budget_min: float | None = None) -> Path:
+          test_fold: int | None = None, cache_dir: Path | None = None, budget_min: float | None = None,
+          skip_test: bool = False) -> Path:
     """Train recipe ``name`` on ``data`` and write the bundle to ``out``; returns ``out``.
 
     ``epochs`` overrides the recipe (short runs for tests); ``budget_min`` instead fits the number of
@@ -78,7 +79,7 @@ def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = 
     validation images (a quick smoke run; the card then records it). ``threads`` defaults to every core
     this process may use for the archive recipes (2 on the development machine) and 1 for the 28-px ones.
     ``test_fold`` rotates the brain MRI folds (the cross-validation); ``cache_dir`` keeps decoded archive
-    images between runs.
+    images between runs. ``skip_test`` (archive recipes, smoke runs) does not read the test split at all.
     """
     recipe = get_recipe(name)
     if threads is None:
@@ -92,6 +93,8 @@ def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = 
                          f"must be positive; got {budget_min} for {name}")
     if budget_min is not None and epochs is not None:
         raise InputError("give --epochs or --budget-min, not both")
+    if skip_test and recipe.archive is None:
+        raise InputError("--skip-test applies to the archive recipes")
     if epochs is not None and epochs < 1:
         raise InputError(f"--epochs must be at least 1; got {epochs}")
     say = progress or log.info
@@ -109,7 +112,7 @@ def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = 
             from tools.classifiers.train_archive import train_archive
 
             return train_archive(recipe, Path(data), out, seed, epochs, limit, test_fold, cache_dir, say,
-                                 budget_min=budget_min)
+                                 budget_min=budget_min, skip_test=skip_test)
         return _train(recipe, Path(data), out, seed, epochs or recipe.epochs, limit, rng, say)
     finally:
         torch.set_num_threads(old_threads)

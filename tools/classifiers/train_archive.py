@@ -99,10 +99,10 @@ def _budget_epochs(recipe: Recipe, spec: FitSpec, train: SplitData, val: SplitDa
     plan = recipe.archive
     assert plan is not None
     times = probe(recipe.network_def, spec, train.images, train.labels, mean, std, seed)
-    views = max(len(runtime_views(c)) for c in plan.tta_candidates)
+    views = [len(runtime_views(c)) for c in plan.tta_candidates]
     members = max(1, recipe.ensemble)
-    post = POST_FIT_MARGIN * times.per_val_image * views * members * (
-        len(train.labels) + len(val.labels) * (1 + len(plan.tta_candidates)) + len(test.labels))
+    images = len(val.labels) * sum(views) + len(train.labels) + (len(val.labels) + len(test.labels)) * max(views)
+    post = POST_FIT_MARGIN * times.per_val_image * members * images
     left = budget_min * 60 - (time.time() - t0) - post
     if left <= 0:
         raise InputError(f"--budget-min {budget_min:g} leaves no time to train: reading the data and the final "
@@ -128,8 +128,9 @@ def runtime_views(tta: tuple[str, ...]) -> list[str]:
 
 def train_archive(recipe: Recipe, data: Path, out: Path, seed: int, epochs: int | None, limit: int | None,
                   test_fold: int | None, cache_dir: Path | None, say: Callable[[str], None],
-                  budget_min: float | None = None) -> Path:
-    """Steps 1-7 of the module docstring; returns ``out``."""
+                  budget_min: float | None = None, skip_test: bool = False) -> Path:
+    """Steps 1-7 of the module docstring; returns ``out``. ``skip_test`` (smoke runs) leaves step 7 out: the
+    bundle then carries no test metrics and its card says the test split was not read."""
     plan = recipe.archive
     if plan is None:
         raise InputError(f"{recipe.name} is not trained from an archive")
@@ -188,13 +189,13 @@ def train_archive(recipe: Recipe, data: Path, out: Path, seed: int, epochs: int 
     tta = list(plan.tta_candidates[best_tta])
     say(f"{recipe.name}: TTA on val {tta_rows}; kept {tta or 'none'}")
 
-    def run(part: SplitData) -> tuple[np.ndarray, np.ndarray]:
-        logits, feats = predict_logits(net, normalise(part.images, spec), tta, "cpu", 64,
+    def run(part: SplitData, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        logits, feats = predict_logits(net, normalise(part.images, spec), views, "cpu", 64,
                                        feature_layer=feature_layer)
         return logits, feats if feats is not None else np.zeros((len(logits), 0), np.float32)
 
-    tr_logits, tr_feats = run(train)
-    va_logits, va_feats = run(val)
+    _, tr_feats = run(train, [])  # the OOD statistics need the features only (of the plain view)
+    va_logits, va_feats = run(val, tta)
     temperature = fit_temperature(va_logits, val.labels)
     ood = fit_mahalanobis(tr_feats, train.labels, va_feats, percentile=99.0)
     if len(labels) == 2:
@@ -203,11 +204,13 @@ def train_archive(recipe: Recipe, data: Path, out: Path, seed: int, epochs: int 
     else:
         threshold = 0.5
         val_metrics = multiclass_metrics(va_logits, val.labels, temperature, list(labels))
-    te_logits, te_feats = run(test)  # the test split, once
-    test_metrics = (metrics_from_logits(te_logits, test.labels, temperature, threshold, pos) if len(labels) == 2
-                    else multiclass_metrics(te_logits, test.labels, temperature, list(labels)))
     val_metrics["ood_flag_rate"] = round(float((ood.score(va_feats) > ood.threshold).mean()), 4)
-    test_metrics["ood_flag_rate"] = round(float((ood.score(te_feats) > ood.threshold).mean()), 4)
+    test_metrics: dict[str, Any] = {}
+    if not skip_test:
+        te_logits, te_feats = run(test, tta)  # the test split, once
+        test_metrics = (metrics_from_logits(te_logits, test.labels, temperature, threshold, pos) if len(labels) == 2
+                        else multiclass_metrics(te_logits, test.labels, temperature, list(labels)))
+        test_metrics["ood_flag_rate"] = round(float((ood.score(te_feats) > ood.threshold).mean()), 4)
     seconds, cpu = time.time() - t0, time.process_time() - c0
     say(f"{recipe.name}: kept {[r.choice.get('kept') for r in runs]}, T={temperature:.3f}, "
         f"threshold={threshold:.3f}, val {val_metrics}, test {test_metrics} ({seconds:.0f} s, CPU {cpu:.0f} s)")
@@ -244,7 +247,7 @@ def archive_metadata(recipe: Recipe, plan: ArchivePlan, spec: Preprocessing, rul
     multiclass = len(labels) > 2
     fold_arg = f" --test-fold {test_fold}" if test_fold is not None else ""
     threads = torch.get_num_threads()  # as run
-    limit_arg = f" --limit {limit}" if limit is not None else ""
+    limit_arg = (f" --limit {limit}" if limit is not None else "") + (" --skip-test" if not test_metrics else "")
     command = (f"radconsult models train {recipe.name} --data {data_name} --out DIR --seed {seed}{fold_arg} "
                f"--epochs {fit_spec.epochs} --threads {threads}{limit_arg}")
     run_as = (f"radconsult models train {recipe.name} --data {data_name} --out DIR --seed {seed}{fold_arg} "
@@ -291,11 +294,12 @@ def archive_metadata(recipe: Recipe, plan: ArchivePlan, spec: Preprocessing, rul
         "saliency": {"method": "Grad-CAM (monai.visualize.GradCAM)", "target_layer": recipe.saliency_layer},
         "calibration": calibration,
         "ood": ood,
-        "metrics": {"val": val_metrics, "test": test_metrics,
-                    "note": "selection (epoch or snapshots, TTA), temperature and threshold on val only; test "
-                            "read once, after them (see test_reads); ECE top-label, 15 bins"},
+        "metrics": {"val": val_metrics, **({"test": test_metrics} if test_metrics else {}),
+                    "note": "selection (epoch or snapshots, TTA), temperature and threshold on val only; "
+                            + ("test read once, after them (see test_reads)" if test_metrics else
+                               "the test split was not read (--skip-test)") + "; ECE top-label, 15 bins"},
         "test_reads": [test_read(run_as, counts[2], "the recipe's one evaluation on test, after every choice was "
-                                 "made on val", test_metrics)],
+                                 "made on val", test_metrics)] if test_metrics else [],
         "training": {
             "data_file": data_name, "seed": seed, "epochs": fit_spec.epochs,
             "best_epoch": [m.best_epoch for m in members], "kept": [m.choice for m in members],

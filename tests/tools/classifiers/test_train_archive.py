@@ -78,6 +78,22 @@ def test_tiny_brain_run_rotates_folds_and_answers_only_the_type(tmp_path):
     assert "tumour was found" in f.statement and f.statement in f.text()
 
 
+def test_a_time_budget_becomes_epochs_that_the_card_records(tmp_path):
+    archive = tiny_kermany(tmp_path, per_folder=4)
+    out = train("pneumonia-cxr", archive, tmp_path / "b", seed=0, budget_min=0.75, threads=1)
+    meta = Bundle.read(out).metadata
+    run = meta["training"]
+    assert run["budget_min"] == 0.75 and run["epochs"] >= 1 and run["epochs"] % get_recipe("pneumonia-cxr").archive.fit.cycles in (0, run["epochs"])
+    assert run["budget"]["seconds_per_step_full"] > 0 and run["budget"]["estimated_train_seconds"] <= run["budget"]["train_budget_seconds"]
+    assert f"--epochs {run['epochs']} --threads 1" in run["command"] and "--budget-min 0.75" in run["run_as"]
+    assert [r["tta"] for r in run["tta_on_val"]] == [[], ["aspect"]] and meta["tta"] in ([], ["aspect"])
+    assert len(meta["test_reads"]) == 1 and meta["test_reads"][0]["command"] == run["run_as"]
+    card = (out / "docs" / "README.md").read_text()
+    assert "Time budget" in card and "Every read of the test split" in card and "no flips" in card
+    with pytest.raises(InputError, match="leaves no time"):
+        train("pneumonia-cxr", archive, tmp_path / "c", budget_min=0.001, threads=1)
+
+
 def test_bad_training_input_for_archive_recipes(tmp_path):
     with pytest.raises(InputError, match="test-fold"):
         train("pneumonia-cxr", shared_file(KERMANY), tmp_path / "x", test_fold=2)
