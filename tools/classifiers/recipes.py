@@ -148,7 +148,7 @@ RECIPES: dict[str, Recipe] = {
                             intensity="equalise", fit=FitSpec(
             epochs=36, batch_size=32, lr=2e-3, weight_decay=0.05, low_res=128, low_res_share=0.4, ema=0.998,
             warmup_share=0.05, cycles=3, mix="mixup", mix_alpha=0.2, mix_prob=0.5,
-            augment=AugmentSpec(rotate_deg=8, scale=0.12, stretch=0.25, translate=0.06, hflip=False, gamma=0.3,
+            augment=AugmentSpec(rotate_deg=8, scale=0.12, stretch=0.35, translate=0.06, hflip=False, gamma=0.3,
                                 contrast=0.15, noise=0.02, padding="border", blur=1.2)),
             tta_candidates=((), ("aspect",))),
         anchors=({"source": "Kermany et al., Cell 2018 (ImageNet-pretrained Inception-v3)",

@@ -120,6 +120,9 @@ def test_full_recipe_reproduces_the_committed_bundle(tmp_path, name, data):
     from tools.classifiers.registry import BUNDLED_DIR
 
     committed = Bundle.read(BUNDLED_DIR / name)
+    if committed.version != get_recipe(name).version:
+        pytest.skip(f"the committed {name} {committed.version} was trained by an older recipe than "
+                    f"{get_recipe(name).version}; train and commit the new bundle first")
     run = committed.metadata["training"]
     out = train(name, shared_file(data), tmp_path / name, seed=run["seed"], epochs=run["epochs"],
                 threads=run["threads"])
