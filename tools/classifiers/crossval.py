@@ -1,8 +1,9 @@
 """Patient-wise k-fold cross-validation of a fold-based recipe (the brain MRI archive's five folds).
 
-Fold k is tested once by a model trained on three other folds and selected (epoch, temperature) on the
-fold before it (fold 5 for k = 1), exactly as ``radconsult models train NAME --test-fold k`` does; the
-bundled model is the k = 5 run. Each fold's bundle is written to ``OUT/test-fold-k``; a fold whose
+Fold k is tested once by a model trained on three other folds and selected (epoch, TTA, temperature) on
+the fold before it (fold 5 for k = 1), exactly as ``radconsult models train NAME --test-fold k`` does; the
+bundled model has the k = 5 split (trained with its own budget, so the table estimates the recipe, not
+that one network). Each fold's bundle is written to ``OUT/test-fold-k``; a fold whose
 bundle is already there is read, not retrained, so an interrupted run resumes. Each fold trains under the
 same options (``budget_min`` per fold, ``threads``, or fixed ``epochs``). The table (per fold: accuracy,
 macro-AUC, per-class recall, ECE, Brier; then the mean and the standard deviation over folds) goes to
