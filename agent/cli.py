@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # Modules in agent/commands/ that expose ``register(subparsers)``; each adds its own subcommands
 # and sets ``func(args, settings) -> int`` on them.
-COMMAND_MODULES = ("config", "imaging", "models", "kb", "ask", "ui", "pacs")
+COMMAND_MODULES = ("config", "doctor", "imaging", "models", "kb", "ask", "ui", "pacs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.comparison import comparison_evidence
 from agent.evidence import Evidence, Ledger
 from agent.frame.model import CaseFrame
 from agent.graph import AgentGraph, GraphLimits, TurnContext, turn_update
@@ -64,7 +65,8 @@ def measurement_evidence(measurements: Sequence[Measurement], records: list[dict
     out = []
     for m in measurements:
         ref = refs.get(m.study_key, records[-1]["ref"] if records else "?")
-        out.append(ledger.add("measurement", "viewer", "measurement", title=f"{m.label} on study {ref}",
+        what = f"{m.lesion} {m.label}" if m.lesion and m.present else m.label if m.present else f"{m.lesion} not seen"
+        out.append(ledger.add("measurement", "viewer", "measurement", title=f"{what} on study {ref}",
                               quote=m.describe(), facts={"study": ref, **m.to_dict()}))
     return out
 
@@ -98,6 +100,7 @@ class Consultation:
         self.settings = settings
         self._read_frames = read_frames
         self._backend = backend
+        self._owns_backend = backend is None  # made here from the settings: closed here too
         self._services = services
         self._tools = tools
         self._checkpoint_path = checkpoint_path or settings.cases_db_path
@@ -166,7 +169,8 @@ class Consultation:
             study = item if isinstance(item, ImageStudy) else load(Path(item).expanduser(), imaging_config(self.settings))
             self._studies[(case_id, ref)] = study
             records.append({"ref": ref, "label": _study_label(study), "patient_key": study.patient_key,
-                            "study_key": study.study_key})
+                            "study_key": study.study_key, "study_date": study.metadata.study_date,
+                            "modality": study.metadata.modality, "body_part": study.metadata.body_part})
         return records
 
     def _attached(self, case_id: str, records: list[dict[str, Any]]) -> list[AttachedStudy]:
@@ -242,7 +246,11 @@ class Consultation:
         patient_key = patient or prior.get("patient_key") or next(
             (r.get("patient_key") for r in reversed(records) if r.get("patient_key")), None)
         tool_ctx = ToolContext(self.services, self._attached(case_id, records), patient_key, question)
-        measured = measurement_evidence(measurements, records, Ledger.from_dicts(prior.get("evidence", [])))
+        before = Ledger.from_dicts(prior.get("evidence", []))
+        measured = measurement_evidence(measurements, records, Ledger(list(before.items)))
+        # a comparison that cannot be made (different patients, no study date) stops the turn here, before
+        # anything is written
+        measured += comparison_evidence(measured, before, records)
         studies_text = ", ".join(f"{r['ref']} ({r['label']})" for r in records) or "no image attached"
         if measured:
             studies_text += "; measured: " + "; ".join(f"[{e.id}] {e.quote}" for e in measured)
@@ -370,6 +378,9 @@ class Consultation:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._owns_backend and self._backend is not None:
+            self._backend.close()  # a worker process holding the model ends with the consultation
+            self._backend = None
 
 
 def _with_summary(result: TurnResult, summary: Summary) -> TurnResult:

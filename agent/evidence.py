@@ -7,6 +7,9 @@ Evidence kinds and their provenance:
 * ``guideline``   organisation, title, year, section, page, URL and the exact quoted passage
 * ``prior_report``the patient's earlier report: date, section and the exact quoted passage
 * ``calculator``  a deterministic guideline rule's result and the knowledge-base section it comes from
+* ``measurement`` a length marked on a study (viewer or ``ask --measure``): study, slice, points, spacing
+* ``comparison``  one lesion on a prior and the current study: interval, change, volume estimate, doubling
+  time and status, with the ids of the measurements it is computed from (agent/comparison.py)
 
 Text that came from outside the program (retrieved passages, report text, DICOM strings) reaches the
 model only through :meth:`Evidence.prompt_block`, as quoted data inside a fence that it cannot close,
@@ -20,7 +23,7 @@ from typing import Any
 
 from tools.text_safety import CONTROL, neutralise
 
-EVIDENCE_KINDS = ("dicom", "classifier", "guideline", "prior_report", "calculator", "measurement")
+EVIDENCE_KINDS = ("dicom", "classifier", "guideline", "prior_report", "calculator", "measurement", "comparison")
 
 def sanitize_data(text: str, limit: int = 1200) -> tuple[str, bool]:
     """Quoted-data form of untrusted ``text`` (at most ``limit`` characters); flag when lines were removed."""

@@ -5,16 +5,25 @@ marked DRAFT until the version is signed (then it names the signer, time and con
 The SR joins the source study through its pseudonymised StudyInstanceUID and references the
 source images by their pseudonymised SOP Instance UIDs; it carries the patient key as PatientID
 and no other identity, so PACS can file it beside the (equally pseudonymised) images.
+
+Labelled lesions measured on the current and prior studies go into an "Imaging Measurements" container
+(DCM 126010, as in TID 1500) of TID 1501 measurement groups: one group per lesion and time point, each with
+the lesion's Tracking Identifier (its label) and Tracking Unique Identifier (the same on every time point),
+a Time Point Context (current or prior, with the study date), and its long / short axis lengths in mm, each
+inferred from the line's two points on its source image (SCOORD POLYLINE). Images of a prior study are
+listed in the Pertinent Other Evidence Sequence, those of the current study in the Current Requested
+Procedure Evidence Sequence.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from agent.signoff import ReportVersion, StudyRef
+from agent.signoff import MeasurementRef, ReportVersion, StudyRef
 from tools.errors import InputError, RadconsultError
 
 DRAFT_BANNER = "DRAFT - not signed by a clinician"
@@ -144,9 +153,56 @@ def _code(value: str, scheme: str, meaning: str):
     return Code(value, scheme, meaning)
 
 
+_AXIS_CODES = {"long axis": ("103339001", "SCT", "Long Axis"), "short axis": ("103340004", "SCT", "Short Axis")}
+_DIAMETER = ("81827009", "SCT", "Diameter")
+
+
+def _time_points(measurements: Sequence[MeasurementRef]) -> dict[str, int]:
+    """Order of each study's time point, oldest first (1-based), by study date."""
+    studies = sorted({(m.study_date or "", m.study) for m in measurements})
+    return {study: n for n, (_, study) in enumerate(studies, start=1)}
+
+
+def measurement_groups(measurements: Sequence[MeasurementRef]) -> Any:
+    """The "Imaging Measurements" container of TID 1501 groups, one per lesion and time point (highdicom)."""
+    import highdicom as hd
+    import numpy as np
+
+    order = _time_points(measurements)
+    by_group: dict[tuple[str, str], list[MeasurementRef]] = {}
+    for m in measurements:
+        by_group.setdefault((m.tracking_uid, m.study), []).append(m)
+    items: list[Any] = []
+    for (uid, study), group in sorted(by_group.items(), key=lambda kv: (kv[1][0].lesion, order[kv[0][1]])):
+        first = group[0]
+        date = first.study_date or ""
+        when = f"{first.time_point} {date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else first.time_point
+        values = []
+        for m in group:
+            source = hd.sr.SourceImageForRegion(m.sop_class_uid or _SECONDARY_CAPTURE, m.sop_instance_uid)
+            line = hd.sr.CoordinatesForMeasurement(hd.sr.GraphicTypeValues.POLYLINE,
+                                                   np.array([m.p1, m.p2], dtype=float), source)
+            values.append(hd.sr.Measurement(name=_code(*_AXIS_CODES.get(m.axis, _DIAMETER)), value=m.length_mm,
+                                            unit=_code("mm", "UCUM", "millimeter"), referenced_coordinates=[line]))
+        group_item = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=first.lesion),
+            time_point_context=hd.sr.TimePointContext(when, time_point_order=order[study],
+                                                      subject_time_point_identifier=study),
+            finding_type=_code("27925004", "SCT", "Nodule"), measurements=values,
+            source_images=[hd.sr.SourceImageForMeasurementGroup(m.sop_class_uid or _SECONDARY_CAPTURE,
+                                                                 m.sop_instance_uid)
+                           for m in {m.sop_instance_uid: m for m in group}.values()])
+        items.extend(group_item)
+    container = hd.sr.ContainerContentItem(name=_code("126010", "DCM", "Imaging Measurements"),
+                                           relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
 def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software_version: str = "",
                 study: StudyRef | None = None, patient: Mapping[str, str] | None = None,
-                sop_instance_uid: str | None = None, series_instance_uid: str | None = None):
+                sop_instance_uid: str | None = None, series_instance_uid: str | None = None,
+                measurements: Sequence[MeasurementRef] | None = None):
     """The summary as a DICOM Comprehensive SR (pydicom Dataset).
 
     Study: the source study's pseudonymised StudyInstanceUID (a new one when the case has no DICOM
@@ -155,9 +211,9 @@ def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software
     verifying observer.
 
     Only for the copy sent back to the PACS (``agent.pacs``): ``study`` (the original UIDs) and ``patient``
-    (the original patient and study module, DICOM keyword -> value) replace the pseudonyms, and the SR's own
-    UIDs can be fixed so that sending the same version again repeats the same instance. Local exports never
-    pass them.
+    (the original patient and study module, DICOM keyword -> value) replace the pseudonyms, ``measurements``
+    (with the original UIDs) replace the report's, and the SR's own UIDs can be fixed so that sending the same
+    version again repeats the same instance. Local exports never pass them.
     """
     import highdicom as hd
     from pydicom.dataset import Dataset
@@ -173,13 +229,21 @@ def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software
     sop_class = study.sop_class_uid or _SECONDARY_CAPTURE
     series_uid = study.series_uid or generate_uid()
 
+    measured = [m for m in (r.measurements if measurements is None else measurements)
+                if m.sop_instance_uid and m.study_uid and m.series_uid]
+    refs = [(study.study_uid, series_uid, uid, sop_class) for uid in sop_uids]
+    known = set(sop_uids)
+    for m in measured:  # the measured slices of other series and studies (a prior) are evidence too
+        if m.sop_instance_uid not in known:
+            known.add(m.sop_instance_uid)
+            refs.append((m.study_uid, m.series_uid, m.sop_instance_uid, m.sop_class_uid or _SECONDARY_CAPTURE))
     evidence = []
-    for uid in sop_uids:
+    for ref_study, ref_series, uid, ref_class in refs:
         ds = Dataset()
-        ds.StudyInstanceUID = study.study_uid
-        ds.SeriesInstanceUID = series_uid
+        ds.StudyInstanceUID = ref_study
+        ds.SeriesInstanceUID = ref_series
         ds.SOPInstanceUID = uid
-        ds.SOPClassUID = sop_class
+        ds.SOPClassUID = ref_class
         ds.PatientID = r.patient_key or "ANONYMOUS"
         ds.PatientName = ""
         ds.PatientBirthDate = ""
@@ -229,6 +293,8 @@ def to_dicom_sr(rv: ReportVersion, *, manufacturer: str = "radconsult", software
                                             referenced_sop_class_uid=sop_class,
                                             referenced_sop_instance_uid=uid,
                                             relationship_type=rel_contains))
+    if measured:
+        items.append(measurement_groups(measured))
     root.ContentSequence = hd.sr.ContentSequence(items)
 
     kwargs = {}

@@ -38,8 +38,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agent.answer import NO_ANSWER, compose, extractive_answer, last_full_sentence
+from agent.comparison import comparisons_of
 from agent.evidence import Ledger
 from agent.frame import CaseFrame, compose_answer, plan_for, read_case
+from agent.frame.comparison import apply_comparison, driving_comparison, frame_measurements
 from agent.frame.model import READ_CASE, frame_draft, frame_schema, previous_frame
 from agent.frame.reader import is_smalltalk
 from agent.grounding import plan_fallback, tool_call_message
@@ -230,10 +232,13 @@ class AgentGraph:
                 log.error("LLM failure while reading the case: %s", exc)
                 return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000}
         frame_ms = (time.perf_counter() - t0) * 1000
-        measured = [e.get("facts", {}) for e in state.get("evidence", [])[state.get("ev_start", 0):]
-                    if e.get("kind") == "measurement"]
+        this_turn = state.get("evidence", [])[state.get("ev_start", 0):]
+        driving = driving_comparison(comparisons_of(this_turn))
+        measured = frame_measurements(state.get("evidence", []), [e.get("facts", {}) for e in this_turn
+                                                                  if e.get("kind") == "measurement"], driving)
         frame = read_case(question, draft, previous_frame(state), has_image=bool(state.get("studies")),
                           has_patient=bool(state.get("patient_key")), measurements=measured)
+        apply_comparison(frame, driving)
         installed = [m.coverage for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
         plan = plan_for(frame, question, installed, bool(state.get("patient_key")))
         ctx.tools.frame = frame

@@ -22,6 +22,7 @@ SHA-256 hashes, studies by pseudonymised UIDs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -37,14 +38,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.signoff import ReportStore, ReportVersion, SignoffError, StudyRef
+from agent.signoff import MeasurementRef, ReportStore, ReportVersion, SignoffError, StudyRef
 from tools.errors import InputError, PacsError, PacsTimeoutError, PacsUnavailableError, RadconsultError
 
 if TYPE_CHECKING:
     from agent.audit import AuditLog
     from agent.settings import Settings
     from tools.imaging import ImageStudy
-    from tools.pacs import PacsClient, RetrievedSeries, SeriesPlan
+    from tools.pacs import PacsClient, RetrievedSeries, SeriesPlan, StudySummary
+    from tools.pacs_priors import StudyRole
     from tools.pacs_reid import ReidMap
 
 log = logging.getLogger(__name__)
@@ -176,11 +178,42 @@ def pacs_sr(rv: ReportVersion, reid: ReidMap) -> Any:
                    sop_instance_uids=original.sop_instance_uids, sop_class_uid=original.sop_class_uid,
                    modality=study.modality)
     series_uid, sop_uid = report_sr_uids(rv)
+    measured = original_measurements(rv.report.measurements, reid, original.patient.patient_id)
     sr = to_dicom_sr(rv, study=ref, patient=original.patient.dicom_attributes(), sop_instance_uid=sop_uid,
-                     series_instance_uid=series_uid)
+                     series_instance_uid=series_uid, measurements=measured)
     if original.patient.issuer_of_patient_id:
         sr.IssuerOfPatientID = original.patient.issuer_of_patient_id
     return sr
+
+
+def original_measurements(measurements: tuple[MeasurementRef, ...], reid: ReidMap,
+                          patient_id: str) -> tuple[MeasurementRef, ...]:
+    """The report's lesion measurements with their studies' original UIDs (the current and each prior study).
+    A time point whose study was not opened from the PACS stays out of the SR sent (its text stays in the
+    Comparison section); one that the map files under another patient ID is refused."""
+    from tools.errors import ReidentificationError
+
+    by_series: dict[tuple[str | None, str | None], list[MeasurementRef]] = {}
+    for m in measurements:
+        by_series.setdefault((m.study_uid, m.series_uid), []).append(m)
+    out: list[MeasurementRef] = []
+    for (study_uid, series_uid), group in by_series.items():
+        sops = [m.sop_instance_uid for m in group if m.sop_instance_uid]
+        if not study_uid or len(sops) != len(group):
+            continue
+        try:
+            original = reid.resolve(study_uid, series_uid, sops)
+        except ReidentificationError:
+            log.info("a measured study was not opened from the PACS: its measurement groups stay out of the SR")
+            continue
+        if original.patient.patient_id != patient_id:
+            raise ReidentificationError("a measured prior study is filed under another patient in the PACS: the "
+                                        "report is not sent")
+        mapping = dict(zip(sops, original.sop_instance_uids, strict=True))
+        out += [dataclasses.replace(m, study_uid=original.study_uid, series_uid=original.series_uid,
+                                    sop_instance_uid=mapping[str(m.sop_instance_uid)],
+                                    sop_class_uid=original.sop_class_uid) for m in group]
+    return tuple(out)
 
 
 class SentLog:
@@ -301,6 +334,23 @@ def audit_send(audit: AuditLog, user: str | None, rv: ReportVersion, *, result: 
                           "sr_uid": result.sop_instance_uid if result else None,
                           "already_sent": result.already_sent if result else None,
                           "ok": error is None, "error": type(error).__name__ if error else None})
+
+
+def study_roles_for(client: PacsClient, studies: list[StudySummary],
+                    current_uid: str | None = None) -> dict[str, StudyRole]:
+    """Which found studies are priors of the current one (the named one, else the newest): same patient, earlier,
+    same modality and body part (:mod:`tools.pacs_priors`). Body parts are asked of the PACS only for the studies
+    that could be priors (one series-level QIDO each)."""
+    from tools.pacs_priors import study_roles
+
+    if not studies:
+        return {}
+    current = next((s for s in studies if s.study_uid == current_uid), None) or max(
+        studies, key=lambda s: (s.study_date, s.study_time))
+    candidates = [s for s in studies if s is current or (s.patient_id == current.patient_id and (
+        not current.modalities or set(s.modalities) & set(current.modalities)))]
+    parts = {s.study_uid: client.body_parts(s.study_uid) for s in candidates}
+    return study_roles(studies, parts, current.study_uid)
 
 
 def study_choices(client: PacsClient, study_uid: str) -> list[Any]:

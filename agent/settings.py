@@ -105,6 +105,14 @@ class Settings(BaseSettings):
                             "auto: off on CPUs with Intel AMX, where llama.cpp's AMX path crashes at the first "
                             "answer (upstream issue 20824), on elsewhere; off: never (the safe choice for an "
                             "unknown CPU); on: always (only where `radconsult doctor` passes with it).")
+    llm_isolation: Literal["worker", "inprocess"] = Field(
+        "worker", description="worker: the embedded model (gguf:, hf:) runs in a supervised child process, so a "
+                              "native crash, an out-of-memory kill or a hang ends only that turn and the worker is "
+                              "restarted; inprocess: in the app's own process (tests, benchmarks).")
+    llm_stall_s: float = Field(120.0, gt=0, description="A worker that produces no token and no forward pass "
+                                                        "(one forward pass reads up to 512 prompt tokens) for this "
+                                                        "many seconds is taken as hung: stopped, restarted, and the "
+                                                        "turn ends with an error.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Limit for one LLM call, seconds.")
     llm_max_tokens: int = Field(256, gt=0, description="Most tokens generated per LLM call (answers are asked to be at most 5 sentences, about 150 tokens; an answer cut at the limit ends at its last full sentence).")
     tool_timeout_s: float = Field(60.0, gt=0, description="Limit for one tool call, seconds.")

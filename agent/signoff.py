@@ -97,6 +97,33 @@ class StudyRef:
 
 
 @dataclass(frozen=True)
+class MeasurementRef:
+    """One length of a labelled lesion at one time point, as the SR's measurement groups carry it: the
+    pseudonymised study, series and slice it was marked on, the two points (column, row) and the length.
+    ``tracking_uid`` is the same for the lesion on every study (derived from the case and the label)."""
+
+    lesion: str
+    tracking_uid: str
+    time_point: str                      # "current" | "prior"
+    study: str                           # S1, S2 ... in the case
+    axis: str                            # long axis | short axis | solid component
+    length_mm: float
+    p1: tuple[float, float]
+    p2: tuple[float, float]
+    evidence_id: str
+    study_date: str | None = None        # YYYYMMDD after the date policy
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+    nodule_type: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasurementRef:
+        return cls(**{**data, "p1": tuple(data["p1"]), "p2": tuple(data["p2"])})
+
+
+@dataclass(frozen=True)
 class Report:
     """The content of one summary. ``sections`` are (heading, Markdown text with [E#] markers)."""
 
@@ -108,9 +135,13 @@ class Report:
     models: tuple[dict[str, str], ...] = ()   # {"name", "version", "intended_use"}
     study: StudyRef | None = None
     disclaimer: str = DISCLAIMER
+    measurements: tuple[MeasurementRef, ...] = ()   # labelled lesions measured on the studies (SR groups)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.measurements:  # reports from before labelled measurements keep their content hash
+            del data["measurements"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -125,6 +156,7 @@ class Report:
             study=StudyRef(**{**study, "sop_instance_uids": tuple(study.get("sop_instance_uids", ()))})
             if study else None,
             disclaimer=data.get("disclaimer", DISCLAIMER),
+            measurements=tuple(MeasurementRef.from_dict(m) for m in data.get("measurements", ())),
         )
 
     def content_hash(self) -> str:

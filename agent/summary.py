@@ -1,8 +1,8 @@
 """The cited diagnostic summary: a second-opinion draft assembled from the case's evidence ledger.
 
 Sections (deterministic order and content): Clinical question; Technique (DICOM facts); Findings
-(classifier outputs with calibrated probabilities, caution or abstention); Comparison (prior reports,
-dated, cited); Impression (the only LLM prose; each sentence must cite, uncited sentences are
+(classifier outputs with calibrated probabilities, caution or abstention); Comparison (the prior studies
+with their dates, each labelled lesion's change, and prior reports, dated, cited); Impression (the only LLM prose; each sentence must cite, uncited sentences are
 dropped, and a deterministic fallback is used when nothing remains); Recommendations (guideline
 calculators and passages, cited); Limitations; References (numbered: source, section, year, URL).
 """
@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.comparison import measurement_refs
 from agent.evidence import Evidence, Ledger
 from agent.llm.base import ChatBackend
 from agent.prompts import render
@@ -78,7 +79,7 @@ class Summary:
         md += [f"- {q}" for q in self.clinical_question] + [""]
         md += block("Technique", self.technique, "No image attached.")
         md += block("Findings", self.findings, "No model findings.")
-        md += block("Comparison", self.comparison, "No prior reports cited.")
+        md += block("Comparison", self.comparison, "No prior study or report compared.")
         md += block("Impression", self.impression, "No impression.")
         md += block("Recommendations", self.recommendations, "No guideline-based recommendation was derived.")
         md += ["## Limitations", ""] + [f"- {x}" for x in self.limitations] + [""]
@@ -134,6 +135,11 @@ def _deterministic_impression(ledger: Ledger) -> list[SummaryLine]:
                                      f"{f.get('label') or 'indeterminate'}"
                                      + (", with a caution on its applicability (see Findings)." if f.get("caution")
                                         else " (see Findings)."), [e.id]))
+    latest = {str(e.facts.get("lesion")).lower(): e for e in ledger.of_kind("comparison") if e.facts.get("compared")}
+    for e in latest.values():
+        c = e.facts["change"]
+        lines.append(SummaryLine(f"{c['lesion']} is {c['status']} compared with {c['prior_study']} "
+                                 f"({c['prior_date']}) (see Comparison).", [e.id]))
     for e in ledger.of_kind("calculator")[:2]:
         lines.append(SummaryLine(f"{e.title or e.source} applies to the case as described (see Recommendations).",
                                  [e.id]))
@@ -171,6 +177,40 @@ def recommendations(state: dict[str, Any], ledger: Ledger) -> list[SummaryLine]:
     return lines
 
 
+def _iso(day: str | None) -> str | None:
+    return f"{day[:4]}-{day[4:6]}-{day[6:8]}" if day and len(day) == 8 and day.isdigit() else None
+
+
+def prior_study_lines(studies: list[dict[str, Any]], ledger: Ledger) -> list[SummaryLine]:
+    """The Comparison section's studies and lesions: each prior study with its date and interval before the
+    current (newest) one, then each labelled lesion's latest comparison (or why none was computed), cited with
+    the measurements it rests on."""
+    import datetime as dt
+
+    dated = [(s, _iso(s.get("study_date"))) for s in studies]
+    dated = [(s, d) for s, d in dated if d]
+    lines: list[SummaryLine] = []
+    def what(s: dict[str, Any]) -> str:
+        return " ".join(x for x in (s.get("modality"), s.get("body_part")) if x) or s.get("label", "study")
+
+    if len(dated) > 1:
+        current, today = max(dated, key=lambda x: x[1])
+        lines.append(SummaryLine(f"Current study {current['ref']}: {what(current)}, {today}."))
+        for s, day in sorted(dated, key=lambda x: x[1], reverse=True):
+            if s is current:
+                continue
+            days = (dt.date.fromisoformat(today) - dt.date.fromisoformat(day)).days
+            lines.append(SummaryLine(f"Prior study {s['ref']}: {what(s)}, {day}, {days} days before "
+                                     f"{current['ref']}."))
+    latest: dict[str, Evidence] = {}
+    for e in ledger.of_kind("comparison"):
+        latest[str(e.facts.get("lesion", e.id)).lower()] = e
+    for e in latest.values():
+        cites = [e.id, *e.facts.get("measurements", [])] if e.facts.get("compared") else [e.id]
+        lines.append(SummaryLine(e.quote.rstrip(".") + ".", sorted(set(cites), key=lambda x: int(x[1:]))))
+    return lines
+
+
 def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, model_name: str = "") -> Summary:
     ledger = Ledger.from_dicts(state.get("evidence", []))
     turns = state.get("turns", [])
@@ -182,9 +222,10 @@ def build_summary(state: dict[str, Any], backend: ChatBackend | None = None, mod
     findings = [SummaryLine(f"Measured on study {e.facts.get('study', '?')}: {e.quote}.", [e.id])
                 for e in ledger.of_kind("measurement")]
     findings += [_finding_line(e) for e in ledger.of_kind("classifier")]
-    comparison = [SummaryLine(f"Prior report{' dated ' + e.date if e.date else ' (undated)'}"
-                              f"{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
-                  for e in sorted(ledger.of_kind("prior_report"), key=lambda x: x.date or "")]
+    comparison = prior_study_lines(state.get("studies", []), ledger)
+    comparison += [SummaryLine(f"Prior report{' dated ' + e.date if e.date else ' (undated)'}"
+                               f"{', ' + e.section if e.section else ''}: \"{e.quote[:300]}\"", [e.id])
+                   for e in sorted(ledger.of_kind("prior_report"), key=lambda x: x.date or "")]
     recs = recommendations(state, ledger)
     impression, source, unsupported = [], "deterministic", []
     if backend is not None and ledger.items:
@@ -270,5 +311,10 @@ def build_report(summary: Summary, case_id: str, patient_key: str | None, eviden
         ref = StudyRef(study_uid=study.study_uid, series_uid=study.series_uid,
                        sop_instance_uids=tuple(study.sop_instance_uids), sop_class_uid=study.sop_class_uid,
                        modality=study.metadata.modality)
+    measured = measurement_refs(evidence, case_id, ref.study_uid if ref else None)
+    if measured:
+        cited_ids = {r.id for r in refs}
+        refs += tuple(evidence_ref(e) for e in evidence if e.kind == "measurement" and e.id not in cited_ids
+                      and e.id in {m.evidence_id for m in measured})
     return Report(case_id=case_id, patient_key=patient_key, sections=sections, evidence=refs, models=models,
-                  study=ref)
+                  study=ref, measurements=measured)

@@ -38,7 +38,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--llm", default=None, help="RADCONSULT_LLM value (default: the settings' default)")
+    ap.add_argument("--isolation-compare", action="store_true",
+                    help="instead: the same turns in-process against through the model worker (bench/llm_worker.py)")
     args = ap.parse_args()
+    if args.isolation_compare:
+        from bench.llm_worker import compare, print_table
+
+        print_table(compare(args.runs, args.llm), args.runs)
+        return 0
 
     from agent.consultation import Consultation
     from agent.eval import shared_data_dir

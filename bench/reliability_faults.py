@@ -21,6 +21,9 @@ Faults (``FAULTS``), and how each is injected on this machine:
   restarted on the same directory.
 - ``llm_killed``: a real `python -m llama_cpp.server` with the packaged 0.5B model, SIGKILLed while
   `radconsult ask` streams its answer.
+- ``worker_segv``, ``worker_oom``, ``worker_hang``: the embedded model's worker process (packaged 0.5B) sent
+  SIGSEGV, SIGKILL or SIGSTOP while `radconsult ask` streams; then the same case is asked again.
+- ``worker_ui``: the worker of a running `radconsult ui` sent SIGSEGV; the page must stay up.
 
 ``run(args)`` returns one row per fault (dict); run directly, this prints the table. The slow faults
 (``kill9_ingest``, ``chroma_down``, ``llm_killed``: they load the embedding model or the LLM) are
@@ -60,7 +63,7 @@ DEAD_LLM = "openai:http://127.0.0.1:9/v1#none"  # nothing listens on port 9
 PASSWORD = "correct horse battery"
 WHAT_TO_DO = re.compile(r"writable|free space|restore|start |run `radconsult|try again|RADCONSULT_|ingest them again|"
                         r"move it aside|ask again|check", re.IGNORECASE)
-SLOW = ("kill9_ingest", "chroma_down", "llm_killed")
+SLOW = ("kill9_ingest", "chroma_down", "llm_killed", "worker_segv", "worker_oom", "worker_hang", "worker_ui")
 INGEST_DOCS = 24  # 6 chunks each: 144 chunks, 18 batches of 8
 
 
@@ -826,10 +829,130 @@ def fault_llm_killed(root: Path, model: Path | None = None) -> dict[str, Any]:
     return row.to_dict()
 
 
+# --- the embedded model's worker process -------------------------------------------------------------
+def runner_children(pid: int) -> list[int]:
+    """Model-runner processes (``python -m agent.llm.runner``) whose parent is ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and "agent.llm.runner" in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+WORKER_SIGNALS = {"worker_segv": (signal.SIGSEGV, "stopped unexpectedly"),
+                  "worker_oom": (signal.SIGKILL, "killed by the system"),
+                  "worker_hang": (signal.SIGSTOP, "stopped responding")}
+
+
+def fault_worker(root: Path, fault: str = "worker_segv", model: Path | None = None) -> dict[str, Any]:
+    """`radconsult ask` with the embedded model (packaged 0.5B, worker process): the worker is sent SIGSEGV,
+    SIGKILL (what the out-of-memory killer sends) or SIGSTOP (a hang) while the answer streams. The turn must
+    end with a clear error, the case keep its earlier turn, and the next question on the case be answered."""
+    sig, says = WORKER_SIGNALS[fault]
+    t0 = time.perf_counter()
+    row = Row(fault, f"{signal.Signals(sig).name} to the model's worker process while `radconsult ask` streams")
+    if model is None:
+        from agent.llm import packaged
+
+        model = packaged.resolve("qwen2.5-coder-0.5b", Path(tempfile.gettempdir()) / "radconsult-faults-llm")
+    box = Box(root, RADCONSULT_LLM=f"gguf:{model}", RADCONSULT_LLM_TIMEOUT_S="900", RADCONSULT_LLM_MAX_TOKENS="96")
+    first = box.run("ask", "What does BI-RADS 3 mean?", "--case", "c1", timeout=1800)
+    row.check(first, False)
+    before = snapshot(box)
+    # a hang is noticed after RADCONSULT_LLM_STALL_S without a token or forward pass: short for this ask only
+    box.env["RADCONSULT_LLM_STALL_S"] = "8"
+    proc = box.popen([*radconsult_cmd(), "ask", "How should pulmonary nodules be measured on CT? Explain in detail.",
+                      "--case", "c1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline, streamed, struck = time.time() + 900, "", False
+    while time.time() < deadline and proc.poll() is None:
+        with contextlib.suppress(TypeError):
+            streamed += proc.stdout.read() or ""
+        runners = runner_children(proc.pid)
+        if runners and streamed.strip():  # the answer has started to stream: strike the model's process
+            for pid in runners:
+                os.kill(pid, sig)
+            struck = True
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=600)
+    del box.env["RADCONSULT_LLM_STALL_S"]
+    second = Result(["ask", "... --case c1 (worker struck)"], proc.returncode, streamed + (out or ""), err)
+    row.check(second, True)
+    if says not in err:
+        row.unexpected.append(f"the error does not say '{says}': {second.error_line()[:160]}")
+    third = box.run("ask", "How should pulmonary nodules be measured on CT? Explain in detail.", "--case", "c1",
+                    timeout=1800)
+    row.check(third, False)  # the case goes on, with a new worker
+    after = snapshot(box)
+    row.lost, row.duplicated = compare(before, after)
+    row.verify_ok = after["verify_ok"]
+    row.notes = (("struck while the answer streamed" if struck else "the answer never streamed: not struck")
+                 + f"; the error: {second.error_line()[:120]}")
+    if not struck:
+        row.unexpected.append("the worker was never struck")
+    row.seconds = time.perf_counter() - t0
+    return row.to_dict()
+
+
+def fault_worker_ui(root: Path, model: Path | None = None) -> dict[str, Any]:
+    """`radconsult ui` with the embedded model: its worker is SIGSEGVed once warm. The UI process must stay
+    up and keep serving the page, and a new worker must replace the old one (restarted in the background)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    row = Row("worker_ui", "SIGSEGV to the model's worker process of a running `radconsult ui`")
+    if model is None:
+        from agent.llm import packaged
+
+        model = packaged.resolve("qwen2.5-coder-0.5b", Path(tempfile.gettempdir()) / "radconsult-faults-llm")
+    port = free_port()
+    box = Box(root, RADCONSULT_LLM=f"gguf:{model}", RADCONSULT_LLM_TIMEOUT_S="900")
+    ui = box.popen([*radconsult_cmd(), "ui", "--port", str(port)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    try:
+        deadline, old = time.time() + 600, []
+        while time.time() < deadline and ui.poll() is None and not old:
+            old = runner_children(ui.pid)
+            time.sleep(0.5)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+        row.commands += 1
+        if not old or page.status_code != 200:
+            row.unexpected.append(f"the UI did not come up with a worker (page {page.status_code}, workers {old})")
+        for pid in old:
+            os.kill(pid, signal.SIGSEGV)
+        # nothing asks until the next question: the worker is restarted when the crash is noticed, by the
+        # start-up checks' question or the next turn; the page must be served meanwhile
+        time.sleep(3)
+        alive = ui.poll() is None
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30) if alive else None
+        row.commands += 1
+        if not alive or page is None or page.status_code != 200:
+            row.unexpected.append(f"the UI went down with its worker (exit {ui.poll()})")
+        row.verify_ok = box.verify().get("ok", False)
+        row.notes = f"worker {old} struck; UI {'up' if alive else 'DOWN'}"
+    finally:
+        kill_group(ui, signal.SIGTERM)
+        kill_group(ui)
+    row.seconds = time.perf_counter() - t0
+    return row.to_dict()
+
+
 FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "readonly": fault_readonly, "disk_full": fault_disk_full, "kill9_audit": fault_kill9_audit,
     "kill9_signoff": fault_kill9_signoff, "kill9_ingest": fault_kill9_ingest, "chroma_down": fault_chroma_down,
     "llm_killed": fault_llm_killed,
+    **{name: (lambda root, name=name, **kw: fault_worker(root, name, **kw)) for name in WORKER_SIGNALS},
+    "worker_ui": fault_worker_ui,
 }
 
 

@@ -184,10 +184,13 @@ class PatientModule:
 
 def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None = None,
               series_uid: str | None = None, spacing_mm: float = 2.5, seed: str = "ct", matrix: int = 128,
-              series_number: int = 2) -> list[bytes]:
+              series_number: int = 2, study_date: str | None = None, body_part: str | None = None,
+              pixel_spacing: bool = True) -> list[bytes]:
     """A CT series of ``slices`` copies of pydicom's CT_small.dcm (128 x 128, 0.66 mm pixels) at shifted
     positions, with ``patient``'s module and new study / series / instance UIDs; DICOM files as bytes.
-    ``matrix=512`` enlarges each slice 4x (pixels repeated, spacing divided by 4): the size of a clinical CT."""
+    ``matrix=512`` enlarges each slice 4x (pixels repeated, spacing divided by 4): the size of a clinical CT.
+    ``study_date`` (YYYYMMDD) replaces the sample's 2004 dates (a prior and a current study of one patient);
+    ``body_part`` sets Body Part Examined; ``pixel_spacing=False`` drops Pixel Spacing (no lengths in mm)."""
     import io
 
     import pydicom
@@ -228,6 +231,13 @@ def ct_series(patient: PatientModule, slices: int = 12, *, study_uid: str | None
         ds.SliceLocation = z + spacing_mm * i
         ds.InstanceNumber = i + 1
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, "sop", str(i)])
+        if study_date:
+            for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+                setattr(ds, keyword, study_date)
+        if body_part:
+            ds.BodyPartExamined = body_part
+        if not pixel_spacing:
+            del ds.PixelSpacing
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
@@ -335,5 +345,51 @@ def story_fixture(tmp_path_factory: Any, name: str = "orthanc", extra: Path | No
     server = OrthancServer(tmp_path_factory.mktemp(name)).start()
     try:
         yield load_story(server, extra)
+    finally:
+        server.stop()
+
+
+# --- a current and a prior study of one patient (comparison with priors) ---------------------------------------
+@dataclass
+class PriorStory:
+    """HILDA's chest CT today (``current``), her chest CT a year before (``prior``) and an abdominal CT two years
+    before (same modality, another body part: not a prior). Each study holds one 6-slice series."""
+
+    server: OrthancServer
+    patient: PatientModule
+    current: tuple[str, str]          # (study UID, series UID)
+    prior: tuple[str, str]
+    abdomen: tuple[str, str]
+    dates: dict[str, str]             # "current" / "prior" / "abdomen" -> YYYYMMDD
+
+
+PRIOR_DATES = {"current": "20240502", "prior": "20230510", "abdomen": "20220301"}
+
+
+def load_prior_story(server: OrthancServer, patient: PatientModule = HILDA) -> PriorStory:
+    import io
+
+    import pydicom
+
+    uids: dict[str, tuple[str, str]] = {}
+    for name, date in PRIOR_DATES.items():
+        files = ct_series(patient, 6, seed=f"prior-story-{name}", study_date=date,
+                          body_part="ABDOMEN" if name == "abdomen" else "CHEST")
+        server.upload(list(files))
+        first = pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True)
+        uids[name] = (str(first.StudyInstanceUID), str(first.SeriesInstanceUID))
+    return PriorStory(server, patient, uids["current"], uids["prior"], uids["abdomen"], dict(PRIOR_DATES))
+
+
+def prior_story_fixture(tmp_path_factory: Any, name: str = "orthanc-priors") -> Iterator[PriorStory]:
+    """A fresh Orthanc holding :func:`load_prior_story`; skips with the install command when Orthanc is absent."""
+    import pytest
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = OrthancServer(tmp_path_factory.mktemp(name)).start()
+    try:
+        yield load_prior_story(server)
     finally:
         server.stop()

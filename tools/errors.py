@@ -54,6 +54,18 @@ class DataArchiveError(InputError):
     what the recipe expects; the message names the archive and what is wrong."""
 
 
+class ComparisonError(InputError):
+    """Two studies that cannot be compared for a lesion (no study date, marked absent on both, one study only)."""
+
+
+class DifferentPatientsError(ComparisonError):
+    """The studies of one comparison belong to different patients (their pseudonymous patient keys differ)."""
+
+
+class PriorNewerError(ComparisonError):
+    """A study given as the prior is newer than the current study."""
+
+
 class NoApplicableModelError(InputError):
     """No classifier is intended for this kind of image (or its metadata cannot tell); name one explicitly."""
 
@@ -88,6 +100,25 @@ class StoreError(RadconsultError):
 
 class LLMError(RadconsultError):
     """The LLM backend failed: not loaded, server down, timed out, context overflow."""
+
+
+class LLMUnavailableError(LLMError):
+    """The language model cannot be reached or started: a server that is down, a runtime that will not load,
+    or a worker that crashed again and again (it is not restarted in a loop)."""
+
+
+class LLMCrashedError(LLMError):
+    """The language model stopped in the middle of an answer: its worker process died (a native crash, an
+    out-of-memory kill) or its server dropped the connection. That turn ends; the next one may ask again."""
+
+
+class LLMTimeoutError(LLMError):
+    """The language model gave no answer in time (``llm_timeout_s``) or stopped producing output
+    (``llm_stall_s``: a hung runtime, which is then stopped and restarted)."""
+
+
+class LLMContextError(LLMError):
+    """The conversation no longer fits the model's context window."""
 
 
 class ToolArgumentError(RadconsultError):

@@ -4,11 +4,16 @@ The distance uses the in-plane pixel spacing of the slice (row spacing along y, 
 Where DICOM gives only the detector spacing of a projection radiograph (or the image is a CR/DX/MG
 projection), the length is measured but carries a warning: a projection magnifies, so it is not a true
 size. Without any spacing there is no length in mm: :class:`MeasurementError`.
+
+A measurement may name the lesion it belongs to (``lesion="RUL nodule 1"``): the same label on a prior and the
+current study is how a comparison (:mod:`tools.comparison`) finds the same nodule on both. :func:`mark_absent`
+records that a labelled lesion is not seen on a study (new since a prior, or resolved).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +24,7 @@ if TYPE_CHECKING:
 
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "PX", "IO"})
 NODULE_TYPES = ("solid", "part_solid", "ground_glass")
+_LESION = re.compile(r"[A-Za-z0-9 ._()-]{1,40}")
 
 
 class MeasurementError(InputError):
@@ -40,18 +46,58 @@ class Measurement:
     study_key: str | None = None             # pseudonymous study key of the measured study
     series_uid: str | None = None            # pseudonymised series UID
     warnings: tuple[str, ...] = ()
+    lesion: str | None = None                # the lesion's label ("RUL nodule 1"), the same on every study
+    study_date: str | None = None            # YYYYMMDD of the measured study, after the date policy
+    study_uid: str | None = None             # pseudonymised Study Instance UID
+    sop_instance_uid: str | None = None      # pseudonymised SOP Instance UID of the measured slice
+    sop_class_uid: str | None = None
+    present: bool = True                     # False: the lesion was marked as not seen on this study
 
     def describe(self) -> str:
         """One line for the evidence ledger and the viewer's list."""
+        if not self.present:
+            return f"{self.lesion} not seen on this study"
         kind = f", {self.nodule_type.replace('_', '-')}" if self.nodule_type else ""
         where = f"slice {self.slice_index}" if self.slice_index else "the image"
-        text = (f"{self.label} {self.length_mm:.1f} mm{kind} (on {where}, from ({self.p1[0]:.0f}, {self.p1[1]:.0f}) "
+        text = (f"{self.lesion + ' ' if self.lesion else ''}{self.label} {self.length_mm:.1f} mm{kind} (on {where}, from ({self.p1[0]:.0f}, {self.p1[1]:.0f}) "
                 f"to ({self.p2[0]:.0f}, {self.p2[1]:.0f}), pixel spacing {self.spacing_mm[0]:.3g} x "
                 f"{self.spacing_mm[1]:.3g} mm)")
         return text + ("; " + "; ".join(self.warnings) if self.warnings else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def lesion_label(text: str | None) -> str | None:
+    """A lesion label as typed, tidied ("RUL nodule 1"); None when empty. :class:`MeasurementError` when it is
+    longer than 40 characters or holds other than letters, digits, spaces and ._()-."""
+    label = " ".join((text or "").split())
+    if not label:
+        return None
+    if not _LESION.fullmatch(label):
+        raise MeasurementError("a lesion label is up to 40 letters, digits, spaces or ._()- (e.g. RUL nodule 1)")
+    return label
+
+
+def lesion_key(label: str) -> str:
+    """The label as compared across studies: case and punctuation ignored ("RUL-1" is "rul 1")."""
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", label.lower()).split())
+
+
+def _provenance(study: ImageStudy, slice_index: int) -> dict[str, Any]:
+    uids = study.sop_instance_uids
+    sop = uids[slice_index] if len(uids) > slice_index else (uids[0] if len(uids) == 1 else None)
+    return {"study_key": study.study_key, "series_uid": study.series_uid, "study_date": study.metadata.study_date,
+            "study_uid": study.study_uid, "sop_instance_uid": sop, "sop_class_uid": study.sop_class_uid}
+
+
+def mark_absent(study: ImageStudy, lesion: str) -> Measurement:
+    """The labelled ``lesion`` is not seen on ``study`` (no length): new since this prior, or resolved now."""
+    label = lesion_label(lesion)
+    if label is None:
+        raise MeasurementError("name the lesion that is not seen (its label, e.g. RUL nodule 1)")
+    return Measurement(0.0, 0, (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), "not seen", None, lesion=label, present=False,
+                       **{k: v for k, v in _provenance(study, 0).items() if k != "sop_instance_uid"})
 
 
 def _in_plane_spacing(study: ImageStudy) -> tuple[float, float] | None:
@@ -63,8 +109,10 @@ def _in_plane_spacing(study: ImageStudy) -> tuple[float, float] | None:
 
 
 def measure(study: ImageStudy, slice_index: int, p1: tuple[float, float], p2: tuple[float, float], *,
-            label: str = "long axis", nodule_type: str | None = None) -> Measurement:
-    """The length between ``p1`` and ``p2`` (x, y pixels) on ``slice_index`` of ``study``, in mm."""
+            label: str = "long axis", nodule_type: str | None = None, lesion: str | None = None) -> Measurement:
+    """The length between ``p1`` and ``p2`` (x, y pixels) on ``slice_index`` of ``study``, in mm; ``lesion``
+    names the lesion it belongs to (see :func:`lesion_label`)."""
+    lesion = lesion_label(lesion)
     if nodule_type is not None and nodule_type not in NODULE_TYPES:
         raise MeasurementError(f"nodule type must be one of {', '.join(NODULE_TYPES)}, not {nodule_type!r}")
     height, width = study.shape[-3:-1] if study.is_rgb else study.shape[-2:]
@@ -86,4 +134,5 @@ def measure(study: ImageStudy, slice_index: int, p1: tuple[float, float], p2: tu
                         "not a true size")
     length = math.hypot((p2[0] - p1[0]) * spacing[1], (p2[1] - p1[1]) * spacing[0])
     return Measurement(round(length, 2), slice_index, (float(p1[0]), float(p1[1])), (float(p2[0]), float(p2[1])),
-                       spacing, label, nodule_type, study.study_key, study.series_uid, tuple(warnings))
+                       spacing, label, nodule_type, warnings=tuple(warnings), lesion=lesion,
+                       **_provenance(study, slice_index))

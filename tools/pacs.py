@@ -238,6 +238,14 @@ class PacsClient:
                             f"({type(exc).__name__}): is pacs_url its DICOMweb root?") from None
 
     # --- QIDO-RS ----------------------------------------------------------------------------------------
+    def echo(self) -> float:
+        """A connectivity and credentials check (``radconsult doctor``): one QIDO study search asking for at
+        most one result, whose content is discarded. Returns the round trip in milliseconds."""
+        t0 = time.perf_counter()
+        with self._errors("answer a test search"):
+            self._dw.search_for_studies(limit=1, fields=["StudyDate"])
+        return (time.perf_counter() - t0) * 1000
+
     def find(self, *, accession: str | None = None, patient_id: str | None = None, date: str | None = None,
              modality: str | None = None, limit: int = 50) -> list[StudySummary]:
         """Studies matching every given criterion (exact match; a date may be a range), newest first.
@@ -295,6 +303,13 @@ class PacsClient:
             raise PacsNotFoundError("the PACS has no study with that UID (or the study holds no series)")
         out.sort(key=lambda s: (s.number is None, s.number or 0, s.series_uid))
         return out
+
+    def body_parts(self, study_uid: str) -> tuple[str, ...]:
+        """The Body Part Examined values of a study's series, upper case ((): none says); series-level QIDO."""
+        study_uid = check_uid(study_uid, "the study UID")
+        with self._errors("list the study's series", not_found="the PACS has no study with that UID"):
+            found = self._dw.search_for_series(study_uid, fields=["BodyPartExamined"])
+        return tuple(sorted({_text(s, "00180015").strip().upper() for s in found} - {""}))
 
     def instances(self, study_uid: str, series_uid: str, limit: int | None = None) -> list[InstanceSummary]:
         """Instance-level QIDO of one series: SOP class and image geometry of each instance (``limit``: the

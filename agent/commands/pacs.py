@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--date", metavar="D", help="study date YYYYMMDD or YYYY-MM-DD, or a range FROM-TO")
     f.add_argument("--modality", metavar="M", help="only studies with this modality (CT, MR, CR, ...)")
     f.add_argument("--limit", type=int, default=50, help="most studies listed (default 50)")
+    f.add_argument("--current", metavar="STUDY", help="with --patient-id: the current study, whose priors (same "
+                                                       "modality and body part, earlier) are marked (default: the "
+                                                       "newest found)")
     f.add_argument("--json", action="store_true", help="machine-readable output")
     f.set_defaults(func=cmd_find)
 
@@ -78,15 +81,24 @@ def _audit(settings: Settings) -> Any:
 # --- find ----------------------------------------------------------------------------------------------
 def cmd_find(args: argparse.Namespace, settings: Settings) -> int:
     from agent.cli import print_json
-    from agent.pacs import audit_find
+    from agent.pacs import audit_find, study_roles_for
+    from tools.pacs import check_uid
 
+    if args.current and not args.patient_id:
+        raise InputError("--current marks the priors of a patient's study: search with --patient-id")
+    current = check_uid(args.current, "--current") if args.current else None
     with _client(settings) as client:
         studies = client.find(accession=args.accession, patient_id=args.patient_id, date=args.date,
                               modality=args.modality, limit=args.limit)
+        if current and studies and current not in {s.study_uid for s in studies}:
+            raise InputError("--current is not among the studies found for this patient")
+        roles = study_roles_for(client, studies, current) if args.patient_id else {}
     audit_find(_audit(settings), None, accession=args.accession, patient_id=args.patient_id, date=args.date,
                modality=args.modality, results=len(studies))
     if args.json:
-        print_json([s.to_dict() for s in studies])
+        print_json([{**s.to_dict(), **({"role": roles[s.study_uid].role, "days_before": roles[s.study_uid].days_before,
+                                        "body_parts": list(roles[s.study_uid].body_parts)} if roles else {})}
+                    for s in studies])
         return 0
     if not studies:
         print("no study matches the search")
@@ -94,8 +106,9 @@ def cmd_find(args: argparse.Namespace, settings: Settings) -> int:
     for n, s in enumerate(studies, start=1):
         counts = f"{s.series_count if s.series_count is not None else '?'} series, " \
                  f"{s.instance_count if s.instance_count is not None else '?'} instances"
+        role = roles[s.study_uid].describe() if roles else ""
         print(f"{n:>2}. {_date(s.study_date)}  {'/'.join(s.modalities) or '-':<6} acc {s.accession_number or '-'}  "
-              f"{s.description or '(no description)'}  [{counts}]")
+              f"{s.description or '(no description)'}  [{counts}]" + (f"  <- {role}" if role else ""))
         print(f"    patient {s.patient_name or '-'}  ID {s.patient_id or '-'}  born {_date(s.patient_birth_date)}  "
               f"sex {s.patient_sex or '-'}")
         print(f"    study {s.study_uid}")

@@ -202,7 +202,9 @@ def make_agent(settings: Settings) -> Consultation:
 
 
 def run_ui(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.doctor import run_checks
     from agent.ui import bind_policy, build_ui, launch
+    from agent.ui.health import StartupChecks
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -217,7 +219,10 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
     print("radconsult ui: preparing the knowledge base and the language model in the background",
           file=sys.stderr)
     agent.start_warm_up()
-    demo = build_ui(agent, settings)
+    # then the doctor's checks, with the app's own model: a failure is shown at the top of the page
+    health = StartupChecks()
+    health.start(agent.wait_until_ready, lambda: run_checks(settings, backend=agent.backend))
+    demo = build_ui(agent, settings, health)
     print(f"radconsult ui: http://{host}:{port}  (Ctrl+C to stop)", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C may reach us rather than Gradio's own loop
         launch(demo, settings, host=host, port=port, auth=auth, block=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from agent.evidence import Evidence
+from agent.frame.comparison import comparison_sentences, drove_sentence, measured_sentences
 from agent.frame.model import CaseFrame
 
 
@@ -119,6 +120,8 @@ def sentences_for(e: Evidence, frame: CaseFrame) -> list[str]:
         from agent.answer import quote_line
 
         return [quote_line(e)]
+    if e.kind == "comparison":
+        return comparison_sentences(e)
     if e.kind != "calculator":
         return []
     if not e.facts.get("result"):  # a result without structure: its quoted line, cited
@@ -139,9 +142,10 @@ def compose_answer(frame: CaseFrame, items: list[Evidence], clarify: str | None,
     measured = [e for e in items if e.kind == "measurement"]
     results = [s for e in items for s in sentences_for(e, frame)]
     if measured and results:
-        parts = ", ".join(f"{e.facts.get('label', 'length')} {float(e.facts.get('length_mm', 0)):g} mm" for e in measured)
-        ids = ", ".join(e.id for e in measured)
-        results.insert(0, f"Measured on study {measured[0].facts.get('study', '?')}: {parts} [{ids}].")
+        results[:0] = measured_sentences(measured)
+    drove = drove_sentence(frame, items)
+    if drove:
+        results.append(drove)
     if reading and results:
         lines.append(f"Read as: {reading}.")
     lines += results

@@ -94,6 +94,10 @@ def _fleischner_args(frame: CaseFrame) -> dict[str, Any]:
         args["patient_age_years"] = frame.age
     if frame.typical_perifissural and frame.nodule_type == "solid":
         args["typical_perifissural"] = True
+    if frame.status in ("new", "growing", "slowly_growing", "stable", "resolved"):
+        args["status"] = frame.status
+        if frame.status == "stable" and frame.stable_months is not None:
+            args["stable_months"] = frame.stable_months
     return args
 
 

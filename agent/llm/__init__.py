@@ -14,6 +14,7 @@ from agent.llm.base import ChatBackend, ChatResult, ToolCall, ToolSchema
 from tools.errors import LLMError, ModelUnavailableError
 
 if TYPE_CHECKING:
+    from agent.llm.runner import RunnerSpec
     from agent.settings import Settings
 
 __all__ = ["ChatBackend", "ChatResult", "ToolCall", "ToolSchema", "make_backend", "parse_spec"]
@@ -33,11 +34,33 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 
 
 def make_backend(settings: Settings) -> ChatBackend:
-    """The backend ``settings.llm`` names. Cheap: the model itself loads on the first call."""
+    """The backend ``settings.llm`` names. Cheap: the model itself loads on the first call.
+
+    gguf: and hf: models run in a supervised worker process (:mod:`agent.llm.worker`) unless
+    ``settings.llm_isolation`` is "inprocess"; openai: talks to a server, already out of process.
+    """
     kind, target, model = parse_spec(settings.llm)
+    if kind == "openai":
+        from agent.llm.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(target, model or "default", timeout_s=settings.llm_timeout_s,
+                             max_tokens=settings.llm_max_tokens)
+    spec, name = runner_spec(settings, kind, target)
+    if settings.llm_isolation == "inprocess":
+        from agent.llm.runner import build_backend
+
+        return build_backend(spec)
+    from agent.llm.worker import WorkerBackend
+
+    return WorkerBackend(spec, name=name, stall_s=settings.llm_stall_s, timeout_s=settings.llm_timeout_s)
+
+
+def runner_spec(settings: Settings, kind: str, target: str) -> tuple[RunnerSpec, str]:
+    """What a runner loads for a gguf: or hf: model, and the backend's display name."""
+    from agent.llm.runner import RunnerSpec
+
     if kind == "gguf":
         from agent.llm import packaged
-        from agent.llm.gguf import GGUFBackend
 
         if target in packaged.PACKAGED:
             path = packaged.resolve(target, settings.cache_dir)
@@ -47,16 +70,11 @@ def make_backend(settings: Settings) -> ChatBackend:
                 packaged.resolve(target, settings.cache_dir)  # raises UnknownNameError with near names
             if not path.is_file():
                 raise ModelUnavailableError(f"GGUF model file not found: {path}")
-        return GGUFBackend(path, n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
-                           timeout_s=settings.llm_timeout_s, max_tokens=settings.llm_max_tokens,
-                           name=f"gguf:{target if target in packaged.PACKAGED else path.name}",
-                           state_dir=settings.cache_dir / "llm", repack=settings.llm_repack)
-    if kind == "openai":
-        from agent.llm.openai_compat import OpenAIBackend
-
-        return OpenAIBackend(target, model or "default", timeout_s=settings.llm_timeout_s,
-                             max_tokens=settings.llm_max_tokens)
-    from agent.llm.hf import HFBackend
-
-    return HFBackend(Path(target).expanduser(), timeout_s=settings.llm_timeout_s,
-                     max_tokens=settings.llm_max_tokens, device=settings.device)
+        name = f"gguf:{target if target in packaged.PACKAGED else path.name}"
+        return RunnerSpec("gguf", {"model_path": path, "n_ctx": settings.llm_ctx, "n_threads": settings.llm_threads,
+                                   "timeout_s": settings.llm_timeout_s, "max_tokens": settings.llm_max_tokens,
+                                   "name": name, "state_dir": settings.cache_dir / "llm",
+                                   "repack": settings.llm_repack}), name
+    path = Path(target).expanduser()
+    return RunnerSpec("hf", {"model_dir": path, "timeout_s": settings.llm_timeout_s,
+                             "max_tokens": settings.llm_max_tokens, "device": settings.device}), f"hf:{path.name}"

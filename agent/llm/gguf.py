@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from agent.llm.toolcalls import (
     starts_call,
     tools_instructions,
 )
-from tools.errors import LLMError, ModelUnavailableError
+from tools.errors import LLMContextError, LLMError, LLMTimeoutError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,14 @@ def _chatml(messages: list[dict[str, Any]], tools: list[ToolSchema] | None) -> s
 class GGUFBackend:
     """llama.cpp in-process. Loading is lazy (first :meth:`chat`); calls are serialised by a lock."""
 
+    name: str
+
     def __init__(self, model_path: Path, *, n_ctx: int = 8192, n_threads: int = 0, timeout_s: float = 120.0,
                  max_tokens: int = 512, name: str | None = None, seed: int = 0,
-                 state_dir: Path | None = None, repack: str = "auto") -> None:
+                 state_dir: Path | None = None, repack: str = "auto",
+                 progress: Callable[[], None] | None = None) -> None:
         self.model_path = Path(model_path)
+        self.progress = progress  # called after every forward pass (the worker's sign of life)
         self.repack = repack_weights(repack)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or auto_threads()
@@ -105,6 +110,13 @@ class GGUFBackend:
         self._prefix_done: set[str] = set()
 
     # --- loading --------------------------------------------------------------------------------
+    def load(self) -> dict[str, Any]:
+        """Load the model now; what was chosen for this CPU."""
+        t0 = time.perf_counter()
+        self._load()
+        return {"load_s": round(time.perf_counter() - t0, 2), "n_threads": self.n_threads,
+                "repack": self.repack}
+
     def _load(self) -> Any:
         if self._llm is not None:
             return self._llm
@@ -185,7 +197,7 @@ class GGUFBackend:
 
     def _restore_or_save_prefix(self, prefix: list[int]) -> None:
         """Load the KV state of ``prefix`` from disk, or compute it once and save it (atomically)."""
-        handle = LlamaHandle(self._llm)
+        handle = LlamaHandle(self._llm, self.progress)
         if _common_prefix(handle.cached(), prefix) == len(prefix):
             return  # already in the KV cache
         path = self._state_path(prefix)
@@ -202,7 +214,7 @@ class GGUFBackend:
                 path.unlink(missing_ok=True)
         t0 = time.perf_counter()
         self._llm.reset()
-        self._llm.eval(prefix)
+        handle.eval(prefix, 0)
         try:
             data = handle.state()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +242,8 @@ class GGUFBackend:
         if grammar is None:
             stats = DecodeStats()
             out = greedy_decode(llm, prompt_tokens, max_tokens=max_tokens, stop=stop, deadline=deadline,
-                                timeout_s=self.timeout_s, on_text=on_text, drafter=drafter, stats=stats)
+                                timeout_s=self.timeout_s, on_text=on_text, drafter=drafter, stats=stats,
+                                progress=self.progress)
             self.decode_stats.append(stats)
             return out
         text, finish, first = "", "", None
@@ -238,13 +251,15 @@ class GGUFBackend:
             stream = llm.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=0.0, top_k=1,
                                            stop=stop, stream=True, grammar=grammar, seed=self.seed)
             for chunk in stream:
+                if self.progress is not None:
+                    self.progress()
                 if first is None:
                     first = time.perf_counter()
                 choice = chunk["choices"][0]
                 text += choice.get("text") or ""
                 finish = choice.get("finish_reason") or finish
                 if time.perf_counter() > deadline:
-                    raise LLMError(f"the language model timed out after {self.timeout_s:.0f} s")
+                    raise LLMTimeoutError(f"the language model timed out after {self.timeout_s:.0f} s")
                 if on_text is not None and on_text(text) is False:
                     finish = "interrupted"
                     break
@@ -268,7 +283,7 @@ class GGUFBackend:
         prompt, stop = self.render(messages, tools)
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + min(max_tokens, 64) > self.n_ctx:
-            raise LLMError(f"the conversation is too long for the model's context ({len(tokens)} tokens of "
+            raise LLMContextError(f"the conversation is too long for the model's context ({len(tokens)} tokens of "
                            f"{self.n_ctx}); start a new case or raise RADCONSULT_LLM_CTX")
         try:
             self._restore_or_save_prefix(self._prefix_tokens(messages, tools, tokens))

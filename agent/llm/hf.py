@@ -25,6 +25,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from agent.llm.toolcalls import (
     starts_call,
     tools_instructions,
 )
-from tools.errors import LLMError, ModelUnavailableError
+from tools.errors import LLMContextError, LLMError, LLMTimeoutError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +162,18 @@ def _stopping_criteria_class() -> type:
     from transformers import StoppingCriteria
 
     class _Stop(StoppingCriteria):
-        def __init__(self, deadline: float, tokenizer: Any, prompt_len: int, stops: tuple[str, ...]) -> None:
+        def __init__(self, deadline: float, tokenizer: Any, prompt_len: int, stops: tuple[str, ...],
+                     progress: Callable[[], None] | None = None) -> None:
             self.deadline = deadline
+            self.progress = progress
             self.tokenizer = tokenizer
             self.prompt_len = prompt_len
             self.stops = stops
             self.timed_out = False
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if self.progress is not None:  # once per generated token: the worker's sign of life
+                self.progress()
             done = False
             if time.perf_counter() > self.deadline:
                 self.timed_out = done = True
@@ -249,9 +254,13 @@ def _cut(text: str, stops: tuple[str, ...]) -> str:
 class HFBackend:
     """transformers in-process from ``model_dir``. Loading is lazy; calls are serialised by a lock."""
 
+    name: str
+
     def __init__(self, model_dir: Path, *, timeout_s: float = 120.0, max_tokens: int = 512,
-                 device: str = "auto", name: str | None = None) -> None:
+                 device: str = "auto", name: str | None = None,
+                 progress: Callable[[], None] | None = None) -> None:
         self.model_dir = Path(model_dir)
+        self.progress = progress
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
         self.device = device
@@ -277,6 +286,12 @@ class HFBackend:
         if not any((d / f).is_file() for f in _TOKENIZER_FILES):
             raise ModelUnavailableError(f"no tokenizer files in {d} (expected tokenizer.json or "
                                         "tokenizer_config.json)")
+
+    def load(self) -> dict[str, Any]:
+        """Load the model now; where it runs."""
+        t0 = time.perf_counter()
+        self._load()
+        return {"load_s": round(time.perf_counter() - t0, 2), "device": self._torch_device}
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is not None:
@@ -374,12 +389,12 @@ class HFBackend:
         ctx = self.context_length()
         if ctx is not None:
             if n_prompt + min(max_tokens, 64) > ctx:
-                raise LLMError(f"the conversation is too long for the model's context ({n_prompt} tokens of "
+                raise LLMContextError(f"the conversation is too long for the model's context ({n_prompt} tokens of "
                                f"{ctx}); start a new case")
             max_tokens = min(max_tokens, ctx - n_prompt)
         want_tools = bool(tools) and tool_choice != "none"
         streamer = _Streamer(tok, on_token, want_tools, stops)
-        stop = _stopping_criteria_class()(deadline, tok, n_prompt, stops)
+        stop = _stopping_criteria_class()(deadline, tok, n_prompt, stops, self.progress)
         gen_cfg = self._generation_config(max_tokens)
         try:
             with torch.inference_mode():
@@ -391,7 +406,7 @@ class HFBackend:
         except Exception as exc:
             raise LLMError(f"the language model failed while generating: {exc}") from None
         if stop.timed_out:
-            raise LLMError(f"the language model timed out after {self.timeout_s:g} s")
+            raise LLMTimeoutError(f"the language model timed out after {self.timeout_s:g} s")
         new_ids = out[0, n_prompt:].tolist()
         text = _cut(tok.decode(new_ids, skip_special_tokens=True), stops)
         if want_tools and "<tool_call>" not in text:

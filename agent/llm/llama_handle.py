@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,8 +54,9 @@ def load_llama(model_path: str, *, repack: bool, **kwargs: Any) -> Any:
 class LlamaHandle:
     """A ``llama_cpp.Llama`` seen as: the tokens in its KV cache, batched decoding, logits and raw state."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, progress: Callable[[], None] | None = None) -> None:
         self.llm = llm
+        self.progress = progress  # called after each forward pass: a supervisor's sign of life
 
     # --- the tokens in the KV cache ---------------------------------------------------------------
     @property
@@ -72,9 +73,14 @@ class LlamaHandle:
         self.llm._ctx.kv_cache_seq_rm(-1, n, -1)
 
     def eval(self, tokens: list[int], keep: int) -> None:
-        """Keep ``keep`` cached tokens and evaluate ``tokens`` after them (llama-cpp-python's own eval)."""
+        """Keep ``keep`` cached tokens and evaluate ``tokens`` after them (llama-cpp-python's own eval),
+        one batch at a time so that a long prompt shows progress."""
         self.llm.n_tokens = max(keep, 0)
-        self.llm.eval(tokens)
+        step = max(1, int(self.llm.n_batch))
+        for start in range(0, len(tokens), step):
+            self.llm.eval(tokens[start: start + step])
+            if self.progress is not None:
+                self.progress()
 
     def decode(self, batch: list[int], logits_all: bool) -> int:
         """Evaluate ``batch`` after the cached tokens in one forward pass; returns where it started."""
@@ -83,6 +89,8 @@ class LlamaHandle:
         self.llm._ctx.decode(self.llm._batch)
         self.llm.input_ids[n_past: n_past + len(batch)] = batch
         self.llm.n_tokens = n_past + len(batch)
+        if self.progress is not None:
+            self.progress()
         return n_past
 
     # --- outputs ----------------------------------------------------------------------------------

@@ -14,13 +14,15 @@ from typing import Any
 
 from agent.llm.base import ChatResult, TokenCallback, ToolCall, ToolSchema
 from agent.llm.toolcalls import ToolCallParseError, new_call_id, parse_tool_calls
-from tools.errors import LLMError
+from tools.errors import LLMContextError, LLMCrashedError, LLMError, LLMTimeoutError, LLMUnavailableError
 
 log = logging.getLogger(__name__)
 
 
 class OpenAIBackend:
     """``base_url`` like ``http://127.0.0.1:8000/v1``; ``model`` is the server's model name."""
+
+    name: str
 
     def __init__(self, base_url: str, model: str, *, timeout_s: float = 120.0, max_tokens: int = 512,
                  api_key: str | None = None) -> None:
@@ -57,12 +59,12 @@ class OpenAIBackend:
                 if resp.status_code >= 400:
                     detail = resp.read().decode("utf-8", "replace")[:500]
                     if "context" in detail.lower() and ("exceed" in detail.lower() or "length" in detail.lower()):
-                        raise LLMError("the conversation is too long for the model's context; start a new case")
+                        raise LLMContextError("the conversation is too long for the model's context; start a new case")
                     raise LLMError(f"the LLM server answered HTTP {resp.status_code}: {detail}")
                 finished = False
                 for line in resp.iter_lines():
                     if time.perf_counter() > deadline:
-                        raise LLMError(f"the LLM server timed out after {self.timeout_s:.0f} s")
+                        raise LLMTimeoutError(f"the LLM server timed out after {self.timeout_s:.0f} s")
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -104,17 +106,17 @@ class OpenAIBackend:
                         result.finish_reason = choice["finish_reason"]
                         finished = True
                 if not finished:
-                    raise LLMError("the LLM server stopped in the middle of the answer; please ask again")
+                    raise LLMCrashedError("the LLM server stopped in the middle of the answer; please ask again")
         except LLMError:
             raise
         except httpx.ConnectError:
-            raise LLMError(f"the LLM server at {self.base_url} is not reachable: start it, or point "
+            raise LLMUnavailableError(f"the LLM server at {self.base_url} is not reachable: start it, or point "
                            "RADCONSULT_LLM at a running server (or at the embedded gguf:qwen2.5-coder-1.5b)") from None
         except httpx.TimeoutException:
-            raise LLMError(f"the LLM server timed out after {self.timeout_s:.0f} s; check the server, or raise "
+            raise LLMTimeoutError(f"the LLM server timed out after {self.timeout_s:.0f} s; check the server, or raise "
                            "RADCONSULT_LLM_TIMEOUT_S") from None
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
-            raise LLMError(f"the LLM server at {self.base_url} dropped the connection mid-answer "
+            raise LLMCrashedError(f"the LLM server at {self.base_url} dropped the connection mid-answer "
                            f"({type(exc).__name__}); check that it is still running, then ask again") from None
         result.ttft_ms = (first - t0) * 1000 if first else None
         known = {t.name for t in tools} if tools else set()

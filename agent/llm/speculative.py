@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.llm.llama_handle import LlamaHandle
-from tools.errors import LLMError
+from tools.errors import LLMError, LLMTimeoutError
 
 MAX_DRAFT = 48  # a run of unstated flags is one batch; a 25-token batch costs about 8 single steps
 
@@ -141,14 +141,16 @@ def call_complete(body: str) -> bool:
 def greedy_decode(model: Any, prompt_tokens: list[int], *, max_tokens: int, stop: list[str], deadline: float,
                   timeout_s: float, on_text: Callable[[str], bool] | None = None,
                   drafter: Callable[[str], str] | None = None,
-                  stats: DecodeStats | None = None) -> tuple[str, str, float | None]:
+                  stats: DecodeStats | None = None,
+                  progress: Callable[[], None] | None = None) -> tuple[str, str, float | None]:
     """Greedy decoding of ``prompt_tokens`` on a ``llama_cpp.Llama``, reusing its KV cache prefix.
 
     Returns (text, finish_reason, time of the first token). ``on_text(acc) -> bool`` sees the text so far
     after every accepted token and may end decoding by returning False (finish "interrupted").
-    ``drafter(text) -> str`` proposes a continuation, checked in one batch.
+    ``drafter(text) -> str`` proposes a continuation, checked in one batch. ``progress()`` is called after
+    every forward pass (a supervising process reads it as a sign of life).
     """
-    llm = LlamaHandle(model)
+    llm = LlamaHandle(model, progress)
     stats = stats if stats is not None else DecodeStats()
     n_ctx = model.n_ctx()
     keep = 0
@@ -188,7 +190,7 @@ def greedy_decode(model: Any, prompt_tokens: list[int], *, max_tokens: int, stop
             finish = "length"
             return False
         if time.perf_counter() > deadline:
-            raise LLMError(f"the language model timed out after {timeout_s:.0f} s")
+            raise LLMTimeoutError(f"the language model timed out after {timeout_s:.0f} s")
         return True
 
     while accept(nxt):

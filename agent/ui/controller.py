@@ -17,17 +17,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agent.audit import AuditLog, text_hash
+from agent.comparison import current_study
 from agent.signoff import ReportStore, ReportVersion
 from agent.summary import build_report, evidence_ref
 from agent.toolbox import TOOLS
-from agent.ui import render
-from agent.ui.session import CaseView, SessionState, stage_upload
+from agent.ui import compare, render
+from agent.ui.session import CaseView, QueuedQuestion, SessionState, stage_upload
 from tools.errors import InputError, RadconsultError
 
 if TYPE_CHECKING:
     from agent.protocol import ConsultationAPI
     from agent.results import TurnResult
     from agent.settings import Settings
+    from agent.ui.health import StartupChecks
     from tools.pacs import PacsClient
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 UNLOAD_GRACE_S = 300.0  # seconds after a browser disconnect before its uploads are deleted
 # shown until the first token: the tools and a CPU model can take a minute before anything streams
 WORKING = "⏳ _Working: running the tools, then writing a cited answer (on a CPU this can take a minute)…_"
+QUEUED = "⏳ _Queued: answered as soon as the question before it is._"
 NODULE_TYPES = {"solid": "solid", "part-solid": "part_solid", "ground-glass": "ground_glass"}  # shown -> stored
 MEASURE_LABELS = ("long axis", "short axis")
 STARTING = ("Starting up: the knowledge base and the language model are being prepared; your question is "
@@ -56,6 +59,8 @@ class ViewerPanel:
     metadata_html: str
     measurements_html: str = ""
     measurement_choices: tuple[tuple[str, str], ...] = ()   # (label, "1"-based number) to remove one
+    study_choices: tuple[tuple[str, str], ...] = ()         # (label, index) of the case's studies
+    shown: str | None = None                                # the index of the study shown
 
 
 @dataclass(frozen=True)
@@ -138,9 +143,10 @@ def make_login(settings: Settings) -> Callable[[str, str], bool]:
 class UIController:
     """The page's actions over one consultation agent. Sessions are keyed by Gradio's session hash."""
 
-    def __init__(self, agent: ConsultationAPI, settings: Settings) -> None:
+    def __init__(self, agent: ConsultationAPI, settings: Settings, health: StartupChecks | None = None) -> None:
         self.agent = agent
         self.settings = settings
+        self.health = health  # the start-up checks `radconsult ui` runs (None: not run, e.g. in tests)
         self.audit = AuditLog.from_settings(settings)
         self.reports = ReportStore.from_settings(settings)
         self.sessions_root = settings.cache_dir / "ui-sessions"
@@ -148,6 +154,12 @@ class UIController:
         self._sessions: dict[str, SessionState] = {}
         self._lock = threading.Lock()
         self._login: Callable[[str, str], bool] | None = None
+
+    def health_banner(self) -> tuple[str, bool]:
+        """(the banner of failed start-up checks, whether the checks have finished)."""
+        if self.health is None:
+            return "", True
+        return self.health.banner_html(), self.health.done
 
     # --- sessions ---------------------------------------------------------------------------------
     def session(self, state: SessionState | None, key: str | None) -> SessionState:
@@ -188,24 +200,27 @@ class UIController:
     # --- case views -------------------------------------------------------------------------------
     def viewer(self, case: CaseView, preset: str = "Default", slice_index: int = 0,
                overlay: bool = False) -> ViewerPanel:
-        study = case.study
+        study = case.shown_study
         if study is None:
             return ViewerPanel(None, False, "Default", 1, 0, False, False, "", render.metadata_html(None),
                                render.measurements_html(case.measurements, case.sent_measurements))
         is_ct = (study.metadata.modality or "").upper() == "CT"
         depth = int(study.shape[0]) if study.is_volume else 1
         slice_index = int(np.clip(slice_index if slice_index else depth // 2, 0, max(0, depth - 1)))
-        sal = case.saliency.array if overlay and case.saliency is not None else None
+        sal = case.saliency.array if overlay and case.saliency is not None and study is case.study else None
         caption = (f"Saliency overlay: **{case.saliency.label}** (where the model looked; not a segmentation)"
                    if sal is not None and case.saliency is not None else "")
         image = render.render_view(study, preset if is_ct else "Default", slice_index, sal,
                                    min_side=render.VIEW_MIN_SIDE)
         pending = case.pending_point[1] if case.pending_point and case.pending_point[0] == slice_index else None
         image = render.draw_measurements(image, study, case.measurements, slice_index, pending)
-        choices = tuple((render.measurement_label(n, m), str(n)) for n, m in enumerate(case.measurements, start=1))
+        refs = self._measured_studies(case)
+        choices = tuple((render.measurement_label(n, m, refs[n - 1]), str(n))
+                        for n, m in enumerate(case.measurements, start=1))
         return ViewerPanel(image, is_ct, preset if is_ct else "Default", depth, slice_index, case.saliency is not None,
                            sal is not None, caption, render.metadata_html(study),
-                           render.measurements_html(case.measurements, case.sent_measurements), choices)
+                           render.measurements_html(case.measurements, case.sent_measurements, refs), choices,
+                           tuple(compare.study_choices(case.studies)), str(case.studies.index(study)))
 
     def _report(self, case: CaseView) -> ReportVersion | None:
         return self.reports.load(case.case_id, case.report_version) if case.report_version is not None else None
@@ -253,6 +268,7 @@ class UIController:
             study = load(source, imaging_config(self.settings))
             case.studies.append(study)
             case.saliency = None
+            case.shown = None
             msg = (f"✓ Loaded {study.source_format.upper()} {' x '.join(str(s) for s in study.shape)}"
                    + (f" · {len(study.warnings)} warning(s)" if study.warnings else ""))
             self.audit.append("upload", user=user, case_id=case.case_id,
@@ -273,21 +289,58 @@ class UIController:
         return msg
 
     def ask(self, sess: SessionState, user: str | None, question: str) -> Iterator[AskUpdate]:
-        """One turn: waits visibly for the warm-up, streams the answer, then shows evidence, trace and
-        saliency, and writes the audit records."""
+        """One question, start to end: :meth:`submit`, then :meth:`drain` (the page calls them apart)."""
+        yield self.submit(sess, question)
+        yield from self.drain(sess, user)
+
+    def submit(self, sess: SessionState, question: str) -> AskUpdate:
+        """Take a question at once: it is shown in the chat and answered now, or after the question being
+        answered when one is (a question sent meanwhile is queued, never dropped)."""
         case = sess.case
         question = (question or "").strip()
         if not question:
-            yield AskUpdate(case.chat)
+            return AskUpdate(case.chat)
+        waiting = sess.answering or bool(sess.queue)
+        case.chat = [*case.chat, {"role": "user", "content": question},
+                     {"role": "assistant", "content": QUEUED if waiting else WORKING}]
+        sess.queue.append(QueuedQuestion(case.case_id, question, len(case.chat) - 1))
+        if not waiting:  # the status of the last turn goes at once: this one has started
+            status = "Answering…" if self.agent.is_warm else STARTING
+            return AskUpdate(case.chat, f'<span class="rc-turn-busy" data-state="{"answering" if self.agent.is_warm else "starting"}">{status}</span>')
+        return AskUpdate(case.chat, f'<span class="rc-turn-busy" data-state="queued">Answering… '
+                                    f'{len(sess.queue)} question(s) queued</span>')
+
+    def drain(self, sess: SessionState, user: str | None) -> Iterator[AskUpdate]:
+        """Answer the session's queued questions in order, streaming each. Returns at once when another call
+        is already answering them (it takes the new ones too)."""
+        if sess.answering:
             return
-        case.chat = [*case.chat, {"role": "user", "content": question}, {"role": "assistant", "content": WORKING}]
+        sess.answering = True
+        try:
+            while sess.queue:
+                item = sess.queue.pop(0)
+                case = sess.cases.get(item.case_id)
+                if case is not None:
+                    yield from self._answer(sess, case, user, item)
+        finally:
+            sess.answering = False
+
+    def _answer(self, sess: SessionState, case: CaseView, user: str | None, item: QueuedQuestion) -> Iterator[AskUpdate]:
+        """One turn: waits visibly for the warm-up, streams the answer into the question's place in the chat,
+        then shows evidence, trace and saliency, and writes the audit records."""
+        question, slot = item.question, item.slot
+        case.chat[slot] = {"role": "assistant", "content": WORKING}
         t_start = time.perf_counter()
+
+        def queued() -> str:
+            return f" ({len(sess.queue)} more queued)" if sess.queue else ""
+
         while not self.agent.is_warm:  # first start: the question waits for the warm-up, visibly
             waited = time.perf_counter() - t_start
-            yield AskUpdate(case.chat, f'<span class="rc-turn-busy" data-state="starting">{STARTING} '
-                                       f'({waited:.0f} s)</span>')
+            yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy" data-state="starting">{STARTING} '
+                                            f'({waited:.0f} s)</span>')
             self.agent.wait_until_ready(1.0)
-        yield AskUpdate(case.chat, '<span class="rc-turn-busy">Answering…</span>')
+        yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy">Answering…{queued()}</span>')
         cited: list[str] = []
         measured = case.unsent_measurements
         try:
@@ -296,8 +349,8 @@ class UIController:
                                            patient=case.patient_key, measurements=measured):
                 if isinstance(piece, str):
                     text += piece
-                    case.chat[-1] = {"role": "assistant", "content": render.link_citations(text)}
-                    yield AskUpdate(case.chat)
+                    case.chat[slot] = {"role": "assistant", "content": render.link_citations(text)}
+                    yield AskUpdate(sess.case.chat)
                 else:
                     turn = piece
             if turn is None:
@@ -305,30 +358,31 @@ class UIController:
             case.sent_studies = len(case.studies)
             if not turn.error:
                 case.sent_measurements += measured
-            cited = self._show_turn(case, turn)
+            cited = self._show_turn(case, turn, slot)
             self._audit_turn(case, user, question, turn)
         except RadconsultError as exc:
-            case.chat[-1] = {"role": "assistant", "content": f"⚠ {exc}"}
+            case.chat[slot] = {"role": "assistant", "content": f"⚠ {exc}"}
         except Exception as exc:  # noqa: BLE001 - the page must show a message, never hang
             log.exception("agent turn failed")
-            case.chat[-1] = {"role": "assistant", "content": f"⚠ The assistant failed: {type(exc).__name__}. "
-                                                             "See the server log."}
-        failed = case.chat[-1]["content"].startswith("⚠")
-        yield AskUpdate(case.chat, render.turn_done_html(time.perf_counter() - t_start, failed, cited),
-                        render.evidence_html(case.evidence, set(cited)), render.trace_html(case.tool_calls),
-                        self.viewer(case, "Default", 0, case.saliency is not None))
+            case.chat[slot] = {"role": "assistant", "content": f"⚠ The assistant failed: {type(exc).__name__}. "
+                                                               "See the server log."}
+        failed = case.chat[slot]["content"].startswith("⚠")
+        shown = sess.case
+        yield AskUpdate(shown.chat, render.turn_done_html(time.perf_counter() - t_start, failed, cited) + queued(),
+                        render.evidence_html(shown.evidence, set(cited)), render.trace_html(shown.tool_calls),
+                        self.viewer(shown, "Default", 0, shown.saliency is not None))
 
-    # --- measurements in the viewer ---------------------------------------------------------------
     def mark_point(self, sess: SessionState, shown: tuple[float, float] | None, *, preset: str = "Default",
                    slice_index: int = 0, overlay: bool = False, nodule_type: str | None = "solid",
-                   label: str = "long axis") -> MeasureUpdate:
+                   label: str = "long axis", lesion: str = "") -> MeasureUpdate:
         """A click on the shown slice at ``shown`` (x, y in the shown image's pixels). The first click marks one
         end; the second, on the same slice, measures the length (:func:`tools.measure.measure`) and keeps it in
-        the case until the next question takes it to the assistant."""
+        the case until the next question takes it to the assistant. ``lesion`` names the lesion (the same label on
+        the prior and the current study is how they are compared)."""
         from tools.measure import measure
 
         case = sess.case
-        study = case.study
+        study = case.shown_study
 
         def view() -> ViewerPanel:
             return self.viewer(case, preset, slice_index, overlay)
@@ -352,13 +406,14 @@ class UIController:
             if nodule_type is not None and nodule_type not in NODULE_TYPES:
                 raise InputError(f"the type must be one of {', '.join(NODULE_TYPES)}")
             m = measure(study, slice_index, pending[1], point, label=label,
-                        nodule_type=NODULE_TYPES[nodule_type] if nodule_type else None)
+                        nodule_type=NODULE_TYPES[nodule_type] if nodule_type else None, lesion=lesion or None)
         except RadconsultError as exc:
             return MeasureUpdate(view(), f"⚠ Not measured: {exc}")
         case.measurements.append(m)
         n = len(case.measurements)
         warn = "".join(f" ⚠ {w}." for w in m.warnings)
-        return MeasureUpdate(view(), f"✓ {render.measurement_label(n, m)}: goes with the next question.{warn}")
+        label_text = render.measurement_label(n, m, self._measured_studies(case)[-1])
+        return MeasureUpdate(view(), f"✓ {label_text}: goes with the next question.{warn}")
 
     def remove_measurement(self, sess: SessionState, which: str | None, *, preset: str = "Default",
                            slice_index: int = 0, overlay: bool = False) -> MeasureUpdate:
@@ -382,8 +437,76 @@ class UIController:
             msg = f"Removed M{n} ({gone.label} {gone.length_mm:.1f} mm); the others are renumbered."
         return MeasureUpdate(self.viewer(case, preset, slice_index, overlay), msg)
 
-    def _show_turn(self, case: CaseView, turn: TurnResult) -> list[str]:
-        """Put the turn's answer, evidence, trace and saliency into the case; the cited ids, in order."""
+    # --- comparison with prior studies -----------------------------------------------------------------
+    @staticmethod
+    def _measured_studies(case: CaseView) -> list[str | None]:
+        """Each measurement's study as S1, S2 ... when the case has several studies (else None: one study)."""
+        if len(case.studies) < 2:
+            return [None] * len(case.measurements)
+        return [compare.study_ref(case.studies, m.study_key) for m in case.measurements]
+
+    def show_study(self, sess: SessionState, index: str | None, *, preset: str = "Default", slice_index: int = 0,
+                   overlay: bool = False) -> MeasureUpdate:
+        """Show study number ``index`` (0-based, as in :attr:`ViewerPanel.study_choices`) to measure on it; the
+        slice is the one at the position of the slice shown before, where both series give positions."""
+        case = sess.case
+        before = case.shown_study
+        try:
+            n = int(index or "")
+            if not 0 <= n < len(case.studies):
+                raise ValueError
+        except ValueError:
+            return MeasureUpdate(self.viewer(case, preset, slice_index, overlay), "⚠ Choose one of the case's studies.")
+        case.shown, case.pending_point = n, None
+        target = case.studies[n]
+        linked = compare.linked_slice(before, slice_index, target) if before is not None and before is not target \
+            else None
+        label = dict((v, k) for k, v in compare.study_choices(case.studies))[str(n)]
+        if linked is not None:
+            msg = (f"Showing {label}: slice {linked}, at the position of slice {slice_index} of the study shown before "
+                   "(linked by Image Position; check the level, the patient lies differently in each study).")
+        else:
+            msg = f"Showing {label}" + (": its slices are not linked by position (the series do not give positions)."
+                                        if target.is_volume and before is not target else ".")
+            linked = slice_index if target is before else 0
+        return MeasureUpdate(self.viewer(case, preset, linked, overlay), msg)
+
+    def mark_not_seen(self, sess: SessionState, lesion: str, *, preset: str = "Default", slice_index: int = 0,
+                      overlay: bool = False) -> MeasureUpdate:
+        """Record that lesion ``lesion`` is not seen on the shown study (new since this prior, or resolved now)."""
+        from tools.measure import mark_absent
+
+        case = sess.case
+        study = case.shown_study
+        view = self.viewer(case, preset, slice_index, overlay)
+        if study is None:
+            return MeasureUpdate(view, "⚠ Open or upload a study first.")
+        try:
+            m = mark_absent(study, lesion)
+        except RadconsultError as exc:
+            return MeasureUpdate(view, f"⚠ Not recorded: {exc}")
+        case.measurements.append(m)
+        label = render.measurement_label(len(case.measurements), m, self._measured_studies(case)[-1])
+        return MeasureUpdate(self.viewer(case, preset, slice_index, overlay),
+                             f"✓ {label}: goes with the next question.")
+
+    def _pacs_roles(self, sess: SessionState, found: list) -> dict:
+        """Each found study's place beside the current one: the study of this case opened from the PACS when it
+        is among them, else the newest (agent.pacs.study_roles_for). Nothing when the body parts cannot be read."""
+        from agent.pacs import study_roles_for
+
+        opened = [s for s in found if sess.pacs_opened.get(s.study_uid) == sess.current]
+        current = max(opened, key=lambda s: (s.study_date, s.study_time)).study_uid if opened else None
+        try:
+            with self._pacs_client() as client:
+                return study_roles_for(client, found, current)
+        except RadconsultError as exc:
+            log.info("priors not marked: %s", exc)
+            return {}
+
+    def _show_turn(self, case: CaseView, turn: TurnResult, slot: int = -1) -> list[str]:
+        """Put the turn's answer (at ``slot`` in the chat), evidence, trace and saliency into the case; the
+        cited ids, in order."""
         for item in turn.evidence:
             case.evidence[item.id] = evidence_ref(item)
         case.tool_calls += list(turn.tool_calls)
@@ -391,7 +514,7 @@ class UIController:
         if turn.unsupported_sentences:
             body += ("\n\n> ⚠ Without a citation (check before relying on it): "
                      + " · ".join(f"_{html.escape(s)}_" for s in turn.unsupported_sentences[:5]))
-        case.chat[-1] = {"role": "assistant", "content": body}
+        case.chat[slot] = {"role": "assistant", "content": body}
         cited_maps = [m for m in turn.saliency if m.evidence_id in turn.cited_ids] or list(turn.saliency)
         if cited_maps:
             case.saliency = cited_maps[-1]
@@ -411,7 +534,8 @@ class UIController:
                           evidence_ids=turn.cited_ids,
                           details={"question_sha256": text_hash(question), "answer_sha256": text_hash(turn.answer),
                                    "unsupported": len(turn.unsupported_sentences),
-                                   "contradicted": len(turn.contradicted_sentences)})
+                                   "contradicted": len(turn.contradicted_sentences),
+                                   "failed": turn.error is not None})
 
     # --- summary and sign-off ---------------------------------------------------------------------
     def draft(self, sess: SessionState, user: str | None) -> SummaryPanel:
@@ -427,7 +551,7 @@ class UIController:
             for item in self.agent.evidence(case.case_id):  # model facts for the Findings' citations
                 case.evidence[item.id] = evidence_ref(item)
             report = build_report(summary, case.case_id, case.patient_key, self.agent.evidence(case.case_id),
-                                  case.study, self.cards)
+                                  current_study(case.studies), self.cards)
             rv = self.reports.save_draft(report, user=user)
             case.report_version = rv.version
             self.audit.append("summary", user=user, case_id=case.case_id,
@@ -527,8 +651,11 @@ class UIController:
         sess.pacs_studies = {s.study_uid: s for s in found}
         if not found:
             return PacsPanel("No study matches the search.", [], [])
-        return PacsPanel(f"{len(found)} study(ies) found: choose one.",
-                         [(render.study_label(s), s.study_uid) for s in found], [])
+        roles = self._pacs_roles(sess, found) if patient_id else {}
+        return PacsPanel(f"{len(found)} study(ies) found: choose one." + (
+            f" {sum(r.role == 'prior' for r in roles.values())} prior(s) of the current study are marked; open one "
+            "into this case to measure the same lesion on it." if roles else ""),
+            [(compare.found_label(render.study_label(s), roles.get(s.study_uid)), s.study_uid) for s in found], [])
 
     def pacs_choose_study(self, sess: SessionState, study_uid: str | None) -> PacsPanel:
         """List the image series of a study from the last search (one series: chosen already)."""
@@ -572,6 +699,8 @@ class UIController:
         case.studies.append(study)
         case.saliency = None
         case.pending_point = None
+        case.shown = None
+        sess.pacs_opened[study_uid] = case.case_id
         if study.study_uid:
             case.pacs_study_uids.add(study.study_uid)
         audit_open(self.audit, user, study, images=opened.images, skipped=len(opened.notes), files_written=False,

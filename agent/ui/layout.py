@@ -37,6 +37,7 @@ from tools.errors import InputError
 if TYPE_CHECKING:
     from agent.protocol import ConsultationAPI
     from agent.settings import Settings
+    from agent.ui.health import StartupChecks
 
 UPLOAD_TYPES = [".dcm", ".dicom", ".zip", ".png", ".jpg", ".jpeg", ".nii", ".gz", ".ima", ""]
 # the box empties after each upload (the viewer shows the study): its label says it adds a study
@@ -73,20 +74,26 @@ def _key(request: Any) -> str | None:
     return request.session_hash if request is not None else None
 
 
-def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
-    """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`."""
+def build_ui(agent: ConsultationAPI, settings: Settings, health: StartupChecks | None = None) -> Any:
+    """The page, around ``agent``. Returns a ``gr.Blocks``; start it with :func:`launch`. ``health``: the
+    start-up checks, whose failures the page shows at the top once they have run."""
     import gradio as gr
 
-    ctl = UIController(agent, settings)
+    ctl = UIController(agent, settings, health)
 
     def viewer_updates(v: ViewerPanel) -> tuple:
-        measures = (v.measurements_html, gr.update(choices=list(v.measurement_choices), value=None))
+        measures = (v.measurements_html, gr.update(choices=list(v.measurement_choices), value=None),
+                    study_pick_update(v))
         if v.image is None:
             return (None, gr.update(visible=False, value="Default"), gr.update(visible=False, value=0),
                     gr.update(value=False, interactive=False), "", v.metadata_html, *measures)
         return (v.image, gr.update(visible=v.is_ct, value=v.preset),
                 gr.update(visible=v.depth > 1, maximum=max(1, v.depth - 1), value=v.slice_index),
                 gr.update(value=v.overlay_on, interactive=v.overlay_available), v.caption, v.metadata_html, *measures)
+
+    def study_pick_update(v: ViewerPanel) -> Any:
+        """The "Study shown" choice: visible once the case holds a prior (or any second study)."""
+        return gr.update(choices=list(v.study_choices), value=v.shown, visible=len(v.study_choices) > 1)
 
     def measure_updates(u: MeasureUpdate) -> tuple:
         return (*viewer_updates(u.viewer), u.message)
@@ -102,9 +109,10 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                 p.evidence_html, p.trace_html, "", p.summary_status_html, "", gr.update(interactive=p.can_send))
 
     def ask_updates(u: AskUpdate) -> tuple:
+        """Outputs of a turn: never the question box, where the next question may be being typed."""
         keep = gr.update()
-        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * 8
-        return (u.chat, "", u.evidence_html if u.evidence_html is not None else keep,
+        view = viewer_updates(u.viewer) if u.viewer is not None else (keep,) * len(view_comps)
+        return (u.chat, u.evidence_html if u.evidence_html is not None else keep,
                 u.trace_html if u.trace_html is not None else keep, *view,
                 u.status_html if u.status_html is not None else keep)
 
@@ -121,6 +129,8 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                 f'<div class="rc-disclaimer" id="rc-disclaimer"><b>{html.escape(DISCLAIMER)}</b> '
                 f'<details style="display:inline"><summary style="display:inline;cursor:pointer">'
                 f'Models\' intended use</summary>{html.escape(iu)}</details></div>')
+        health_html = gr.HTML(elem_id="rc-health")  # failed start-up checks, once they have run
+        health_timer = gr.Timer(5.0)
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
                 with gr.Row():
@@ -144,6 +154,8 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                 upload = gr.File(label=UPLOAD_LABEL, file_count="multiple", file_types=UPLOAD_TYPES, height=150,
                                  elem_id="rc-upload")
                 upload_msg = gr.Markdown(elem_id="rc-upload-msg")
+                study_pick = gr.Radio([], label="Study shown (the current study and its priors)", visible=False,
+                                      elem_id="rc-study-pick")
                 viewer = gr.Image(show_label=False, interactive=False, height=440, elem_id="rc-viewer",
                                   buttons=["fullscreen"], format="png")
                 with gr.Row():
@@ -159,6 +171,9 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                                                    elem_id="rc-measure-type")
                         measure_label = gr.Dropdown(list(MEASURE_LABELS), value="long axis", label="Label",
                                                     elem_id="rc-measure-label")
+                        measure_lesion = gr.Textbox(label="Lesion (same name on each study)", max_length=40,
+                                                    placeholder="e.g. RUL nodule 1", elem_id="rc-measure-lesion")
+                        not_seen_btn = gr.Button("Not seen on this study", size="sm", elem_id="rc-not-seen")
                     measure_msg = gr.Markdown(elem_id="rc-measure-msg")
                     measure_list = gr.HTML(elem_id="rc-measures")
                     with gr.Row():
@@ -202,7 +217,7 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
                 gr.Markdown("**Evidence**")
                 evidence = gr.HTML(elem_id="rc-evidence")
 
-        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta, measure_list, measure_pick]
+        view_comps = [viewer, preset, slice_sl, overlay, overlay_caption, meta, measure_list, measure_pick, study_pick]
         case_comps = [case_dd, case_info, *view_comps, chatbot, evidence, trace, summary_md, sum_status, turn_status,
                       send_pacs_btn]
 
@@ -228,12 +243,25 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
             sess = ctl.session(st, _key(request))
             return viewer_updates(ctl.viewer(sess.case, preset_v or "Default", int(slice_v or 0), bool(overlay_v)))
 
-        def on_mark(preset_v, slice_v, overlay_v, type_v, label_v, st, evt: gr.SelectData, request: gr.Request):
+        def on_mark(preset_v, slice_v, overlay_v, type_v, label_v, lesion_v, st, evt: gr.SelectData,
+                    request: gr.Request):
             sess = ctl.session(st, _key(request))
             shown = (float(evt.index[0]), float(evt.index[1])) if evt is not None and evt.index else None
             return measure_updates(ctl.mark_point(sess, shown, preset=preset_v or "Default",
                                                   slice_index=int(slice_v or 0), overlay=bool(overlay_v),
-                                                  nodule_type=type_v or None, label=label_v or "long axis"))
+                                                  nodule_type=type_v or None, label=label_v or "long axis",
+                                                  lesion=lesion_v or ""))
+
+        # comparison with priors: which study is shown, and a lesion not seen on it
+        def on_show_study(pick, preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return measure_updates(ctl.show_study(sess, pick, preset=preset_v or "Default",
+                                                  slice_index=int(slice_v or 0), overlay=bool(overlay_v)))
+
+        def on_not_seen(lesion_v, preset_v, slice_v, overlay_v, st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            return measure_updates(ctl.mark_not_seen(sess, lesion_v or "", preset=preset_v or "Default",
+                                                     slice_index=int(slice_v or 0), overlay=bool(overlay_v)))
 
         def on_remove(pick, preset_v, slice_v, overlay_v, st, request: gr.Request):
             sess = ctl.session(st, _key(request))
@@ -263,9 +291,14 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
             sess = ctl.session(st, _key(request))
             return sess, ctl.send_to_pacs(sess, _user(request)), gr.update(interactive=ctl.can_send(sess.case))
 
-        def on_ask(q, st, request: gr.Request):
+        def on_submit(q, st, request: gr.Request):
             sess = ctl.session(st, _key(request))
-            for update in ctl.ask(sess, _user(request), q):
+            update = ctl.submit(sess, q)
+            return sess, update.chat, "", update.status_html if update.status_html is not None else gr.update()
+
+        def on_drain(st, request: gr.Request):
+            sess = ctl.session(st, _key(request))
+            for update in ctl.drain(sess, _user(request)):
                 yield (sess, *ask_updates(update))
 
         def on_draft(st, request: gr.Request):
@@ -295,30 +328,43 @@ def build_ui(agent: ConsultationAPI, settings: Settings) -> Any:
         def on_unload(request: gr.Request):
             ctl.unload(_key(request))
 
-        for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_ask, on_draft, on_sign, on_unload,
+        for fn in (on_load, on_new_case, on_switch, on_upload, on_view, on_submit, on_drain, on_draft, on_sign, on_unload,
                    on_save_edit, on_mark, on_remove, on_clear, on_pacs_search, on_pacs_study, on_pacs_open,
-                   on_send_pacs):
+                   on_send_pacs, on_show_study, on_not_seen):
             fn.__annotations__["request"] = gr.Request  # string annotations: tell Gradio what to inject
         on_mark.__annotations__["evt"] = gr.SelectData
         priv = {"api_visibility": "private"}
         demo.load(on_load, [state], [state, *case_comps], **priv)
+
+        def on_health() -> tuple:
+            banner, done = ctl.health_banner()
+            return banner, gr.Timer(active=not done)
+
+        demo.load(on_health, None, [health_html, health_timer], **priv)
+        health_timer.tick(on_health, None, [health_html, health_timer], **priv)
         new_btn.click(on_new_case, [state], [state, *case_comps], **priv)
         case_dd.input(on_switch, [case_dd, state], [state, *case_comps], **priv)
         upload.upload(on_upload, [upload, state], [state, upload_msg, upload, *case_comps], **priv)
         for comp in (preset, slice_sl, overlay):
             comp.input(on_view, [preset, slice_sl, overlay, state], view_comps, show_progress="hidden", **priv)
-        ask_out = [state, chatbot, question, evidence, trace, *view_comps, turn_status]
+        ask_out = [state, chatbot, evidence, trace, *view_comps, turn_status]
         ask_kw = {"concurrency_id": "llm", "concurrency_limit": 1, **priv}
-        send.click(on_ask, [question, state], ask_out, **ask_kw)
-        question.submit(on_ask, [question, state], ask_out, **ask_kw)
+        # Sending takes the question at once (shown in the chat, queued while another is answered) and
+        # clears the box; answering runs one at a time. A question sent during a turn is never dropped.
+        submit_kw = {"trigger_mode": "multiple", "concurrency_limit": None, "show_progress": "hidden", **priv}
+        for trigger in (send.click, question.submit):
+            trigger(on_submit, [question, state], [state, chatbot, question, turn_status], **submit_kw).then(
+                on_drain, [state], ask_out, **ask_kw)
         draft_btn.click(on_draft, [state], [state, summary_md, sum_status, edit_box, send_pacs_btn], **ask_kw)
         save_btn.click(on_save_edit, [edit_box, state], [state, summary_md, sum_status, send_pacs_btn], **priv)
         sign_btn.click(on_sign, [state], [state, summary_md, sum_status, send_pacs_btn], **priv)
         send_pacs_btn.click(on_send_pacs, [state], [state, sum_status, send_pacs_btn], **priv)
         measure_out = [*view_comps, measure_msg]
         view_in = [preset, slice_sl, overlay]
-        viewer.select(on_mark, [*view_in, measure_type, measure_label, state], measure_out, show_progress="hidden",
-                      **priv)
+        viewer.select(on_mark, [*view_in, measure_type, measure_label, measure_lesion, state], measure_out,
+                      show_progress="hidden", **priv)
+        study_pick.input(on_show_study, [study_pick, *view_in, state], measure_out, **priv)
+        not_seen_btn.click(on_not_seen, [measure_lesion, *view_in, state], measure_out, **priv)
         remove_btn.click(on_remove, [measure_pick, *view_in, state], measure_out, **priv)
         clear_btn.click(on_clear, [*view_in, state], measure_out, **priv)
         pacs_search_btn.click(on_pacs_search, [pacs_acc, pacs_pid, pacs_date, pacs_mod, state],

@@ -273,13 +273,14 @@ def draw_measurements(image: np.ndarray, study: ImageStudy, measurements: Sequen
     draw = ImageDraw.Draw(pil)
     size = pil.size
     for n, m in enumerate(measurements, start=1):
-        if m.slice_index != slice_index or (m.series_uid and m.series_uid != study.series_uid):
+        if not m.present or m.slice_index != slice_index or (m.series_uid and m.series_uid != study.series_uid):
             continue
         a, b = _to_shown(study, m.p1, size), _to_shown(study, m.p2, size)
         draw.line([a, b], fill=(255, 210, 0), width=2)
         for x, y in (a, b):
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], outline=(255, 210, 0))
-        draw.text((max(a[0], b[0]) + 6, min(a[1], b[1])), f"M{n} {m.length_mm:.1f} mm", fill=(255, 210, 0))
+        name = f"M{n} {m.lesion} " if m.lesion else f"M{n} "
+        draw.text((max(a[0], b[0]) + 6, min(a[1], b[1])), f"{name}{m.length_mm:.1f} mm", fill=(255, 210, 0))
     if pending is not None:
         x, y = _to_shown(study, pending, size)
         draw.line([(x - 6, y), (x + 6, y)], fill=(0, 220, 255), width=2)
@@ -287,13 +288,19 @@ def draw_measurements(image: np.ndarray, study: ImageStudy, measurements: Sequen
     return np.asarray(pil)
 
 
-def measurement_label(n: int, m: Measurement) -> str:
+def measurement_label(n: int, m: Measurement, study: str | None = None) -> str:
+    """"M1: long axis 8.0 mm, solid (slice 2)"; with a lesion and its study in a case of several studies:
+    "M3: RUL-1 short axis 5.0 mm (S2, slice 3)", or "M4: RUL-1 not seen (S1)"."""
+    lesion = f"{m.lesion} " if m.lesion else ""
+    if not m.present:
+        return f"M{n}: {lesion}not seen" + (f" ({study})" if study else "")
     kind = f", {m.nodule_type.replace('_', '-')}" if m.nodule_type else ""
     where = f"slice {m.slice_index}" if m.slice_index else "the image"
-    return f"M{n}: {m.label} {m.length_mm:.1f} mm{kind} ({where})"
+    return f"M{n}: {lesion}{m.label} {m.length_mm:.1f} mm{kind} ({study + ', ' if study else ''}{where})"
 
 
-def measurements_html(measurements: Sequence[Measurement], sent: Sequence[Measurement] = ()) -> str:
+def measurements_html(measurements: Sequence[Measurement], sent: Sequence[Measurement] = (),
+                      studies: Sequence[str | None] = ()) -> str:
     """The list beside the viewer: each length, its warnings, and whether the assistant has it yet."""
     if not measurements:
         return ('<div class="rc-empty">No measurement. Click both ends of a length on the image (type and label '
@@ -302,7 +309,8 @@ def measurements_html(measurements: Sequence[Measurement], sent: Sequence[Measur
     for n, m in enumerate(measurements, start=1):
         state = "with the assistant" if m in sent else "goes with the next question"
         warn = "".join(f'<div class="rc-warn">⚠ {html.escape(w)}</div>' for w in m.warnings)
-        rows.append(f'<li class="rc-measure" data-n="{n}">{html.escape(measurement_label(n, m))} '
+        ref = studies[n - 1] if len(studies) >= n else None
+        rows.append(f'<li class="rc-measure" data-n="{n}">{html.escape(measurement_label(n, m, ref))} '
                     f'<span class="rc-auto">{state}</span>{warn}</li>')
     return '<ol class="rc-measures">' + "".join(rows) + "</ol>"
 

@@ -44,6 +44,7 @@ class CaseView:
     sent_measurements: list[Measurement] = field(default_factory=list)  # already given to the agent
     pending_point: tuple[int, tuple[float, float]] | None = None       # (slice, first point) of a length
     pacs_study_uids: set[str] = field(default_factory=set)  # pseudonymised UIDs of studies opened from the PACS
+    shown: int | None = None                    # index of the study in the viewer (None: the newest attached)
 
     @property
     def unsent_measurements(self) -> list[Measurement]:
@@ -57,6 +58,23 @@ class CaseView:
     @property
     def study(self) -> ImageStudy | None:
         return self.studies[-1] if self.studies else None
+
+    @property
+    def shown_study(self) -> ImageStudy | None:
+        """The study in the viewer: the one chosen (a prior, to measure the same lesion), else the newest attached."""
+        if self.shown is not None and 0 <= self.shown < len(self.studies):
+            return self.studies[self.shown]
+        return self.study
+
+
+@dataclass(frozen=True)
+class QueuedQuestion:
+    """A question sent from the page, waiting for its turn: its case, and where its answer goes in that
+    case's chat (the assistant message placed right after it when it was sent)."""
+
+    case_id: str
+    question: str
+    slot: int
 
 
 class SessionState:
@@ -72,6 +90,10 @@ class SessionState:
         # used to check what the page sends back; never part of a case
         self.pacs_studies: dict[str, StudySummary] = {}
         self.pacs_series: dict[str, SeriesSummary] = {}
+        self.pacs_opened: dict[str, str] = {}   # original study UID -> the case it was opened into (priors)
+        # questions sent while another is answered wait here, in order; ``answering`` while one is
+        self.queue: list[QueuedQuestion] = []
+        self.answering = False
 
     def touch(self) -> None:
         """The browser is (back) in use: cancel a pending cleanup, recreate the directory if needed."""

@@ -12,6 +12,9 @@ CSS = """
 .rc-disclaimer {border-left:4px solid #d97706; background:rgba(217,119,6,0.10); padding:6px 10px;
   border-radius:4px; font-size:0.85rem;}
 .rc-disclaimer b {color:#d97706;}
+.rc-health {border-left:4px solid #dc2626; background:rgba(220,38,38,0.10); padding:6px 10px;
+  border-radius:4px; font-size:0.85rem;}
+.rc-health ul {margin:4px 0 0 18px;}
 .rc-ev {border:1px solid var(--border-color-primary); border-radius:6px; padding:6px 8px; margin-bottom:6px;
   font-size:0.84rem;}
 .rc-ev:target, .rc-cited {border-color:#0ea5e9; box-shadow:0 0 0 1px #0ea5e9 inset;}

@@ -79,3 +79,50 @@ def test_sr_needs_dicom_source(settings):
     assert "Decision support" in exports.to_markdown(rv)
     with pytest.raises(InputError):
         exports.export(rv, "docx", settings.data_dir)
+
+
+def _lesion_report():
+    import dataclasses
+
+    from agent.signoff import MeasurementRef
+
+    def ref(time_point, study, date, study_uid, sop, axis, mm, uid="2.25.77"):
+        return MeasurementRef(lesion="RUL-1", tracking_uid=uid, time_point=time_point, study=study, axis=axis,
+                              length_mm=mm, p1=(10.0, 20.0), p2=(22.0, 20.0), evidence_id="E1", study_date=date,
+                              study_uid=study_uid, series_uid=study_uid + ".9", sop_instance_uid=sop,
+                              sop_class_uid="1.2.840.10008.5.1.4.1.1.2", nodule_type="solid")
+
+    measured = (ref("current", "S1", "20240502", "2.25.1", "2.25.3", "long axis", 8.0),
+                ref("current", "S1", "20240502", "2.25.1", "2.25.3", "short axis", 7.0),
+                ref("prior", "S2", "20230510", "2.25.50", "2.25.53", "long axis", 6.0),
+                ref("prior", "S2", "20230510", "2.25.50", "2.25.54", "short axis", 5.0))
+    return dataclasses.replace(make_report(), measurements=measured)
+
+
+def test_sr_carries_both_time_points_of_a_lesion(settings, tmp_path):
+    from tests.agent.sr_read import evidence_studies, measurement_groups, referenced_sops
+
+    rv = ReportStore.from_settings(settings).save_draft(_lesion_report())
+    ds = pydicom.dcmread(exports.export(rv, "sr", tmp_path))
+    groups = sorted(measurement_groups(ds), key=lambda g: g["study"])
+    assert [g["tracking_id"] for g in groups] == ["RUL-1", "RUL-1"]
+    assert {g["tracking_uid"] for g in groups} == {"2.25.77"}  # one lesion, tracked across both time points
+    assert [(g["study"], g["time_point"]) for g in groups] == [("S1", "current 2024-05-02"), ("S2", "prior 2023-05-10")]
+    assert [g["order"] for g in groups] == [2, 1]  # the prior is the first time point
+    assert groups[0]["lengths"] == {"Long Axis": 8.0, "Short Axis": 7.0}
+    assert groups[1]["lengths"] == {"Long Axis": 6.0, "Short Axis": 5.0}
+    assert groups[0]["sources"] == {"2.25.3"} and groups[1]["sources"] == {"2.25.53", "2.25.54"}
+    assert evidence_studies(ds) == {"current": {"2.25.1"}, "other": {"2.25.50"}}
+    assert referenced_sops(ds) == {"2.25.53", "2.25.54"}
+
+
+def test_reports_without_lesions_keep_their_content_hash():
+    import json
+
+    from agent.signoff import Report
+
+    plain = make_report()
+    assert "measurements" not in plain.to_dict()
+    lesions = _lesion_report()
+    assert Report.from_dict(json.loads(json.dumps(lesions.to_dict()))) == lesions
+    assert lesions.content_hash() != plain.content_hash()

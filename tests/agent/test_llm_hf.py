@@ -122,7 +122,7 @@ def backend(model_dirs):
 # --- end to end ---------------------------------------------------------------------------------
 def test_factory_builds_a_lazy_backend_that_generates(settings, model_dirs):
     backend = make_backend(settings.model_copy(update={"llm": f"hf:{model_dirs['tools']}", "device": "cpu",
-                                                       "llm_max_tokens": 6}))
+                                                       "llm_max_tokens": 6, "llm_isolation": "inprocess"}))
     assert isinstance(backend, HFBackend) and backend.name == "hf:tools"
     assert backend._model is None  # nothing loads before the first call
     res = backend.chat(MSGS)
@@ -132,6 +132,22 @@ def test_factory_builds_a_lazy_backend_that_generates(settings, model_dirs):
     assert res.prompt_tokens > 10 and 0 < res.ttft_ms <= res.total_ms
     backend.close()
     assert backend._model is None
+
+
+def test_by_default_the_model_runs_in_a_worker_process(settings, model_dirs, backend):
+    """The same isolation as the embedded GGUF model: a crash of torch ends the turn, not the app."""
+    from agent.llm.worker import WorkerBackend
+
+    worker = make_backend(settings.model_copy(update={"llm": f"hf:{model_dirs['tools']}", "device": "cpu",
+                                                      "llm_max_tokens": 6}))
+    assert isinstance(worker, WorkerBackend) and worker.name == "hf:tools" and not worker.running
+    try:
+        pieces: list[str] = []
+        res = worker.chat(MSGS, on_token=pieces.append)
+        assert worker.info["device"] == "cpu" and worker.pid != __import__("os").getpid()
+        assert res.text == backend.chat(MSGS, max_tokens=6).text and "".join(pieces) == res.text
+    finally:
+        worker.close()
 
 
 def test_greedy_decoding_is_deterministic(backend):

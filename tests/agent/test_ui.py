@@ -350,3 +350,37 @@ def test_controller_rejects_a_bad_upload_and_audits_it(settings, tmp_path):
     log = settings.audit_log_path.read_text()
     assert '"upload_rejected"' in log and "Doe_John" not in log
     assert "draft a summary first" in ctl.export(sess, None, "md").status_html
+
+
+def test_a_question_sent_during_a_turn_is_queued_and_answered_after(settings):
+    """Issue 20's UI fault: a question sent while an answer was running was dropped. It is taken at once,
+    shown as queued, and answered after the running one by the same drain."""
+    from agent.llm.base import ChatResult
+
+    release = threading.Event()
+
+    def slow_first(messages):
+        release.wait(10)
+        return ChatResult(text="The first answer.")
+
+    consult = scripted_consultation(settings, [slow_first, text("The second answer.")])
+    ctl = UIController(consult, settings)
+    sess = ctl.session(None, "browser-q")
+    first: list = []
+    worker = threading.Thread(target=lambda: first.extend(ctl.ask(sess, "dr_a", "The first question?")))
+    worker.start()
+    for _ in range(200):
+        if sess.answering:
+            break
+        threading.Event().wait(0.05)
+    queued = ctl.submit(sess, "The second question?")
+    assert "Queued" in queued.chat[-1]["content"] and "1 question(s) queued" in queued.status_html
+    assert list(ctl.drain(sess, "dr_a")) == []  # the running drain answers it; a second one does nothing
+    release.set()
+    worker.join(30)
+    chat = [m["content"] for m in sess.case.chat]
+    assert chat[0] == "The first question?" and "first answer" in chat[1]
+    assert chat[2] == "The second question?" and "second answer" in chat[3]
+    assert not sess.answering and sess.queue == []
+    assert ctl.submit(sess, "   ").chat == sess.case.chat and sess.queue == []  # nothing to send: nothing queued
+    consult.close()

@@ -382,6 +382,56 @@ def test_three_sessions_get_their_own_answers(scripted_app, browser):
             ctx.close()
 
 
+class SlowPolicyBackend(PolicyBackend):
+    """The scripted policy, streaming its answer slowly enough (about 6 s) to send questions meanwhile."""
+
+    def chat(self, messages, tools=None, *, tool_choice="auto", on_token=None, max_tokens=None):
+        slow = None
+        if on_token is not None:
+            def slow(piece: str) -> None:
+                time.sleep(0.25)
+                on_token(piece)
+        return super().chat(messages, tools, tool_choice=tool_choice, on_token=slow, max_tokens=max_tokens)
+
+
+def test_a_question_sent_during_an_answer_is_queued_not_lost(browser, tmp_path):
+    """Issue 20's UI fault: a question sent while the previous answer streamed vanished from the box and
+    was never answered. Now it shows in the chat at once as queued, is answered after, and what is being
+    typed meanwhile stays in the box."""
+    from agent.consultation import Consultation
+
+    settings = _settings(tmp_path)
+    agent = Consultation(settings, backend=SlowPolicyBackend())
+    demo, url = _serve(agent, settings)
+    ctx, page = _open(browser, url)
+    try:
+        _upload(page, shared_file("cxr/siim_cxr_no_pneumothorax.dcm"))
+        page.fill("#rc-question textarea", "First question, tag-one?")
+        page.click("#rc-send")
+        page.wait_for_function("document.querySelector('#rc-chat').innerText.includes('image classifier')")
+        page.fill("#rc-question textarea", "Second question, tag-two?")
+        page.click("#rc-send")
+        page.wait_for_function("document.querySelector('#rc-chat').innerText.includes('Second question, tag-two?')"
+                               " && document.querySelector('#rc-chat').innerText.includes('Queued')", timeout=5_000)
+        page.fill("#rc-question textarea", "a third one, still being typed")
+        page.wait_for_function(
+            "() => { const m = document.querySelectorAll('#rc-chat .message');"
+            " return m.length >= 4 && m[m.length-1].innerText.includes('for tag-two'); }", timeout=ANSWER_TIMEOUT_MS)
+        messages = page.locator("#rc-chat .message")
+        texts = [messages.nth(i).inner_text() for i in range(messages.count())]
+        def where(pred) -> int:
+            return next(i for i, t in enumerate(texts) if pred(t))
+
+        order = [where(lambda t: t.strip() == "First question, tag-one?"), where(lambda t: "for tag-one" in t),
+                 where(lambda t: t.strip() == "Second question, tag-two?"), where(lambda t: "for tag-two" in t)]
+        assert order == sorted(order)  # each answer under its question, in the order they were sent
+        assert page.input_value("#rc-question textarea") == "a third one, still being typed"
+    finally:
+        ctx.close()
+        demo.close()
+        agent.close()
+
+
 def test_named_clinician_logs_in_and_signs(browser, tmp_path):
     """With users, the page asks for a login (also on loopback); the signed summary names the clinician,
     a later edit makes a new draft version, and the audit log records login and sign under that name."""
@@ -583,3 +633,78 @@ def test_ct_nodule_story_from_the_pacs_in_browser(browser, tmp_path):
     stored = [p for p in settings.data_dir.rglob("*") if p.is_file() and p.name != "reid.sqlite"]
     assert [(p.name, v) for p in stored for v in typed if v.encode() in p.read_bytes()] == []
     assert AuditLog.from_settings(settings).verify().ok
+
+
+def test_same_lesion_on_the_current_and_the_prior_in_browser(browser, tmp_path):
+    """Comparison with a prior through the page against a real Orthanc (scripted chat model; real tools,
+    calculators and comparison): search the patient's studies by patient ID (the prior is marked), open the
+    current and the prior chest CT into one case, name the lesion, measure it on the prior, switch the viewer to
+    the current study (the same slice position) and measure it there, ask: the answer compares the two and says
+    which comparison drove the recommendation; the draft's Comparison section lists the prior with its date."""
+    from agent.consultation import Consultation
+    from tests.agent.fakes import ScriptedBackend, frame, real_tools
+    from tests.orthanc import OrthancServer, load_prior_story, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = OrthancServer(tmp_path / "orthanc").start()
+    story = load_prior_story(server)
+    credential = tmp_path / "pacs-credential"
+    credential.write_text(f"{server.user}:{server.password}\n")
+    credential.chmod(0o600)
+    settings = _settings(tmp_path, pacs_url=server.dicomweb_url, pacs_auth="basic", pacs_auth_file=credential)
+    agent = Consultation(settings, backend=ScriptedBackend([frame(intent="followup")]), tools=real_tools(settings))
+    demo, url = _serve(agent, settings)
+    ctx, page = _open(browser, url)
+    try:
+        page.locator("#rc-pacs-pid textarea, #rc-pacs-pid input").first.fill(story.patient.patient_id)
+        page.click("#rc-pacs-search")
+        page.wait_for_function("document.querySelector('#rc-pacs-msg').innerText.includes('3 study(ies) found')")
+        for which in ("current", "prior"):
+            _choose(page, "#rc-pacs-study", "· current" if which == "current" else "· prior: CHEST, 358 days earlier")
+            page.wait_for_function("document.querySelector('#rc-pacs-msg').innerText.includes('One image series')")
+            page.click("#rc-pacs-open")
+            page.wait_for_function("document.querySelector('#rc-pacs-msg').innerText.includes('Opened 6 image(s)')")
+        page.wait_for_selector("#rc-study-pick input[type=radio]")
+        choices = page.locator("#rc-study-pick label").all_inner_texts()
+        assert [c.strip() for c in choices] == ["S1 · CT CHEST · 2024-05-02 · current",
+                                                "S2 · CT CHEST · 2023-05-10 · prior"], choices
+        page.locator("#rc-measure-lesion textarea, #rc-measure-lesion input").first.fill("RUL nodule 1")
+        page.wait_for_function("document.querySelector('#rc-viewer img') && "
+                               "document.querySelector('#rc-viewer img').naturalWidth === 512")
+        # the prior is shown (opened last); about 5 and 4.6 mm (the page maps a click to the nearest source pixel)
+        assert re.search(r"M1: RUL nodule 1 long axis 5\.\d mm, solid \(S2, slice \d+\)",
+                         _measure(page, (40, 100), (72, 100), 1))
+        _choose(page, "#rc-measure-label", "short axis")
+        assert "RUL nodule 1 short axis" in _measure(page, (200, 200), (200, 228), 2)
+        slice_before = page.locator("#rc-slice input[type=number]").input_value()
+        page.locator("#rc-study-pick label", has_text="S1 ·").click()
+        page.wait_for_function("document.querySelector('#rc-measure-msg').innerText.includes('Showing S1')")
+        assert "linked by Image Position" in page.locator("#rc-measure-msg").inner_text()
+        assert page.locator("#rc-slice input[type=number]").input_value() == slice_before
+        _choose(page, "#rc-measure-label", "long axis")
+        assert "RUL nodule 1 long axis 7.9 mm, solid (S1" in _measure(page, (40, 100), (88, 100), 3)
+        _choose(page, "#rc-measure-label", "short axis")
+        assert "RUL nodule 1 short axis" in _measure(page, (200, 200), (200, 240), 4)
+        assert page.locator("#rc-measures li").count() == 4
+
+        answer = _ask(page, "Incidental nodule in a never smoker, 61. What follow-up?")
+        assert re.search(r"Compared: RUL nodule 1: mean diameter [45](?:\.\d)? mm to 7(?:\.\d)? mm \(\+2(?:\.\d)? mm", answer), answer
+        assert "growing (more than the 1.5 mm measurement error)" in answer, answer
+        assert "takes the status growing from the comparison of RUL nodule 1 with S2 (2023-05-10)" in answer, answer
+        kinds = {k.lower() for k in page.locator("#rc-evidence .rc-kind").all_inner_texts()}
+        assert {"measurement", "comparison", "calculator"} <= kinds, kinds
+        page.click("#rc-draft")
+        page.wait_for_function("document.querySelector('#rc-summary-status').innerText.includes('DRAFT')")
+        summary = page.locator("#rc-summary").inner_text()
+        assert "Prior study S2: CT CHEST, 2023-05-10, 358 days before S1" in summary, summary
+        page.screenshot(path=str(_artefacts() / "compare-priors.png"), full_page=True)
+    except Exception:
+        page.screenshot(path=str(_artefacts() / "compare-priors-failure.png"), full_page=True)
+        raise
+    finally:
+        ctx.close()
+        demo.close()
+        agent.close()
+        server.stop()

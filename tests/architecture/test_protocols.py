@@ -11,9 +11,15 @@ import pytest
 
 from agent.consultation import Consultation
 from agent.llm.base import ChatBackend
+from agent.llm.gguf import GGUFBackend
+from agent.llm.hf import HFBackend
+from agent.llm.openai_compat import OpenAIBackend
+from agent.llm.runner import InProcessBackend
+from agent.llm.worker import WorkerBackend
 from agent.protocol import ConsultationAPI
 from agent.services import ClassifierService, KnowledgeService
 from agent.toolbox.context import ImageClassifiers, KnowledgeSearch
+from tests.agent.fake_runner import CrashingBackend
 from tests.agent.fakes import ScriptedBackend
 
 
@@ -55,6 +61,13 @@ def browser_policy_backend() -> type:
     (KnowledgeService, KnowledgeSearch),
     (ClassifierService, ImageClassifiers),
     (ScriptedBackend, ChatBackend),
+    (WorkerBackend, ChatBackend),
+    (OpenAIBackend, ChatBackend),
+    (GGUFBackend, ChatBackend),
+    (GGUFBackend, InProcessBackend),
+    (HFBackend, ChatBackend),
+    (HFBackend, InProcessBackend),
+    (CrashingBackend, InProcessBackend),  # the supervision tests' runner backend (a process-boundary fake)
 ])
 def test_implementation_matches_its_protocol(impl, proto):
     assert mismatches(impl, proto) == []

@@ -82,6 +82,20 @@ def test_llm_server_killed_mid_turn(tmp_path, qwen_path):  # noqa: F811
     assert "dropped the connection" in row["notes"] or "not reachable" in row["notes"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["worker_segv", "worker_oom", "worker_hang"])
+def test_the_model_worker_struck_mid_answer(tmp_path, qwen_path, fault):  # noqa: F811
+    row = faults.fault_worker(tmp_path, fault, model=qwen_path)
+    _survived(row)
+    assert row["clear_errors"] == 1 and "streamed" in row["notes"]
+
+
+@pytest.mark.slow
+def test_the_ui_outlives_its_model_worker(tmp_path, qwen_path):  # noqa: F811
+    row = faults.fault_worker_ui(tmp_path, model=qwen_path)
+    assert row["unexpected"] == [] and "UI up" in row["notes"], json.dumps(row, indent=1)
+
+
 def test_table_and_rows_for_the_bench():
     rows = [faults.Row("readonly", "bind", commands=3, expected_errors=2, clear_errors=2, verify_ok=True).to_dict(),
             faults.Row("disk_full", "tmpfs", commands=2, expected_errors=1, clear_errors=0, verify_ok=True,

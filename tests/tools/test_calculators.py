@@ -736,3 +736,69 @@ def test_lung_rads_meaning_of_every_category(category, descriptor, management) -
     assert result.citation.section in heading_paths(result.citation.source)
     with pytest.raises(ToolArgumentError):
         run_calculator("lung_rads_meaning", {"category": "5"})
+
+
+# --- with a prior examination (a measured comparison or words) -----------------------------------------
+def _fl(**kw) -> object:
+    base = {"size_mm": 7, "nodule_type": "solid", "risk": "low"}
+    return fleischner_followup(FleischnerArgs(**{**base, **kw}))
+
+
+def test_fleischner_stable_solid_for_two_years_ends_follow_up():
+    r = _fl(status="stable", stable_months=24)
+    assert r.recommendation.startswith("No further routine follow-up") and r.follow_up == ()
+    assert r.citation.section == "Follow-up with a prior examination > Stable solid nodules"
+    # a shorter stable period keeps the table's schedule and says how long remains
+    short = _fl(status="stable", stable_months=13)
+    assert short.recommendation == "CT at 6-12 months, then consider CT at 18-24 months."
+    assert any("11 months more" in n for n in short.notes)
+    assert any("for how long not given" in n for n in _fl(status="stable").notes)
+
+
+def test_fleischner_subsolid_needs_five_years():
+    ggn = {"size_mm": 8, "nodule_type": "ground_glass"}
+    assert _fl(**ggn, status="stable", stable_months=24).recommendation.startswith("CT at 6-12 months")
+    done = _fl(**ggn, status="stable", stable_months=60)
+    assert done.follow_up == () and "5 years" in done.recommendation
+    assert done.citation.section == "Follow-up with a prior examination > Stable subsolid nodules"
+
+
+def test_fleischner_growth_moves_to_the_next_step():
+    solid = _fl(size_mm=5, status="growing")  # a < 6 mm nodule would need no follow-up at baseline
+    assert "next step" in solid.recommendation and {f.action for f in solid.follow_up} >= {"PET/CT", "tissue sampling"}
+    assert solid.citation.section == "Follow-up with a prior examination > Growing nodules"
+    assert "resection" in _fl(size_mm=9, nodule_type="ground_glass", status="growing").recommendation
+    ps = _fl(size_mm=12, nodule_type="part_solid", solid_component_mm=5, status="growing")
+    assert "highly suspicious" in ps.recommendation
+    # growth is not dismissed as a perifissural lymph node
+    assert _fl(typical_perifissural=True, status="growing").rule.endswith("growing since the prior CT")
+
+
+def test_fleischner_resolved_and_new_and_status_words():
+    gone = _fl(status="resolved")
+    assert gone.recommendation == "No further imaging: the nodule has resolved." and gone.follow_up == ()
+    assert gone.citation.section == "Special situations > Nodules that resolve or shrink"
+    new = _fl(status="new")
+    assert new.recommendation == _fl().recommendation and any("first seen on follow-up" in n for n in new.notes)
+    # growth stated in words reaches the same rules
+    assert FleischnerArgs(size_mm=7, nodule_type="solid", status="enlarging").status == "growing"
+    assert FleischnerArgs(size_mm=7, nodule_type="solid", status="unchanged").status == "stable"
+    assert FleischnerArgs(size_mm=7, nodule_type="solid", status="baseline").status is None
+    with pytest.raises(ToolArgumentError, match="stable_months applies only"):
+        run_calculator("fleischner_followup", {"size_mm": 7, "nodule_type": "solid", "stable_months": 12})
+    # exclusions still come first
+    assert _fl(status="growing", known_primary_cancer=True).applicable is False
+
+
+def test_lung_rads_new_growing_and_resolved():
+    def lr(**kw):
+        return lung_rads_category(LungRadsArgs(**{"nodule_type": "solid", **kw}))
+
+    assert lr(size_mm=7, status="growing").category == "4A"      # a growing solid nodule < 8 mm
+    assert lr(size_mm=7, status="baseline").category == "3"      # the same size at baseline
+    assert lr(size_mm=8, status="growing").category == "4B"
+    assert lr(size_mm=5, status="new").category == "3" and lr(size_mm=3.9, status="new").category == "2"
+    gone = lr(size_mm=6, status="resolved")
+    assert gone.category == "1" and gone.rule.startswith("nodule resolved") and gone.citation.section.startswith(
+        "Category 1")
+    assert LungRadsArgs(nodule_type="solid", size_mm=6, status="gone").status == "resolved"

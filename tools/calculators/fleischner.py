@@ -3,6 +3,19 @@
 ``size_mm`` is the average of the long and short axes, rounded to the nearest whole millimetre, halves
 up (5.5 -> 6, 8.4 -> 8, 8.5 -> 9), as the guideline states. Bands on the rounded value: smaller than
 6, 6 to 8 inclusive, larger than 8. So 5.4 mm is "< 6 mm" but 5.9 mm rounds to 6 and is "6-8 mm".
+
+With a prior examination (``status``; from a measured comparison, :mod:`tools.comparison`, or stated in
+words) the rules are, in our own words (MacMahon et al., Radiology 2017;284:228-243, and the corpus section
+"Follow-up with a prior examination"):
+
+* stable: a solid nodule stable for at least 24 months, a subsolid one for at least 60, needs no further
+  routine follow-up; a shorter or unstated stable period keeps the table's schedule, with a note saying how
+  long remains;
+* growing: the next step, not the same interval again: a solid nodule is worked up as a suspicious one
+  (PET/CT, tissue sampling or resection, as for a solid nodule > 8 mm); a ground-glass nodule that grows or
+  gains a solid component, or a part-solid nodule whose solid component grows, is considered for resection;
+* resolved: no further imaging;
+* new: the table by type and size, as at first detection.
 """
 
 from __future__ import annotations
@@ -66,6 +79,13 @@ class FleischnerArgs(BaseModel):
         default=False,
         description="Solid nodule with typical perifissural/juxtapleural benign morphology.",
     )
+    status: Literal["new", "growing", "stable", "resolved"] | None = Field(
+        default=None,
+        description="Change since a prior CT: new, growing, stable or resolved; omit without a prior.",
+    )
+    stable_months: float | None = Field(
+        default=None, ge=0, le=600, description="status=stable: months the size has been unchanged."
+    )
 
     @field_validator("nodule_type", mode="before")
     @classmethod
@@ -80,6 +100,17 @@ class FleischnerArgs(BaseModel):
     def _lower_risk(cls, value: Any) -> Any:
         key = normalise(value)
         return None if key in ("", "unknown", "none") else key
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_words(cls, value: Any) -> Any:
+        """The words a clinician uses for change (and Lung-RADS's own status names) mapped onto ours."""
+        key = normalise(value)
+        aliases = {"baseline": None, "": None, "none": None, "unknown": None, "unchanged": "stable",
+                   "smaller": "stable", "shrinking": "stable", "enlarging": "growing", "grown": "growing",
+                   "slowly_growing": "growing", "slow_growing": "growing", "gone": "resolved",
+                   "disappeared": "resolved"}
+        return aliases.get(key, key) if isinstance(key, str) else key
 
     @model_validator(mode="after")
     def _check_components(self) -> FleischnerArgs:
@@ -96,6 +127,8 @@ class FleischnerArgs(BaseModel):
             raise ValueError(f"solid_component_mm applies only to part_solid nodules, not {self.nodule_type}")
         if self.typical_perifissural and self.nodule_type != "solid":
             raise ValueError("typical_perifissural applies only to solid nodules")
+        if self.stable_months is not None and self.status != "stable":
+            raise ValueError("stable_months applies only to status 'stable'")
         return self
 
 
@@ -256,6 +289,25 @@ _FLEISCHNER_TABLE: dict[tuple[str, bool, str], tuple[str, dict[str, tuple[str, t
 }
 _F_SCOPE = "Scope and exclusions"
 _F_PERIFISSURAL = "Special situations > Perifissural and juxtapleural nodules"
+_F_PRIOR = "Follow-up with a prior examination"
+_F_STABLE = {"solid": f"{_F_PRIOR} > Stable solid nodules", "subsolid": f"{_F_PRIOR} > Stable subsolid nodules"}
+_F_GROWING = f"{_F_PRIOR} > Growing nodules"
+_F_NEW = f"{_F_PRIOR} > New nodules"
+_F_RESOLVED = "Special situations > Nodules that resolve or shrink"
+STABLE_MONTHS_NEEDED = {"solid": 24, "subsolid": 60}
+_GROWING = {
+    "solid": ("A solid nodule that has grown is suspicious: manage it at the next step, as a solid nodule larger "
+              "than 8 mm: consider PET/CT, tissue sampling or resection, guided by the probability of malignancy.",
+              (FollowUp("PET/CT", None, True, "consider PET/CT"),
+               FollowUp("tissue sampling", None, True, "consider tissue sampling"),
+               FollowUp("resection", None, True, "consider resection"))),
+    "ground_glass": ("A ground-glass nodule that grows or develops a solid component is suspicious: consider "
+                     "resection.", (FollowUp("resection", None, True, "consider resection"),)),
+    "part_solid": ("A part-solid nodule that grows, or whose solid component grows, is highly suspicious: consider "
+                   "PET/CT, biopsy or resection.",
+                   (FollowUp("PET/CT", None, True, "consider PET/CT"),
+                    FollowUp("biopsy or resection", None, True, "consider biopsy or resection"))),
+}
 
 
 def _fleischner_key(args: FleischnerArgs, size: int) -> tuple[tuple[str, bool, str], str]:
@@ -331,6 +383,9 @@ def fleischner_followup(args: FleischnerArgs) -> FleischnerResult:
     if size < 3:
         notes.append("Nodules smaller than 3 mm are described as micronodules rather than measured.")
 
+    prior_step = _with_prior(args, size, notes)
+    if prior_step is not None:
+        return prior_step
     if args.typical_perifissural:
         return FleischnerResult(
             applicable=True,
@@ -371,18 +426,62 @@ def fleischner_followup(args: FleischnerArgs) -> FleischnerResult:
             notes.append(
                 "A persistent solid component of 6 mm or more is highly suspicious (single part-solid rule)."
             )
+    rule = f"{kind}, {count}, {band_label}, {risk_label}"
+    notes.extend(_table_with_prior_notes(args))
     return FleischnerResult(
         applicable=True,
         recommendation=recommendation,
         follow_up=follow_up,
-        rule=f"{kind}, {count}, {band_label}, {risk_label}",
+        rule=rule,
         size_mm_used=size,
         citation=_FLEISCHNER(section),
         notes=tuple(notes),
     )
 
 
+def _kind(args: FleischnerArgs) -> str:
+    return "solid" if args.nodule_type == "solid" else "subsolid"
+
+
+def _with_prior(args: FleischnerArgs, size: int, notes: list[str]) -> FleischnerResult | None:
+    """The result a comparison with a prior decides by itself (resolved, stable long enough, growing); None
+    when the table decides (no prior, new, or stable for a shorter time)."""
+    kind = args.nodule_type.replace("_", "-")
+    if args.status == "resolved":
+        return FleischnerResult(True, "No further imaging: the nodule has resolved.", (), f"{kind}, resolved",
+                                size, _FLEISCHNER(_F_RESOLVED), tuple(notes))
+    if args.status == "growing":
+        text, steps = _GROWING[args.nodule_type]
+        return FleischnerResult(True, text, steps, f"{kind}, growing since the prior CT", size,
+                                _FLEISCHNER(_F_GROWING), tuple(notes))
+    needed = STABLE_MONTHS_NEEDED[_kind(args)]
+    if args.status == "stable" and args.stable_months is not None and args.stable_months >= needed:
+        years = needed // 12
+        what = "solid nodule" if _kind(args) == "solid" else f"{kind} nodule"
+        return FleischnerResult(True, f"No further routine follow-up: a {what} unchanged for {years} years or more.",
+                                (), f"{kind}, stable for {args.stable_months:g} months ({years} years or more)", size,
+                                _FLEISCHNER(_F_STABLE[_kind(args)]), tuple(notes))
+    return None
+
+
+def _table_with_prior_notes(args: FleischnerArgs) -> list[str]:
+    """What a prior adds to a table result: how long stability must still last; new nodules go by the table."""
+    if args.status == "new":
+        return ["A nodule first seen on follow-up is managed by the table for its type and size (see "
+                f"'{_F_NEW}')."]
+    if args.status != "stable":
+        return []
+    needed = STABLE_MONTHS_NEEDED[_kind(args)]
+    what = "a solid nodule" if _kind(args) == "solid" else "a subsolid nodule"
+    if args.stable_months is None:
+        return [f"Stable, for how long not given: follow-up ends once {what} has been unchanged for {needed // 12} "
+                f"years ('{_F_STABLE[_kind(args)]}')."]
+    return [f"Stable for {args.stable_months:g} months: follow-up ends once {what} has been unchanged for "
+            f"{needed // 12} years ({needed - args.stable_months:g} months more) ('{_F_STABLE[_kind(args)]}')."]
+
+
 def citations() -> list[GuidelineCitation]:
     """Every corpus section this calculator can cite."""
     cites = [_FLEISCHNER(section) for section, _ in _FLEISCHNER_TABLE.values()]
-    return cites + [_FLEISCHNER(_F_SCOPE), _FLEISCHNER(_F_PERIFISSURAL)]
+    return cites + [_FLEISCHNER(_F_SCOPE), _FLEISCHNER(_F_PERIFISSURAL), _FLEISCHNER(_F_RESOLVED),
+                    _FLEISCHNER(_F_GROWING), _FLEISCHNER(_F_NEW), *(_FLEISCHNER(v) for v in _F_STABLE.values())]

@@ -2,6 +2,12 @@
 
 The mean diameter is reported to one decimal place: inputs are rounded to 0.1 mm, halves up, and
 compared with the table's thresholds (5.9 -> "< 6", 6.0 -> ">= 6").
+
+``status`` comes from the words or from a measured comparison with the prior screen (:mod:`tools.comparison`:
+growing is an increase in mean diameter of more than 1.5 mm within 12 months). A nodule that has resolved
+since the prior screen leaves no nodule: category 1 when nothing else remains (our reading of the table,
+whose category 1 is "no lung nodules"; the examination is otherwise categorised by its most suspicious
+remaining finding).
 """
 
 from __future__ import annotations
@@ -107,11 +113,12 @@ class LungRadsArgs(BaseModel):
     solid_component_mm: float | None = Field(
         default=None, gt=0, le=300, description="Part-solid only: mean diameter of the solid component in mm."
     )
-    status: Literal["baseline", "new", "growing", "slowly_growing", "stable"] = Field(
+    status: Literal["baseline", "new", "growing", "slowly_growing", "stable", "resolved"] = Field(
         default="baseline",
         description=(
             "baseline (first screen), new (not on prior screen), growing (> 1.5 mm increase in mean diameter "
-            "within 12 months), slowly_growing (enlarging over several screens below that rate), stable."
+            "within 12 months), slowly_growing (enlarging over several screens below that rate), stable, "
+            "resolved (gone since the prior screen)."
         ),
     )
     prior_category: Literal["2", "3", "4A", "4B"] | None = Field(
@@ -151,7 +158,9 @@ class LungRadsArgs(BaseModel):
         key = normalise(value)
         aliases = {
             "unchanged": "stable",
+            "smaller": "stable",
             "enlarging": "growing",
+            "gone": "resolved",
             "slow_growing": "slowly_growing",
             "segmental": "segmental_or_proximal",
             "central": "segmental_or_proximal",
@@ -371,7 +380,11 @@ def lung_rads_category(args: LungRadsArgs) -> LungRadsResult:
     if args.size_mm is not None and size != args.size_mm:
         notes.append(f"Mean diameter {args.size_mm:g} mm rounded to {size:g} mm (one decimal place).")
     kind = args.nodule_type
-    if args.benign_features and kind in ("solid", "part_solid", "juxtapleural", "ground_glass"):
+    if args.status == "resolved":
+        category, rule, section = "1", "nodule resolved since the prior screen: no nodule remains", _LR_SECTION["1"]
+        notes.append("Category 1 only when no other nodule or finding remains; otherwise the examination is "
+                     "categorised by its most suspicious remaining finding.")
+    elif args.benign_features and kind in ("solid", "part_solid", "juxtapleural", "ground_glass"):
         category, rule, section = "1", "nodule with benign calcification or fat", _LR_SECTION["1"]
     elif kind == "airway":
         category, rule, section = _airway_rule(args, notes)

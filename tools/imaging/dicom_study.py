@@ -16,7 +16,7 @@ from tools.imaging.dicom import (
     raw_text,
     transfer_syntax,
 )
-from tools.imaging.geometry import multiframe_spacing, pixel_spacing, sort_slices
+from tools.imaging.geometry import multiframe_spacing, pixel_spacing, positions_along_normal, sort_slices
 from tools.imaging.pixels import color_arrays, grey_arrays, modality_rescale
 from tools.imaging.study import ImageStudy, SafeMetadata
 
@@ -85,8 +85,10 @@ def _build_study(datasets: list[Dataset], config: ImagingConfig, warnings: list[
         pixels, display, window = grey_arrays(raw, datasets[len(datasets) // 2], slope, intercept,
                                               invert=photometric == "MONOCHROME1", name=name)
     sop_class = first.get("SOPClassUID")
+    positions = positions_along_normal(datasets) if len(datasets) > 1 else ()
     return ImageStudy(pixels=pixels, display=display, spacing=spacing, source_format="dicom", metadata=meta,
                       sop_class_uid=str(sop_class) if sop_class else None, warnings=tuple(warnings),
+                      slice_positions=positions if len(set(positions)) == len(positions) else (),
                       display_window=window, **keys)
 
 

@@ -57,6 +57,21 @@ def slice_position(ds: Dataset) -> np.ndarray | None:
     return np.asarray(ipp, dtype=np.float64) if ipp is not None and len(ipp) == 3 else None
 
 
+def positions_along_normal(datasets: list[Dataset]) -> tuple[float, ...]:
+    """Each slice's position along the slice normal, mm (ImagePositionPatient . normal), in the given order;
+    () when a slice lacks its position or orientation. Viewers link slices of two series by it."""
+    normal = slice_normal(datasets[0]) if datasets else None
+    if normal is None:
+        return ()
+    out = []
+    for d in datasets:
+        p = slice_position(d)
+        if p is None:
+            return ()
+        out.append(round(float(np.dot(p, normal)), 3))
+    return tuple(out)
+
+
 def sort_slices(datasets: list[Dataset], warnings: list[str]) -> tuple[list[int], float | None]:
     """Order along the slice normal (ImagePositionPatient . normal), else by InstanceNumber; spacing in mm."""
     normal = slice_normal(datasets[0])
