@@ -69,6 +69,15 @@ class Coverage:
     def covers(self, finding: str) -> bool:
         return finding.strip().lower() in (n.lower() for n in self.finding_names)
 
+    def reads(self, modality: str | None = None, body_part: str | None = None) -> bool:
+        """Whether it is meant for images of this DICOM ``modality`` code ("US") and ``body_part`` ("BREAST";
+        matched as in intended_use: a listed part contained in the given one); None matches anything, and
+        so does a bundle that lists no modality or body part."""
+        if modality and self.modalities and modality.strip().upper() not in self.modalities:
+            return False
+        part = (body_part or "").strip().upper()
+        return not (part and self.body_parts and not any(p in part for p in self.body_parts))
+
 
 def term_regex(term: str) -> str:
     """A plain phrase as a whole-word regular expression (``*`` at the end: the last word may run on)."""

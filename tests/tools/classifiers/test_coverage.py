@@ -23,6 +23,12 @@ def test_the_bundled_models_state_what_they_cover():
     assert "given that a tumour is present" in covered["brain-mri-tumour"].summary
     for c in covered.values():  # every bundled model says what it reads, in words
         assert c.summary and c.tool_hint and c.modality and c.body_part
+    # which models are meant for a modality and body part a question names
+    assert [n for n, c in covered.items() if c.reads("US", "BREAST")] == ["breast-us"]
+    assert [n for n, c in covered.items() if c.reads("MR", "HEAD")] == ["brain-mri-tumour"]
+    assert [n for n, c in covered.items() if c.reads("dx", None)] == ["pneumonia-cxr"]
+    assert not any(c.reads("CT", "CHEST") for c in covered.values())
+    assert sorted(n for n, c in covered.items() if c.reads()) == sorted(covered)
 
 
 def test_a_user_bundle_states_a_new_finding_with_its_words(tmp_path):
