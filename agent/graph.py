@@ -239,7 +239,7 @@ class AgentGraph:
         frame = read_case(question, draft, previous_frame(state), has_image=bool(state.get("studies")),
                           has_patient=bool(state.get("patient_key")), measurements=measured)
         apply_comparison(frame, driving)
-        installed = [m.name for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
+        installed = [m.coverage for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
         plan = plan_for(frame, question, installed, bool(state.get("patient_key")))
         ctx.tools.frame = frame
         calls = []

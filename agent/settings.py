@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     # --- compute ----------------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where classifiers and the hf: LLM backend run.")
     model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list,
-                                   description="Extra MONAI bundle directories to register as classifiers "
+                                   description="Extra MONAI bundle directories to register as classifiers; "
+                                               "what each answers is read from its metadata's coverage block "
                                                "(env: JSON list or comma-separated paths).")
 
     # --- knowledge base -------------------------------------------------------------------------

@@ -34,12 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "figshare_cheng_brain_tumor_jpg.tar (brain-mri-tumour) or breastmnist.npz (breast-us)")
     tr.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--epochs", type=int, help="override the recipe's epochs (quick runs)")
+    tr.add_argument("--epochs", type=int, help="override the recipe's epochs (quick runs; or repeat a budgeted run "
+                                               "exactly: its card gives the epochs)")
+    tr.add_argument("--budget-min", type=float, metavar="MIN",
+                    help="archive recipes: fit the number of epochs to MIN minutes for the whole command on this "
+                         "machine (a timing probe first; the card records the epochs chosen)")
     tr.add_argument("--limit", type=int, help="use at most this many train and val images (smoke runs)")
+    tr.add_argument("--skip-test", action="store_true",
+                    help="archive recipes, smoke runs: do not read the test split (the card says so)")
     tr.add_argument("--test-fold", type=int, choices=range(1, 6), metavar="K",
                     help="brain-mri-tumour: test on fold K, select on the fold before it, train on the rest")
-    tr.add_argument("--threads", type=int, help="CPU threads (default: the recipe's; bit-exact results need the "
-                                                 "same count)")
+    tr.add_argument("--threads", type=int, help="CPU threads (default: every core this process may use for the "
+                                                 "archive recipes, 1 for breast-us; bit-exact results need the same "
+                                                 "count)")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
 
@@ -49,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", type=Path, required=True,
                     help="the archive the bundle was trained from (.tar), or a MedMNIST-style .npz")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ev.add_argument("--record", action="store_true",
+                    help="with --split test: log this read of the test split in the bundle's card (test_reads)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -59,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="directory for the per-fold bundles (test-fold-K) and cv.json; folds already there are read")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--folds", default="1,2,3,4,5", help="comma-separated test folds")
+    cv.add_argument("--budget-min", type=float, metavar="MIN", help="minutes per fold (as for `models train`)")
+    cv.add_argument("--epochs", type=int, help="fixed epochs per fold instead of a budget")
+    cv.add_argument("--threads", type=int, help="CPU threads (default: every core this process may use)")
     cv.add_argument("--attach", type=Path, metavar="BUNDLE",
                     help="also record the table in this bundle's model card")
     cv.add_argument("--json", action="store_true")
@@ -147,7 +159,8 @@ def cmd_train(args: argparse.Namespace, settings: Any) -> int:
 
     out = train(args.name, args.data, args.out, seed=args.seed, epochs=args.epochs, limit=args.limit,
                 threads=args.threads, progress=progress, test_fold=args.test_fold,
-                cache_dir=classifier_config(settings).cache_dir)
+                cache_dir=classifier_config(settings).cache_dir, budget_min=args.budget_min,
+                skip_test=args.skip_test)
     bundle = Bundle.read(out)
     metrics = bundle.metadata.get("metrics", {})
     if args.json:
@@ -163,12 +176,24 @@ def cmd_train(args: argparse.Namespace, settings: Any) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Any) -> int:
+    import sys
+
     from agent.cli import print_json
     from agent.wiring import classifier_config
-    from tools.classifiers.evaluate import evaluate_bundle
+    from tools.classifiers.evaluate import evaluate_bundle, record_test_read
+    from tools.errors import InputError
 
+    if args.record and args.split != "test":
+        raise InputError("--record logs reads of the test split; add --split test")
     config = classifier_config(settings)
-    result = evaluate_bundle(_bundle(args.name, settings), args.data, args.split, config.device, config.cache_dir)
+    bundle = _bundle(args.name, settings)
+    result = evaluate_bundle(bundle, args.data, args.split, config.device, config.cache_dir)
+    if args.record:
+        command = f"radconsult models eval {bundle.name} --data {Path(args.data).name} --split test --record"
+        result["recorded_in"] = str(record_test_read(bundle, command, result))
+    elif args.split == "test":
+        print("note: this read of the test split is not logged in the model card; add --record to log it",
+              file=sys.stderr)
     if args.json:
         print_json(result)
         return 0
@@ -190,7 +215,7 @@ def cmd_cv(args: argparse.Namespace, settings: Any) -> int:
 
     from agent.cli import print_json
     from agent.wiring import classifier_config
-    from tools.classifiers.crossval import attach, cross_validate
+    from tools.classifiers.crossval import attach, cross_validate, table
     from tools.errors import InputError
 
     try:
@@ -202,15 +227,12 @@ def cmd_cv(args: argparse.Namespace, settings: Any) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     result = cross_validate(args.name, args.data, args.out, seed=args.seed, folds=folds,
-                            cache_dir=classifier_config(settings).cache_dir, progress=progress)
+                            cache_dir=classifier_config(settings).cache_dir, progress=progress,
+                            budget_min=args.budget_min, threads=args.threads, epochs=args.epochs)
     if args.attach:
         attach(args.attach, result)
     if args.json:
         print_json(result)
         return 0
-    print(f"{'test fold':>9} {'val fold':>8} {'n':>5} {'ACC':>7} {'macro AUC':>10} {'ECE':>7}")
-    for r in result["folds"]:
-        print(f"{r['test_fold']:>9} {r['val_fold']:>8} {r['n']:>5} {r['acc']:>7} {r['auc']:>10} {r['ece']:>7}")
-    m = result["mean"]
-    print(f"{'mean':>9} {'':>8} {m['n']:>5} {m['acc']:>7} {m['auc']:>10} {m['ece']:>7}")
+    print("\n".join(table(result)))
     return 0

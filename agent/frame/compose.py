@@ -104,10 +104,9 @@ def classifier_sentences(e: Evidence) -> list[str]:
         out = [f"{name} reads study {f.get('study', '?')} as {f.get('label')} ({prob}{thr}){cite}."]
     if f.get("caution"):
         out.append(f"Caution: {str(f['caution']).rstrip('.')}{cite}.")
-    card = f.get("model_card") or {}
-    if e.source == "brain-mri-tumour" or "tumour" in str(card.get("intended_use", "")).lower() and len(probs) > 2:
-        out.append(f"This model only tells the three tumour types apart and assumes a tumour is present: it does not "
-                   f"show that there is one{cite}.")
+    statement = str((f.get("model_card") or {}).get("result_statement") or "").strip().rstrip(".")
+    if statement:  # what the bundle says every result of it must carry (its scope), in its own words
+        out.append(f"Scope of {name}: {statement}{cite}.")
     return out
 
 

@@ -1,15 +1,20 @@
 """Which image finding a question asks about, and which installed classifier (if any) answers it.
 
-A finding is a canonical name with the words clinicians use for it. A classifier covers the findings its
-labels name (pneumonia-cxr: pneumonia; brain-mri-tumour: the tumour type, given a tumour; breast-us:
-malignancy of a breast-ultrasound finding). A question about any other finding (heart size, pneumothorax,
-a fracture ...) gets no finding stated: the answer says which findings the models do cover.
+A finding is a canonical name with the words clinicians use for it (:data:`FINDINGS`, the vocabulary).
+What a classifier covers is read from its bundle's metadata (``tools.classifiers.coverage``): the
+findings it answers by name, the words for a finding the vocabulary does not know, and one clause
+saying what it reads. The installed bundles' :class:`Coverage` is passed in, so a user's own bundle is
+planned for exactly like a bundled one. A question about a finding no installed model covers (heart
+size, pneumothorax, a fracture ...) gets no finding stated: the answer says what the models do cover.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from tools.classifiers.coverage import Coverage
 
 FINDINGS: dict[str, re.Pattern[str]] = {
     "pneumonia": re.compile(r"\bpneumon\w*|\bconsolidat\w*|\bairspace\s+(?:disease|opacit\w*)|\bchest\s+infection\b|"
@@ -36,18 +41,6 @@ FINDINGS: dict[str, re.Pattern[str]] = {
                                         r"placement|tip)\b", re.I),
     "stroke or haemorrhage": re.compile(r"\bstroke\b|\binfarct\w*|\bhaemorrhag\w*|\bhemorrhag\w*|\bbleed\w*", re.I),
 }
-# findings each bundled model's labels answer (a user bundle covers the labels it names)
-COVERAGE: dict[str, tuple[str, ...]] = {
-    "pneumonia-cxr": ("pneumonia",),
-    "brain-mri-tumour": ("tumour type",),
-    "breast-us": ("breast malignancy",),
-}
-WHAT_IT_COVERS: dict[str, str] = {
-    "pneumonia-cxr": "pneumonia versus normal on a frontal chest radiograph (trained on young children)",
-    "brain-mri-tumour": "the type of a brain tumour (glioma, meningioma or pituitary) on a contrast-enhanced T1 MR "
-                        "slice, given that a tumour is present (it cannot tell whether there is one)",
-    "breast-us": "malignant versus normal-or-benign on a breast ultrasound image",
-}
 TECHNIQUE = re.compile(r"\bmodality\b|\bview\b|\btechnique\b|\bdimensions?\b|\bresolution\b|\bmatrix\b|"
                        r"\bpixel\s+spacing\b|\bslice\s+thickness\b|\bheader\b|\bDICOM\s+(?:tags?|header|data)\b|"
                        r"\bmanufacturer\b|\bscanner\b|\b(?:study|acquisition)\s+date\b|\bwhen\s+was\s+(?:it|this|the\s+"
@@ -64,22 +57,39 @@ class FindingQuery:
     generic: bool
 
 
-def asked_findings(question: str, model_hint: str | None = None) -> FindingQuery:
-    """The canonical findings ``question`` (or the model's reading of it, ``model_hint``) asks about."""
-    found = [name for name, pattern in FINDINGS.items() if pattern.search(question)]
+def finding_patterns(installed: Sequence[Coverage] = ()) -> dict[str, re.Pattern[str]]:
+    """The vocabulary's findings, with the words the installed bundles add (a new finding, or more words
+    for a known one)."""
+    patterns = dict(FINDINGS)
+    known = {name.lower(): name for name in patterns}
+    for coverage in installed:
+        for finding in coverage.findings:
+            extra = finding.pattern()
+            name = known.setdefault(finding.name.lower(), finding.name)
+            patterns[name] = (re.compile(f"(?:{patterns[name].pattern})|(?:{extra.pattern})", re.I)
+                              if name in patterns else extra)
+    return patterns
+
+
+def asked_findings(question: str, model_hint: str | None = None,
+                   installed: Sequence[Coverage] = ()) -> FindingQuery:
+    """The canonical findings ``question`` (or the model's reading of it, ``model_hint``) asks about;
+    ``installed`` adds the findings (and words) of the installed bundles to the vocabulary."""
+    patterns = finding_patterns(installed)
+    found = [name for name, pattern in patterns.items() if pattern.search(question)]
     if "tumour type" in found and "tumour presence" in found:
         found.remove("tumour presence")
     if not found and model_hint:
-        found = [name for name, pattern in FINDINGS.items() if pattern.search(model_hint)]
+        found = [name for name, pattern in patterns.items() if pattern.search(model_hint)]
     return FindingQuery(tuple(found), not found)
 
 
-def covering_models(finding: str, installed: list[str]) -> list[str]:
-    """Installed classifiers whose labels answer ``finding``."""
-    return [m for m in installed if finding in COVERAGE.get(m, ())]
+def covering_models(finding: str, installed: Sequence[Coverage]) -> list[str]:
+    """Names of the installed classifiers whose bundles say they answer ``finding``."""
+    return [c.model for c in installed if c.covers(finding)]
 
 
-def what_models_cover(installed: list[str]) -> str:
-    """One clause per installed model: what it can and cannot be asked."""
-    parts = [f"{WHAT_IT_COVERS.get(m, 'its own labels')} ({m})" for m in installed]
+def what_models_cover(installed: Sequence[Coverage]) -> str:
+    """One clause per installed model, from its bundle: what it can and cannot be asked."""
+    parts = [f"{c.summary} ({c.model})" for c in installed]
     return "; ".join(parts) if parts else "no image classifier is installed"

@@ -13,11 +13,15 @@ statement that needs no tool (a finding no model covers, a question outside deci
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.frame.findings import TECHNIQUE, asked_findings, covering_models, what_models_cover
 from agent.frame.model import SYSTEM_NAMES, CaseFrame
+
+if TYPE_CHECKING:
+    from tools.classifiers.coverage import Coverage
 
 OUT_OF_SCOPE = ("That is outside what I can help with: I am a decision-support assistant for reading medical images. "
                 "I can help interpret an attached study, look up imaging guidelines (Fleischner, Lung-RADS, BI-RADS, "
@@ -145,8 +149,8 @@ def _guideline_plan(frame: CaseFrame, question: str) -> Plan:
     return plan
 
 
-def _image_plan(frame: CaseFrame, question: str, installed: list[str]) -> Plan:
-    query = asked_findings(question, frame.finding)
+def _image_plan(frame: CaseFrame, question: str, installed: Sequence[Coverage]) -> Plan:
+    query = asked_findings(question, frame.finding, installed)
     if TECHNIQUE.search(question) and not query.findings:  # about the acquisition, not a finding: the header
         return Plan(calls=[("inspect_study", {"study": "latest"})], answer_by="render")
     covered = [f for f in query.findings if covering_models(f, installed)]
@@ -167,8 +171,9 @@ def _image_plan(frame: CaseFrame, question: str, installed: list[str]) -> Plan:
     return plan
 
 
-def plan_for(frame: CaseFrame, question: str, installed_models: list[str], has_patient: bool) -> Plan:
-    """The plan for ``frame`` (see the module docstring)."""
+def plan_for(frame: CaseFrame, question: str, installed_models: Sequence[Coverage], has_patient: bool) -> Plan:
+    """The plan for ``frame`` (see the module docstring); ``installed_models`` is what each installed
+    classifier covers, from its bundle (``Bundle.coverage``)."""
     if frame.intent == "out_of_scope":
         return Plan(statement=OUT_OF_SCOPE, answer_by="render")
     if frame.intent == "smalltalk":

@@ -3,7 +3,7 @@
 Declarations live beside their adapters: ``imaging.py`` (inspect_study, classify_study),
 ``knowledge.py`` (search_guidelines, search_prior_reports) and ``calculators.py`` (one tool per row of
 ``tools.calculators.CALCULATORS``). :func:`toolset` gives the specs a consultation uses, with the
-classifier enum filled in from the installed bundles.
+classifier's description and enum filled in from the installed bundles.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import dataclasses
 
 from agent.toolbox.calculators import CALCULATOR_NAMES, CALCULATOR_SPECS
 from agent.toolbox.context import AttachedStudy, ImageClassifiers, KnowledgeSearch, ToolContext, ToolServices
-from agent.toolbox.imaging import CLASSIFY_STUDY, INSPECT_STUDY, ClassifyArgs, StudyArgs, classify_args_model
+from agent.toolbox.imaging import (
+    CLASSIFY_STUDY,
+    INSPECT_STUDY,
+    ClassifyArgs,
+    StudyArgs,
+    classify_args_model,
+    classify_description,
+    installed_coverage,
+)
 from agent.toolbox.knowledge import SEARCH_GUIDELINES, SEARCH_PRIOR_REPORTS, SearchArgs
 from agent.toolbox.spec import ToolRegistry, ToolSpec, compact_schema
 
@@ -38,9 +46,11 @@ TOOLS = ToolRegistry([INSPECT_STUDY, CLASSIFY_STUDY, SEARCH_GUIDELINES, SEARCH_P
 
 
 def toolset(classifiers: ImageClassifiers, registry: ToolRegistry = TOOLS) -> dict[str, ToolSpec]:
-    """The registry's specs by name, with ``classify_study``'s ``model`` an enum of the installed bundles."""
+    """The registry's specs by name, with ``classify_study``'s description and ``model`` enum taken from the
+    installed bundles (what each covers is in its metadata)."""
     out = {spec.name: spec for spec in registry}
     if CLASSIFY_STUDY.name in out:
-        out[CLASSIFY_STUDY.name] = dataclasses.replace(out[CLASSIFY_STUDY.name],
-                                                       args_model=classify_args_model(classifiers))
+        out[CLASSIFY_STUDY.name] = dataclasses.replace(
+            out[CLASSIFY_STUDY.name], args_model=classify_args_model(classifiers),
+            description=classify_description(installed_coverage(classifiers)))
     return out

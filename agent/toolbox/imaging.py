@@ -12,12 +12,12 @@ from agent.toolbox.spec import ToolSpec
 
 if TYPE_CHECKING:
     from agent.toolbox.context import ImageClassifiers, ToolContext
+    from tools.classifiers.coverage import Coverage
     from tools.classifiers.inference import Finding
 
-# what each bundled classifier reads, for the model's choice of ``model`` (a user bundle shows its name only)
-MODEL_HINTS = {"pneumonia-cxr": "paediatric chest X-ray, pneumonia",
-               "brain-mri-tumour": "brain MR slice showing a tumour: tumour type only",
-               "breast-us": "breast ultrasound"}
+CLASSIFY_HEAD = "Run an image classifier on an attached study"
+CLASSIFY_TAIL = "Calibrated probabilities, caution or abstention, optional saliency."
+DESCRIPTION_CHARS = 300  # ToolSpec's limit
 
 
 class StudyArgs(BaseModel):
@@ -30,20 +30,41 @@ class ClassifyArgs(StudyArgs):
     saliency: bool = Field(False, description="also compute a saliency map")
 
 
-def classify_args_model(classifiers: ImageClassifiers) -> type[ClassifyArgs]:
-    """ClassifyArgs whose ``model`` is an enum of the registered classifiers (free text when none load)."""
+def installed_coverage(classifiers: ImageClassifiers) -> list[Coverage]:
+    """What each registered classifier covers, from its bundle ([] when the registry cannot be read)."""
     import logging
 
     try:
-        names = [b.name for b in classifiers.models()]
+        return [b.coverage for b in classifiers.models()]
     except Exception as exc:  # noqa: BLE001 - registry unavailable: free text, checked by classify()
         logging.getLogger(__name__).info("classifier registry unavailable for the tool schema: %s", exc)
+        return []
+
+
+def classify_args_model(classifiers: ImageClassifiers) -> type[ClassifyArgs]:
+    """ClassifyArgs whose ``model`` is an enum of the registered classifiers (free text when none load)."""
+    covered = installed_coverage(classifiers)
+    if not covered:
         return ClassifyArgs
-    if not names:
-        return ClassifyArgs
-    hint = ", ".join(f"{n} ({MODEL_HINTS[n]})" if n in MODEL_HINTS else n for n in names)
+    names = tuple(c.model for c in covered)
+    hint = ", ".join(f"{c.model} ({c.tool_hint})" for c in covered)
     return create_model("ClassifyArgs", __base__=ClassifyArgs,
-                        model=(Literal[tuple(names)] | None, Field(None, description=f"classifier: {hint}")))
+                        model=(Literal[names] | None, Field(None, description=f"classifier: {hint}")))
+
+
+def classify_description(covered: list[Coverage]) -> str:
+    """The classify_study description from the installed bundles' tool hints, within the 300 characters a
+    tool description may have (models that do not fit are named without their hint)."""
+    if not covered:
+        return f"{CLASSIFY_HEAD}. {CLASSIFY_TAIL}"
+    budget = DESCRIPTION_CHARS - len(CLASSIFY_HEAD) - len(CLASSIFY_TAIL) - 4
+    parts = [c.tool_hint for c in covered]
+    k = len(covered)
+    while k and len("; ".join(parts)) > budget:  # the last hints give way to the bare names
+        k -= 1
+        parts = [c.tool_hint for c in covered[:k]] + [("also " if k else "") + ", ".join(c.model for c in covered[k:])]
+    text = f"{CLASSIFY_HEAD}: {'; '.join(parts)}. {CLASSIFY_TAIL}"
+    return text if len(text) <= DESCRIPTION_CHARS else f"{CLASSIFY_HEAD}. {CLASSIFY_TAIL}"
 
 
 def _inspect(args: StudyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evidence]:
@@ -101,7 +122,6 @@ def _classify(args: ClassifyArgs, ctx: ToolContext, ledger: Ledger) -> list[Evid
 INSPECT_STUDY = ToolSpec(
     "inspect_study", "Technical facts of an attached image (modality, view, body part, size, date).",
     StudyArgs, _inspect, audit_action="inspect", returns="dicom")
-CLASSIFY_STUDY = ToolSpec(
-    "classify_study", "Run the image classifier on an attached image: pneumonia on a child's chest X-ray; "
-    "tumour type (meningioma, glioma, pituitary) on a brain MR slice that shows a tumour, never whether there is "
-    "one; breast ultrasound malignancy. Calibrated probabilities, caution or abstention, optional saliency.", ClassifyArgs, _classify, audit_action="classify", returns="classifier")
+# the description and the ``model`` enum are filled in from the installed bundles by agent.toolbox.toolset
+CLASSIFY_STUDY = ToolSpec("classify_study", classify_description([]), ClassifyArgs, _classify,
+                          audit_action="classify", returns="classifier")

@@ -89,3 +89,63 @@ def test_models_train_quick(capsys, tmp_path):
     assert (tmp_path / "b" / "models" / "model.pt").is_file()
     r = run_json(capsys, "models", "eval", str(tmp_path / "b"), "--data", str(data), "--split", "val")
     assert r["n"] == 78  # the whole val split; --limit only shaped training
+
+
+def test_models_cv_prints_the_fold_table_and_resumes(capsys, tmp_path):
+    from tests.tools.classifiers.helpers import tiny_cheng
+
+    archive = tiny_cheng(tmp_path, per_fold_class=2)
+    out = tmp_path / "cv"
+    argv = ["models", "cv", "brain-mri-tumour", "--data", str(archive), "--out", str(out), "--folds", "1,2",
+            "--epochs", "1", "--threads", "1"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| test fold | val fold | n | ACC | macro AUC | recall meningioma | recall glioma | recall pituitary" in table
+    assert "| mean +- sd |" in table and " +- " in table.splitlines()[-1]
+    result = json.loads((out / "cv.json").read_text())
+    assert [r["test_fold"] for r in result["folds"]] == [1, 2] and set(result["sd"]) >= {"acc", "auc"}
+    assert "--epochs 1 --threads 1" in result["command"]
+    for k in (1, 2):  # each fold's own test read is logged in its card
+        meta = json.loads((out / f"test-fold-{k}" / "configs" / "metadata.json").read_text())
+        assert len(meta["test_reads"]) == 1 and meta["test_reads"][0]["n"] == result["folds"][k - 1]["n"]
+    bundle = tmp_path / "bundle"
+    import shutil
+
+    shutil.copytree(out / "test-fold-2", bundle)
+    assert main([*argv, "--attach", str(bundle)]) == 0  # both folds are read, not retrained
+    assert "already trained" in capsys.readouterr().err
+    assert "Cross-validation" in (bundle / "docs" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["models", "cv", "brain-mri-tumour", "--folds", "1,1"], "distinct"),
+    (["models", "cv", "brain-mri-tumour", "--folds", "6"], "distinct"),
+    (["models", "cv", "brain-mri-tumour", "--folds", "1,x"], "comma-separated"),
+    (["models", "cv", "pneumonia-cxr"], "fold-based"),
+    (["models", "train", "breast-us", "--budget-min", "5"], "archive recipes"),
+    (["models", "train", "pneumonia-cxr", "--budget-min", "-1"], "must be positive"),
+    (["models", "train", "pneumonia-cxr", "--budget-min", "5", "--epochs", "3"], "not both"),
+    (["models", "train", "pneumonia-cxr", "--threads", "0"], "threads"),
+    (["models", "eval", "breast-us", "--split", "val", "--record"], "--split test"),
+])
+def test_bad_training_options_are_messages(capsys, tmp_path, argv, message):
+    data = shared_file("medmnist/breastmnist.npz")
+    assert main([*argv, "--data", str(data), "--out", str(tmp_path / "o")] if argv[1] != "eval"
+                else [*argv, "--data", str(data)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_recorded_test_read_is_logged_in_the_card(capsys, tmp_path):
+    import shutil
+
+    from tools.classifiers.registry import BUNDLED_DIR
+
+    bundle = tmp_path / "breast-us"
+    shutil.copytree(BUNDLED_DIR / "breast-us", bundle)
+    data = shared_file("medmnist/breastmnist.npz")
+    r = run_json(capsys, "models", "eval", str(bundle), "--data", str(data), "--split", "test", "--record")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["test_reads"][-1]["n"] == r["n"] == 156 and meta["test_reads"][-1]["auc"] == r["auc"]
+    assert "Every read of the test split" in (bundle / "docs" / "README.md").read_text()
+    assert main(["models", "eval", str(bundle), "--data", str(data), "--split", "test"]) == 0
+    assert "not logged" in capsys.readouterr().err  # an unrecorded read says so

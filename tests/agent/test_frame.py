@@ -9,8 +9,9 @@ from agent.frame import FrameDraft, plan_for, read_case
 from agent.frame.findings import asked_findings
 from agent.frame.sections import fits
 from agent.frame.text import read_text
+from tools.classifiers.registry import list_models
 
-INSTALLED = ["breast-us", "pneumonia-cxr"]
+INSTALLED = [b.coverage for b in list_models() if b.name in ("breast-us", "pneumonia-cxr")]
 
 
 @pytest.mark.parametrize(("question", "expected"), [

@@ -138,3 +138,23 @@ def test_a_length_without_pixel_spacing_is_refused(settings):
         measure(png, 0, (10, 10), (50, 50))
     with pytest.raises(MeasurementError, match="outside"):
         measure(png, 0, (10, 10), (5000, 50))
+
+
+def test_a_tumour_type_answer_carries_the_scope_its_bundle_states(settings):
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.tools.classifiers.helpers import CHENG, study_from
+    from tools.classifiers.registry import get_bundle
+
+    with tarfile.open(shared_file(CHENG)) as tf:
+        image = np.asarray(Image.open(io.BytesIO(tf.extractfile("figshare_cheng_brain_tumor/glioma/740.jpg").read())))
+    study = study_from(image, modality="MR", body_part="HEAD", series_description="T1 POST GD")
+    c, _ = consult(settings, [frame(intent="image", finding="tumour type")])
+    res = c.ask("f9", "What type of tumour is this?", images=[study])
+    assert [t.arguments.get("model") for t in res.tool_calls if t.name == "classify_study"] == ["brain-mri-tumour"]
+    statement = get_bundle("brain-mri-tumour").statement
+    assert statement and f"Scope of brain-mri-tumour {get_bundle('brain-mri-tumour').version}: {statement}" in res.answer

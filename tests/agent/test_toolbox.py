@@ -101,3 +101,17 @@ def test_tumour_type_question_on_an_mr_slice_reaches_the_brain_model(tools, sett
     e = tools["classify_study"].run({}, real_context(settings, studies=[AttachedStudy("S1", study, "MR")]), Ledger())[0]
     assert e.facts["model"] == "brain-mri-tumour" and e.facts["label"] in ("meningioma", "glioma", "pituitary")
     assert "cannot tell whether a tumour is present" in e.quote
+
+
+def test_the_classify_description_fits_its_limit_whatever_is_installed():
+    from agent.toolbox.imaging import classify_description
+    from tools.classifiers.coverage import Coverage, CoveredFinding
+
+    few = [Coverage("a-model", (CoveredFinding("x"),), "x on y", "x on a y image")]
+    assert "a-model" not in classify_description(few) and "x on a y image" in classify_description(few)
+    many = [Coverage(f"model-{k}", (CoveredFinding("x"),), "s", "a long hint that says what this model reads " * 2)
+            for k in range(12)]
+    text = classify_description(many)
+    assert len(text) <= 300 and text.endswith("optional saliency.")
+    assert "model-11" in text or "classifier on an attached study." in text
+    assert len(classify_description([])) <= 300

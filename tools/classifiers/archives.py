@@ -127,7 +127,7 @@ def _member_names(path: Path) -> list[str]:
             raise DataArchiveError(f"{Path(path).name} is truncated or corrupt: {exc}") from exc
 
 
-def _iter_files(path: Path, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
+def iter_members(path: Path, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) of the wanted members, in archive order; DataArchiveError when cut short."""
     name = Path(path).name
     found = 0
@@ -208,7 +208,7 @@ def _index_cheng(path: Path, names: list[str], rule: SplitRule, labels: tuple[st
     if meta_name not in names:
         raise DataArchiveError(f"{path.name} does not have the Cheng layout: no {meta_name} (expected "
                                f"{CHENG_ROOT}/metadata.csv and {CHENG_ROOT}/<class>/<index>.jpg)")
-    text = b"".join(data for _, data in _iter_files(path, {meta_name})).decode("utf-8", "replace")
+    text = b"".join(data for _, data in iter_members(path, {meta_name})).decode("utf-8", "replace")
     reader = csv.DictReader(io.StringIO(text))
     need = {"path", "class", "cv_fold"}
     if not need <= set(reader.fieldnames or ()):
@@ -283,7 +283,7 @@ def scaled_images(path: Path, entries: list[Entry], spec: Preprocessing, cache_d
     h, w = spec.size
     out = np.empty((len(entries), h, w), dtype=np.float32)
     where = {m: i for i, m in enumerate(members)}
-    for k, (name, data) in enumerate(_iter_files(path, set(members)), 1):
+    for k, (name, data) in enumerate(iter_members(path, set(members)), 1):
         out[where[name]], _ = scaled(decode_display(name, data), spec)
         if k % 1000 == 0:
             say(f"decoded {k}/{len(entries)} images of {Path(path).name}")

@@ -4,7 +4,8 @@ Layout (MONAI bundle convention)::
 
     NAME/
       configs/metadata.json    model card: labels, input spec, intended use, training data, metrics,
-                               calibration (temperature, threshold), OOD statistics
+                               calibration (temperature, threshold), OOD statistics, and what it
+                               covers (findings, modality, body part, summary: coverage.py)
       configs/network.json     {"network_def": {"_target_": "monai.networks.nets....", ...}}
                                (configs/inference.json with a ``network_def`` key is read too)
       models/model.pt          the state_dict (torch.save), loaded with weights_only=True
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tools.classifiers.coverage import Coverage, from_metadata
 from tools.classifiers.ood import MahalanobisOOD
 from tools.classifiers.preprocess import Preprocessing
 from tools.errors import BundleError, ModelUnavailableError
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 METADATA = Path("configs") / "metadata.json"
 NETWORK_CONFIGS = (Path("configs") / "network.json", Path("configs") / "inference.json")
 WEIGHTS = Path("models") / "model.pt"
+TTA_VIEWS = ("hflip", "aspect")  # test-time views a bundle may name (runtime.tta_views)
 
 
 def instantiate_network(network_def: dict[str, Any], config: dict[str, Any] | None = None) -> nn.Module:
@@ -105,6 +108,10 @@ class Bundle:
         if not 0.0 <= self.threshold <= 1.0:
             raise BundleError(f"{self.name}: decision threshold must lie in [0, 1]")
         _ = self.preprocess_spec  # raises BundleError when malformed
+        _ = self.coverage
+        unknown = [v for v in self.tta if v not in TTA_VIEWS]
+        if unknown:
+            raise BundleError(f"{self.name}: unknown test-time views {unknown}; use {', '.join(TTA_VIEWS)}")
 
     # --- fields ----------------------------------------------------------------------------------
     @property
@@ -161,6 +168,11 @@ class Bundle:
         """What every result of this model must say about its scope (e.g. "given a tumour is present")."""
         text = self.metadata.get("result_statement")
         return str(text) if text else None
+
+    @cached_property
+    def coverage(self) -> Coverage:
+        """The findings it answers and what it reads (``metadata["coverage"]``, see :mod:`coverage`)."""
+        return from_metadata(self.metadata, self.name)
 
     @property
     def mean(self) -> float:

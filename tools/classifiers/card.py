@@ -73,11 +73,31 @@ def _cv(m: dict[str, Any]) -> list[str]:
         rows.append(f"| {f.get('test_fold')} | {f.get('val_fold')} | {_fmt(f.get('n'))} | {_fmt(f.get('acc'))} | "
                     f"{_fmt(f.get('auc'))} | " + " | ".join(_fmt(recall.get(lab)) for lab in labels)
                     + f" | {_fmt(f.get('ece'))} | {_fmt(f.get('brier'))} |")
-    mean = cv.get("mean") or {}
-    rows.append(f"| **mean** | | {_fmt(mean.get('n'))} | **{_fmt(mean.get('acc'))}** | {_fmt(mean.get('auc'))} | "
-                + " | ".join("" for _ in labels) + f" | {_fmt(mean.get('ece'))} | {_fmt(mean.get('brier'))} |")
+    mean, sd = cv.get("mean") or {}, cv.get("sd") or {}
+    mean_recall, sd_recall = mean.get("per_class_recall") or {}, sd.get("per_class_recall") or {}
+
+    def cell(value: Any, spread: Any) -> str:
+        return _fmt(value) + (f" +- {_fmt(spread)}" if spread is not None else "")
+
+    rows.append(f"| **mean +- sd** | | {_fmt(mean.get('n'))} | **{cell(mean.get('acc'), sd.get('acc'))}** | "
+                f"{cell(mean.get('auc'), sd.get('auc'))} | "
+                + " | ".join(cell(mean_recall.get(lab), sd_recall.get(lab)) if lab in mean_recall else ""
+                             for lab in labels)
+                + f" | {cell(mean.get('ece'), sd.get('ece'))} | {cell(mean.get('brier'), sd.get('brier'))} |")
     if cv.get("command"):
         rows += ["", f"Reproduce: `{cv['command']}`"]
+    return rows
+
+
+def _test_reads(m: dict[str, Any]) -> list[str]:
+    reads = m.get("test_reads") or []
+    if not reads:
+        return []
+    rows = ["", "Every read of the test split (selection, TTA, temperature and threshold used val only):", "",
+            "| when (UTC) | command | n | purpose | ACC | AUC |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in reads:
+        rows.append(f"| {r.get('at')} | `{r.get('command')}` | {_fmt(r.get('n'))} | {r.get('purpose')} | "
+                    f"{_fmt(r.get('acc'))} | {_fmt(r.get('auc'))} |")
     return rows
 
 
@@ -115,7 +135,8 @@ def render(metadata: dict[str, Any]) -> str:
     ]
     pre = m.get("preprocessing") or {}
     if pre.get("geometry"):
-        lines.append(f"- **Preprocessing (training and inference alike):** {pre.get('geometry')} to "
+        border = "dark margins cut, then " if pre.get("border") == "crop-dark" else ""
+        lines.append(f"- **Preprocessing (training and inference alike):** {border}{pre.get('geometry')} to "
                      f"{'x'.join(str(s) for s in pre.get('size', []))} (area resize), intensity {pre.get('intensity')}"
                      + (f" {pre.get('percentiles')}" if pre.get("percentiles") else "")
                      + f", then (x - {pre.get('mean')}) / {pre.get('std')}; TTA {', '.join(m.get('tta', [])) or 'none'}")
@@ -134,18 +155,33 @@ def render(metadata: dict[str, Any]) -> str:
     timing = f"{train.get('seconds')} s wall"
     if train.get("cpu_seconds"):
         timing += f", {train.get('cpu_seconds')} CPU-s"
+    if train.get("optimizer"):
+        lines.append(f"- **Training:** {train.get('optimizer')}; {train.get('resolution', '')}; "
+                     f"{train.get('loss')}; augmentation: {train.get('augmentation')}")
+    kept = [k.get("kept") for k in train.get("kept") or [] if isinstance(k, dict)]
+    if kept or train.get("tta_on_val"):
+        tried = "; ".join(f"{'+'.join(r.get('tta') or []) or 'none'}: val {r.get('val_key')} (NLL {r.get('val_nll')})"
+                          for r in train.get("tta_on_val") or [])
+        lines.append(f"- **Chosen on val:** {', '.join(str(k) for k in kept) or '-'}"
+                     + (f"; test-time views tried: {tried}" if tried else ""))
+    if train.get("budget_min"):
+        b = train.get("budget") or {}
+        lines.append(f"- **Time budget:** {train['budget_min']} min for the whole command became {train.get('epochs')} "
+                     f"epochs ({b.get('seconds_per_step_full')} s per step at full size measured before training); "
+                     f"run as `{train.get('run_as')}`")
     lines.append(f"- **Reproduce:** `{train.get('command')}` (seed {train.get('seed')}, {train.get('epochs')} "
                  f"epochs, {train.get('threads', 1)} CPU thread(s); {timing} here)")
     if train.get("data_file", "").endswith(".tar"):
         lines.append(f"- **Evaluate:** `radconsult models eval {m.get('name')} --data {train.get('data_file')} "
                      "--split test --json`")
     lines += ["", *(_multiclass_table(metrics, labels) if multiclass else _binary_table(metrics))]
-    lines += _anchors(m) + _cv(m) + _ood_report(m)
+    lines += _anchors(m) + _test_reads(m) + _cv(m) + _ood_report(m)
     refs = m.get("references") or []
     if refs:
         lines += ["", "References:", "", *[f"- {r}" for r in refs]]
     lines += ["", "Decision support, not a diagnosis. Model selection, temperature and threshold use val only"
-              + (" (but see the note above)." if cal.get("note") else "; the test split is evaluated once."), ""]
+              + (" (but see the note above)." if cal.get("note") else "; every read of the test split is listed above"
+                 if m.get("test_reads") else "; the test split is evaluated once."), ""]
     return "\n".join(lines)
 
 

@@ -156,3 +156,31 @@ def ood_scores(bundle: Bundle, displays: list[np.ndarray], device: str = "auto")
     _, feats = load_model(bundle, device).predict(inputs)
     return bundle.ood.score(feats)
 
+
+def test_read(command: str, n: int, purpose: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One entry of ``metadata["test_reads"]``: when the test split was read, by what, and what it gave."""
+    import datetime
+
+    keep = ("acc", "auc", "sensitivity", "specificity", "ece")
+    return {"at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": command,
+            "n": n, "purpose": purpose, **{k: metrics[k] for k in keep if k in metrics}}
+
+
+def record_test_read(bundle: Bundle, command: str, result: dict[str, Any]) -> Path:
+    """Log one read of the test split in the bundle's metadata and card; returns the metadata file.
+    InputError when the bundle directory cannot be written (a read-only installation)."""
+    import json
+
+    from tools.classifiers import card
+    from tools.classifiers.bundle import METADATA
+
+    metadata = dict(bundle.metadata)
+    metadata["test_reads"] = [*metadata.get("test_reads", []),
+                              test_read(command, int(result["n"]), "an evaluation after training", result)]
+    path = Path(bundle.path) / METADATA
+    try:
+        path.write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+        card.write(bundle.path, metadata)
+    except OSError as exc:
+        raise InputError(f"cannot log the test read in {bundle.name}'s card at {bundle.path}: {exc}") from exc
+    return path

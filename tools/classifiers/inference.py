@@ -119,6 +119,29 @@ def _display(study: ImageStudy, slice_index: int | None) -> np.ndarray:
     return display[slice_index]
 
 
+def model_source(study: ImageStudy, display: np.ndarray, slice_index: int | None) -> np.ndarray:
+    """The image the model's preprocessing starts from (``display`` is what the viewer shows).
+
+    The display of a DICOM without a window in its header (or of a NIfTI volume) is clipped to a window the
+    loader estimated at full resolution. The model's own percentile window runs after its resize, so that
+    earlier clip changes its input (by up to 0.17 on an 8-bit MR slice against the JPEG it was made from)
+    although the two hold the same values. The model reads such an image mapped linearly from its pixels
+    instead, as a JPEG's values are; a window the file states is the file's presentation, and is kept.
+    """
+    if study.display_window != "estimated" or study.is_rgb:
+        return display
+    pixels = np.asarray(study.pixels)
+    plane = pixels[slice_index or 0] if study.is_volume else pixels
+    lo, hi = float(plane.min()), float(plane.max())
+    if not hi > lo:
+        return display
+    out = np.subtract(plane, np.float32(lo), dtype=np.float32)
+    out *= np.float32(1.0 / (hi - lo))
+    if (study.metadata.photometric or "").upper() == "MONOCHROME1":
+        np.subtract(1.0, out, out=out)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 def _resolve(study: ImageStudy, model: str | None, config: ClassifierConfig) -> tuple[Bundle, str]:
     if model:
         return registry.get_bundle(model, config), f"named by the caller ({model})"
@@ -143,7 +166,7 @@ def classify_many(studies: Sequence[ImageStudy], model: str | None = None, confi
     for study in studies:
         bundle, why = _resolve(study, model, config)
         display = _display(study, slice_index)
-        x, box = prepare_spec(display, bundle.preprocess_spec)
+        x, box = prepare_spec(model_source(study, display, slice_index), bundle.preprocess_spec)
         if x.shape[0] != bundle.input_channels:
             x = np.repeat(x, bundle.input_channels, axis=0)
         use = intended_use.check(bundle, study.metadata)

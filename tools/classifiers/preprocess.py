@@ -5,16 +5,22 @@ implementation, used by training (on the decoded training images) and by inferen
 ``ImageStudy.display``), so the two cannot drift apart:
 
 1. ``to_grey_2d``: validate; RGB -> luminance; one 2-D plane in [0, 1].
+1b. border (optional, ``"crop-dark"``): the dark margins (background outside the body, collimation) are
+   cut off: a row or column is margin when fewer than a fifth of its pixels are brighter than a tenth of
+   the image's robust range, at most a fifth of each side. The framing of a film then carries no
+   information (in the Kermany training films it told the classes apart: bench/kermany_shift.py).
 2. geometry: ``"centre-square"`` (the MedMNIST bundles: the largest centred square, then resize),
    ``"stretch"`` (the whole image resized to the model size without keeping the aspect ratio, as the
    Kermany 224-px images were made) or ``"pad-square"`` (the image centred on a square canvas filled with
    its minimum, then resized: the whole field of view at its own aspect ratio; for the square MR slices
    of the brain data set it is the same as a plain resize). Resizing uses
    ``monai.transforms.Resize(mode="area")``.
-3. intensity: ``"fixed"`` (display values as they are) or ``"percentiles"`` (the ``[lower, upper]``
+3. intensity: ``"fixed"`` (display values as they are), ``"percentiles"`` (the ``[lower, upper]``
    percentiles of the resized image mapped to [0, 1] and clipped, with
    ``monai.transforms.ScaleIntensityRange``): a display window, a modality LUT or a JPEG's contrast
-   stretch then all give the model the same input.
+   stretch then all give the model the same input; or ``"equalise"`` (percentiles, then histogram
+   equalisation: each pixel becomes the fraction of the image darker than it, ties counted half), which
+   makes any monotone grey-level curve (exposure, a site's post-processing) give the same input.
 4. ``(x - mean) / std`` with the training statistics.
 
 Steps 1-3 give the "scaled" image (training caches it and augments it); step 4 happens per batch.
@@ -33,7 +39,11 @@ from tools.errors import BundleError, InvalidImageError
 
 MIN_SIDE = 8  # pixels; anything smaller carries no usable structure
 GEOMETRIES = ("centre-square", "stretch", "pad-square")
-INTENSITIES = ("fixed", "percentiles")
+INTENSITIES = ("fixed", "percentiles", "equalise")
+BORDERS = ("keep", "crop-dark")
+DARK_LEVEL = 0.10      # of the robust (0.5-99.5 percentile) range: darker pixels are background
+DARK_SHARE = 0.20      # a row or column with fewer brighter pixels than this share is margin
+MAX_BORDER_CUT = 0.20  # of each side, at most
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,11 @@ class Preprocessing:
     geometry: str = "centre-square"
     intensity: str = "fixed"
     percentiles: tuple[float, float] = (0.5, 99.5)
+    border: str = "keep"
 
     def __post_init__(self) -> None:
+        if self.border not in BORDERS:
+            raise BundleError(f"unknown preprocessing border {self.border!r}; use {' or '.join(BORDERS)}")
         if self.geometry not in GEOMETRIES:
             raise BundleError(f"unknown preprocessing geometry {self.geometry!r}; use {' or '.join(GEOMETRIES)}")
         if self.intensity not in INTENSITIES:
@@ -87,15 +100,18 @@ class Preprocessing:
             return cls(size=(int(size[0]), int(size[1])), mean=float(pre.get("mean", 0.0)),
                        std=float(pre.get("std", 1.0)), geometry=str(pre.get("geometry", "centre-square")),
                        intensity=str(pre.get("intensity", "fixed")),
-                       percentiles=tuple(float(p) for p in pre.get("percentiles", (0.5, 99.5)))[:2])
+                       percentiles=tuple(float(p) for p in pre.get("percentiles", (0.5, 99.5)))[:2],
+                       border=str(pre.get("border", "keep")))
         except (TypeError, ValueError, IndexError) as exc:
             raise BundleError(f"malformed preprocessing block: {exc}") from exc
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"size": list(self.size), "geometry": self.geometry, "resize": "area",
                                "intensity": self.intensity, "mean": round(self.mean, 6), "std": round(self.std, 6)}
-        if self.intensity == "percentiles":
+        if self.intensity in ("percentiles", "equalise"):
             out["percentiles"] = list(self.percentiles)
+        if self.border != "keep":
+            out["border"] = self.border
         return out
 
 
@@ -160,9 +176,56 @@ def scale_percentiles(plane: np.ndarray, lower: float, upper: float) -> np.ndarr
     return np.asarray(out, dtype=np.float32)
 
 
+def equalise(plane: np.ndarray) -> np.ndarray:
+    """Histogram equalisation: each pixel -> the fraction of pixels below its value plus half of those equal
+    to it, in (0, 1). Invariant to any increasing grey-level curve."""
+    values, inverse, counts = np.unique(plane, return_inverse=True, return_counts=True)
+    below = np.cumsum(counts) - counts
+    cdf = (below + counts / 2.0) / plane.size
+    return cdf[inverse].reshape(plane.shape).astype(np.float32)
+
+
+def dark_border(plane: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) rows / columns of dark margin to cut (see the module docstring, step 1b)."""
+    h, w = plane.shape
+    step = max(1, int(np.sqrt(plane.size / 65536)))
+    lo, hi = (float(v) for v in np.percentile(plane[::step, ::step], [0.5, 99.5]))
+    if hi - lo < 1e-6:
+        return 0, 0, 0, 0
+    bright = plane > lo + DARK_LEVEL * (hi - lo)
+    rows, cols = bright.mean(axis=1) >= DARK_SHARE, bright.mean(axis=0) >= DARK_SHARE
+
+    def cut(keep: np.ndarray, n: int) -> tuple[int, int]:
+        idx = np.flatnonzero(keep)
+        limit = int(n * MAX_BORDER_CUT)
+        if idx.size == 0:
+            return 0, 0
+        return min(int(idx[0]), limit), min(n - 1 - int(idx[-1]), limit)
+
+    (top, bottom), (left, right) = cut(rows, h), cut(cols, w)
+    return top, bottom, left, right
+
+
 def scaled(image: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, CropBox]:
     """Steps 1-3: display image -> (H, W) float32 in [0, 1] at the model size, and the analysed region."""
     plane = to_grey_2d(image)
+    full_h, full_w = plane.shape
+    top = left = 0
+    if spec.border == "crop-dark":
+        top, bottom, left, right = dark_border(plane)
+        plane = plane[top:full_h - bottom, left:full_w - right]
+    out, box = _geometry(plane, spec)
+    if spec.intensity in ("percentiles", "equalise"):
+        out = scale_percentiles(out, *spec.percentiles)
+    if spec.intensity == "equalise":
+        out = equalise(out)
+    if top or left or plane.shape != (full_h, full_w):  # the region in the coordinates of the whole image
+        box = CropBox(box.top + top, box.left + left, box.side, full_h, full_w, box.crop_height, box.crop_width)
+    return out, box
+
+
+def _geometry(plane: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, CropBox]:
+    """Step 2: the plane at the model size, and the analysed region in the plane's coordinates."""
     if spec.geometry == "centre-square":
         region, box = centre_square(plane)
     elif spec.geometry == "pad-square":
@@ -175,10 +238,7 @@ def scaled(image: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, CropBox]
     else:
         h, w = plane.shape
         region, box = plane, CropBox(0, 0, max(h, w), h, w, crop_height=h, crop_width=w)
-    out = _resize(region, spec.size)
-    if spec.intensity == "percentiles":
-        out = scale_percentiles(out, *spec.percentiles)
-    return out, box
+    return _resize(region, spec.size), box
 
 
 def normalise(scaled_images: np.ndarray, spec: Preprocessing) -> np.ndarray:

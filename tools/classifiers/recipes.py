@@ -46,11 +46,12 @@ class ArchivePlan:
     geometry: str                          # preprocess.GEOMETRIES
     fit: FitSpec
     intensity: str = "percentiles"
+    border: str = "keep"                   # preprocess.BORDERS
     val_fraction: float = 0.12             # kermany-cxr
     test_fold: int = 5                     # cheng-brain-mri
     val_fold: int = 4
     weights_dtype: str = "float16"         # storage of models/model.pt
-    threads: int = 2
+    tta_candidates: tuple[tuple[str, ...], ...] = ((),)  # test-time views tried on val; the best is kept
 
 
 def compact_resnet(num_classes: int = 2, widths: tuple[int, ...] = (16, 32, 64, 128)) -> dict[str, Any]:
@@ -78,6 +79,8 @@ class Recipe:
     intended_use_rules: dict[str, Any]
     limitations: str
     modality: str
+    coverage: dict[str, Any] = field(default_factory=dict)  # what it covers (tools/classifiers/coverage.py)
+    changes: str = "trained with `radconsult models train`"  # this version's changelog entry
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
@@ -102,12 +105,18 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "pneumonia-cxr": Recipe(
-        name="pneumonia-cxr", version="2.0.0",
+        name="pneumonia-cxr", version="3.0.0",
+        changes="no left-right flips of chest films; dark margins cut and histogram equalisation (the training "
+                "folder's framing, grey-level and sharpness told its classes apart: bench/kermany_shift.py); "
+                "stretch, blur and MixUp augmentation; warm-up and cosine schedule fitted to a time budget on every "
+                "core; snapshot ensemble and aspect TTA where val prefers them",
         description="Pneumonia vs normal on a frontal paediatric chest radiograph, read at 224x224 pixels.",
         task="binary classification", labels=("normal", "pneumonia"), positive_label="pneumonia",
         network_def=monai_resnet(2, (24, 48, 96, 192)),
         architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 24/48/96/192, 7x7 stride-2 stem and "
-                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
+                     "max-pool), 0.69 M parameters per network, trained from scratch, 224x224 grey input; up to "
+                     "three snapshots of one run averaged (logits) and aspect test-time views, each only where "
+                     "val prefers it (see training.kept and tta)",
         data_source="Kermany et al. 2018 paediatric chest X-ray set (Guangzhou Women and Children's Medical "
                     "Center; children aged 1-5; anterior-posterior films) at 224x224: the 5,216 training images "
                     "split by patient into train and val, and the original 624-image test split (234 normal, "
@@ -121,16 +130,27 @@ RECIPES: dict[str, Recipe] = {
                             "age_years": [0, 5], "age_note": "paediatric chest radiographs, ages 1-5",
                             "require_body_part": False, "grey_only": True, "min_side_px": 128,
                             "training_px": "224x224 (whole films stretched to square)"},
-        limitations="Trained on one hospital's paediatric films; the whole film is stretched to a square as in "
-                    "the training images; not validated on adults, portable ICU films or lateral views; the "
+        limitations="Trained on one hospital's paediatric films; dark margins are cut and the rest of the film "
+                    "is stretched to a square as in the training images; not validated on adults, portable ICU films or lateral views; the "
                     "test split differs from training (fewer pneumonia cases, other acquisition period).",
-        modality="CR/DX", threshold_rule="prior-neutral", tta=("hflip",),
+        modality="CR/DX",
+        coverage={"findings": ["pneumonia"], "modality": "frontal chest radiograph", "body_part": "chest",
+                  "summary": "pneumonia versus normal on a frontal chest radiograph (trained on young children)",
+                  "tool_hint": "pneumonia on a child's chest X-ray"},
+        threshold_rule="prior-neutral", tta=("hflip",),
         # layer3's Grad-CAM of this network is empty (all negative) on most pneumonia films; layer4's is not
         saliency_layer="layer4",
-        archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", fit=FitSpec(
-            epochs=14, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=10, ema=0.995,
-            augment=AugmentSpec(rotate_deg=10, scale=0.1, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
-                                contrast=0.15, noise=0.02, padding="border"), tta=("hflip",))),
+        # Chest films: never flipped (a mirrored chest has its heart on the right). The training folder's
+        # films told the classes apart by their framing, grey levels, sharpness and aspect ratio
+        # (bench/kermany_shift.py), so: dark margins cut and histogram equalised (preprocessing), and a wide
+        # stretch, blur and MixUp in training; snapshot ensemble and aspect TTA kept only if val says so.
+        archive=ArchivePlan(kind="kermany-cxr", size=(224, 224), geometry="stretch", border="crop-dark",
+                            intensity="equalise", fit=FitSpec(
+            epochs=36, batch_size=32, lr=2e-3, weight_decay=0.05, low_res=128, low_res_share=0.4, ema=0.998,
+            warmup_share=0.05, cycles=3, mix="mixup", mix_alpha=0.2, mix_prob=0.5,
+            augment=AugmentSpec(rotate_deg=8, scale=0.12, stretch=0.35, translate=0.06, hflip=False, gamma=0.3,
+                                contrast=0.15, noise=0.02, padding="border", blur=1.2)),
+            tta_candidates=((), ("aspect",))),
         anchors=({"source": "Kermany et al., Cell 2018 (ImageNet-pretrained Inception-v3)",
                   "setting": "same 624 test images", "acc": 0.928, "sensitivity": 0.932, "specificity": 0.901,
                   "auc": 0.968},
@@ -142,14 +162,17 @@ RECIPES: dict[str, Recipe] = {
                     "Images for Classification. Mendeley Data v2, 2018, doi:10.17632/rscbjbr9sj.2 (CC BY 4.0)."),
     ),
     "brain-mri-tumour": Recipe(
-        name="brain-mri-tumour", version="1.0.0",
+        name="brain-mri-tumour", version="2.0.0",
+        changes="a longer schedule (warm-up and cosine) fitted to a time budget on every core; MixUp, blur and "
+                "coil-shading augmentation; TTA chosen on val",
         description="Tumour type (meningioma, glioma or pituitary tumour) on a contrast-enhanced T1 MR slice of "
                     "the head that shows a tumour, read at 224x224 pixels.",
         task="multi-class classification (3 tumour types; no tumour-free class)",
         labels=("meningioma", "glioma", "pituitary"), positive_label="pituitary",
         network_def=monai_resnet(3, (24, 48, 96, 192)),
         architecture="MONAI ResNet (basic blocks, layers 1-1-1-1, widths 24/48/96/192, 7x7 stride-2 stem and "
-                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input, horizontal-flip TTA",
+                     "max-pool), 0.69 M parameters, trained from scratch, 224x224 grey input; horizontal-flip "
+                     "test-time view where val prefers it (see tta)",
         data_source="Cheng 2017 figshare brain tumour data set: 3,064 contrast-enhanced T1-weighted MR slices "
                     "from 233 patients (Nanfang Hospital and General Hospital, Tianjin Medical University), "
                     "708 meningioma, 1,426 glioma, 930 pituitary tumour, 512x512; split by the author's "
@@ -172,12 +195,22 @@ RECIPES: dict[str, Recipe] = {
         limitations="No tumour-free class and only three tumour types (no metastasis, lymphoma, abscess ...); "
                     "trained on single slices chosen to show the tumour, from two hospitals in China (2005-2010); "
                     "the type is read from one slice, not the whole series.",
-        modality="MR", threshold_rule="calibrated", tta=("hflip",),
+        modality="MR",
+        coverage={"findings": ["tumour type"], "modality": "contrast-enhanced T1 MR slice", "body_part": "head",
+                  "summary": "the type of a brain tumour (glioma, meningioma or pituitary) on a contrast-enhanced T1 "
+                             "MR slice, given that a tumour is present (it cannot tell whether there is one)",
+                  "tool_hint": "tumour type (meningioma, glioma, pituitary) on a brain MR slice showing a tumour, "
+                               "never whether there is one"},
+        threshold_rule="calibrated", tta=("hflip",),
+        # Head MR: a left-right flip keeps the anatomy plausible (the tumour may lie on either side), an upside
+        # down head does not; coil shading varies, so a smooth intensity field; one long cosine cycle (the
+        # 24-epoch model was still improving).
         archive=ArchivePlan(kind="cheng-brain-mri", size=(224, 224), geometry="pad-square", fit=FitSpec(
-            epochs=24, batch_size=32, lr=2e-3, weight_decay=0.02, low_res=128, low_res_epochs=18, ema=0.995,
-            augment=AugmentSpec(rotate_deg=15, scale=0.12, stretch=0.08, translate=0.06, hflip=True, gamma=0.3,
-                                contrast=0.15, noise=0.02, padding="zeros"), tta=("hflip",)),
-            test_fold=5, val_fold=4),
+            epochs=40, batch_size=32, lr=2e-3, weight_decay=0.05, low_res=128, low_res_share=0.5, ema=0.998,
+            warmup_share=0.05, mix="mixup", mix_alpha=0.2, mix_prob=0.5,
+            augment=AugmentSpec(rotate_deg=15, scale=0.15, stretch=0.1, translate=0.08, hflip=True, gamma=0.3,
+                                contrast=0.2, noise=0.02, padding="zeros", blur=0.8, bias_field=0.3)),
+            test_fold=5, val_fold=4, tta_candidates=((), ("hflip",))),
         anchors=({"source": "Cheng et al., PLoS ONE 2015 (hand-made features, tumour region given)",
                   "setting": "patient-wise 5-fold CV", "acc": 0.913},
                  {"source": "Deepak and Ameer, Comput Biol Med 2019 (ImageNet-pretrained GoogLeNet)",
@@ -210,7 +243,11 @@ RECIPES: dict[str, Recipe] = {
                      "at 28x28 because no real-resolution breast ultrasound data set with a clear licence is "
                      "available to this project yet (BreastMNIST is the 28-px derivative of Al-Dhabyani et al. "
                      "2020); it will be retrained at full resolution when one is (issue 14)."),
-        modality="US", epochs=40, batch_size=32, lr=2e-3, rotate_deg=15.0, scale=0.15, ensemble=3,
+        modality="US",
+        coverage={"findings": ["breast malignancy"], "modality": "breast ultrasound", "body_part": "breast",
+                  "summary": "malignant versus normal-or-benign on a breast ultrasound image",
+                  "tool_hint": "breast ultrasound malignancy"},
+        epochs=40, batch_size=32, lr=2e-3, rotate_deg=15.0, scale=0.15, ensemble=3,
         threshold_rule="calibrated",
     ),
 }

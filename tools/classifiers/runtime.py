@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tools.classifiers.bundle import Bundle
@@ -70,10 +71,29 @@ class LoadedModel:
                               lock=self.lock, feature_layer=self.bundle.feature_layer)
 
 
+ASPECT_FACTORS = (0.9, 1.1)
+
+
+def _across(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """The content scaled by ``factor`` left-right in a frame of the same size (cropped, or edges repeated)."""
+    w = x.shape[-1]
+    nw = int(round(w * factor))
+    z = F.interpolate(x, size=(x.shape[-2], nw), mode="bilinear", align_corners=False)
+    if nw >= w:
+        o = (nw - w) // 2
+        return z[..., o:o + w].contiguous()
+    p = w - nw
+    return F.pad(z, (p // 2, p - p // 2, 0, 0), mode="replicate")
+
+
 def tta_views(x: torch.Tensor, tta: list[str]) -> list[torch.Tensor]:
+    """The input and its test-time views: "hflip" (mirrored left-right; never for chest films) and "aspect"
+    (the content 10% narrower and 10% wider across: a film's aspect ratio then weighs less)."""
     views = [x]
     if "hflip" in tta:
         views.append(torch.flip(x, dims=[-1]))
+    if "aspect" in tta:
+        views += [_across(x, f) for f in ASPECT_FACTORS]
     return views
 
 

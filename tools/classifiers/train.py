@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -58,21 +59,44 @@ def _subset(images: np.ndarray, labels: np.ndarray, limit: int | None, rng: np.r
     return images[idx], labels[idx]
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = None,
           limit: int | None = None, threads: int | None = None, progress: Callable[[str], None] | None = None,
-          test_fold: int | None = None, cache_dir: Path | None = None) -> Path:
+          test_fold: int | None = None, cache_dir: Path | None = None, budget_min: float | None = None,
+          skip_test: bool = False) -> Path:
     """Train recipe ``name`` on ``data`` and write the bundle to ``out``; returns ``out``.
 
-    ``epochs`` overrides the recipe (short runs for tests); ``limit`` caps the number of training and
-    validation images (a quick smoke run; the card then records it). ``threads`` defaults to the recipe's
-    (1 for the 28-px recipes, 2 for the archive ones). ``test_fold`` rotates the brain MRI folds (the
-    cross-validation); ``cache_dir`` keeps decoded archive images between runs.
+    ``epochs`` overrides the recipe (short runs for tests); ``budget_min`` instead fits the number of
+    epochs to that many minutes for the whole command on this machine (archive recipes; the card records
+    the epochs it chose, so ``epochs`` reproduces it). ``limit`` caps the number of training and
+    validation images (a quick smoke run; the card then records it). ``threads`` defaults to every core
+    this process may use for the archive recipes (2 on the development machine) and 1 for the 28-px ones.
+    ``test_fold`` rotates the brain MRI folds (the cross-validation); ``cache_dir`` keeps decoded archive
+    images between runs. ``skip_test`` (archive recipes, smoke runs) does not read the test split at all.
     """
     recipe = get_recipe(name)
     if threads is None:
-        threads = recipe.archive.threads if recipe.archive is not None else 1
+        threads = usable_cores() if recipe.archive is not None else 1
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1; got {threads}")
     if recipe.archive is None and test_fold is not None:
         raise InputError(f"{name} is trained from a .npz file with fixed splits; --test-fold does not apply")
+    if budget_min is not None and (recipe.archive is None or not budget_min > 0):
+        raise InputError("--budget-min applies to the archive recipes (pneumonia-cxr, brain-mri-tumour) and "
+                         f"must be positive; got {budget_min} for {name}")
+    if budget_min is not None and epochs is not None:
+        raise InputError("give --epochs or --budget-min, not both")
+    if skip_test and recipe.archive is None:
+        raise InputError("--skip-test applies to the archive recipes")
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs must be at least 1; got {epochs}")
     say = progress or log.info
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "configs" / "metadata.json").is_file():
@@ -81,13 +105,14 @@ def train(name: str, data: Path, out: Path, seed: int = 0, epochs: int | None = 
     np.random.seed(seed)
     rng = np.random.default_rng(seed)
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         if recipe.archive is not None:
             from tools.classifiers.train_archive import train_archive
 
-            return train_archive(recipe, Path(data), out, seed, epochs, limit, test_fold, cache_dir, say)
+            return train_archive(recipe, Path(data), out, seed, epochs, limit, test_fold, cache_dir, say,
+                                 budget_min=budget_min, skip_test=skip_test)
         return _train(recipe, Path(data), out, seed, epochs or recipe.epochs, limit, rng, say)
     finally:
         torch.set_num_threads(old_threads)
@@ -263,6 +288,7 @@ def build_metadata(recipe: Recipe, data: Path, seed: int, epochs: int, limit: in
         "data_type": "uint8 28x28 grey images (npz)",
         "intended_use": recipe.intended_use,
         "intended_use_rules": recipe.intended_use_rules,
+        **({"coverage": recipe.coverage} if recipe.coverage else {}),
         "limitations": recipe.limitations,
         "labels": labels,
         "positive_label": recipe.positive_label,

@@ -77,17 +77,19 @@ def _build_study(datasets: list[Dataset], config: ImagingConfig, warnings: list[
     spacing: tuple[float | None, ...] = (spacing_rc[0], spacing_rc[1])
     if spatial_ndim == 3:
         spacing = (z_spacing, *spacing)
+    window = ""
     if is_color:
         pixels, display = color_arrays(raw, first, photometric)
     else:
         slope, intercept = modality_rescale(datasets, first, raw.shape[0] if spatial_ndim == 3 else 0)
-        pixels, display = grey_arrays(raw, datasets[len(datasets) // 2], slope, intercept,
-                                      invert=photometric == "MONOCHROME1", name=name)
+        pixels, display, window = grey_arrays(raw, datasets[len(datasets) // 2], slope, intercept,
+                                              invert=photometric == "MONOCHROME1", name=name)
     sop_class = first.get("SOPClassUID")
     positions = positions_along_normal(datasets) if len(datasets) > 1 else ()
     return ImageStudy(pixels=pixels, display=display, spacing=spacing, source_format="dicom", metadata=meta,
                       sop_class_uid=str(sop_class) if sop_class else None, warnings=tuple(warnings),
-                      slice_positions=positions if len(set(positions)) == len(positions) else (), **keys)
+                      slice_positions=positions if len(set(positions)) == len(positions) else (),
+                      display_window=window, **keys)
 
 
 def _pseudonyms(first: Dataset, datasets: list[Dataset], config: ImagingConfig) -> tuple[dict[str, Any], int]:

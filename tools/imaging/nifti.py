@@ -146,4 +146,5 @@ def _study(data: np.ndarray, shape3: tuple[int, int, int], zooms: list[float], n
     meta = SafeMetadata(modality=None, photometric="MONOCHROME2",
                         frames=int(vol.shape[0]) if vol.ndim == 3 else 1)
     return ImageStudy(pixels=Deferred(pixels, vol.shape), display=Deferred(display, vol.shape),
-                      spacing=spacing, source_format="nifti", metadata=meta, warnings=tuple(warnings))
+                      spacing=spacing, source_format="nifti", metadata=meta, warnings=tuple(warnings),
+                      display_window="estimated")

@@ -74,8 +74,10 @@ def voi_window(ds: Dataset) -> tuple[float, float, str] | None:
 
 
 def grey_arrays(raw: np.ndarray, ref: Dataset, slope: Any, intercept: Any, *, invert: bool,
-                 name: str) -> tuple[Deferred, Deferred]:
-    """Deferred physical-unit pixels and display image of a grey image or volume."""
+                 name: str) -> tuple[Deferred, Deferred, str]:
+    """Deferred physical-unit pixels and display image of a grey image or volume, and where the display
+    window came from: "lut" (a modality or VOI LUT), "header" (the VOI window) or "estimated" (none in
+    the header: the robust 0.5-99.5 percentile range of the pixels, clipped)."""
     modality_lut = "ModalityLUTSequence" in ref
     voi_lut = "VOILUTSequence" in ref
 
@@ -96,6 +98,7 @@ def grey_arrays(raw: np.ndarray, ref: Dataset, slope: Any, intercept: Any, *, in
     if flat[::step].min() == flat[::step].max() and raw.min() == raw.max():
         raise InvalidImageError(f"{name} is blank: every pixel has the same value")
     window = None if (modality_lut or voi_lut) else voi_window(ref)
+    source = "lut" if (modality_lut or voi_lut) else "header" if window is not None else "estimated"
     if window is None and not (modality_lut or voi_lut):
         # no window in the header: robust range of a strided sample, in physical units
         sample = flat[::step].astype(np.float64)
@@ -141,7 +144,7 @@ def grey_arrays(raw: np.ndarray, ref: Dataset, slope: Any, intercept: Any, *, in
         np.clip(out, 0.0, 1.0, out=out)
         return out
 
-    return Deferred(physical, raw.shape), Deferred(display, raw.shape)
+    return Deferred(physical, raw.shape), Deferred(display, raw.shape), source
 
 
 _CHUNK = 1 << 16  # values per block: the multiply, add and clip of one block stay in the CPU cache

@@ -87,6 +87,10 @@ class ImageStudy:
     sop_class_uid: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     slice_positions: tuple[float, ...] = ()  # mm along the slice normal, one per slice; () when unknown
+    # how ``display`` was windowed: "header" (the DICOM's VOI window), "lut" (a modality or VOI LUT),
+    # "estimated" (no window in the file: the pixels' robust 0.5-99.5 percentile range, clipped) or ""
+    # (PNG/JPEG and colour: the stored values scaled linearly)
+    display_window: str = ""
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -110,6 +110,12 @@ def test_bundled_weights_are_small_and_cards_complete():
     assert real["brain-mri-tumour"].statement and "tumour is present" in real["brain-mri-tumour"].statement
     assert "per_class_recall" in real["brain-mri-tumour"].metadata["metrics"]["test"]
     assert "28x28" in get_bundle("breast-us").metadata["limitations"]  # says why it is still at 28 px
+    from tools.classifiers.recipes import get_recipe
+
+    for name, bundle in real.items():  # a bundle of the current recipe: every test read listed, no mirrored chests
+        if bundle.version == get_recipe(name).version:
+            assert bundle.metadata["test_reads"] and bundle.metadata["training"]["threads"] >= 1
+            assert name != "pneumonia-cxr" or "hflip" not in bundle.tta
 
 
 def test_fp16_weights_load_into_a_float32_network(tmp_path):

@@ -13,6 +13,7 @@ from tools.classifiers.bundle import Bundle
 from tools.classifiers.config import ClassifierConfig
 from tools.classifiers.evaluate import evaluate_bundle
 from tools.classifiers.inference import classify
+from tools.classifiers.recipes import get_recipe
 from tools.classifiers.train import train
 from tools.errors import DataArchiveError, InputError
 
@@ -39,7 +40,7 @@ def test_tiny_pneumonia_run_is_a_complete_reproducible_bundle(tmp_path):
     assert all(v.dtype == torch.float16 for v in sa.values() if v.is_floating_point())  # fp16 storage
     bundle = Bundle.read(a)
     meta = bundle.metadata
-    assert meta["version"] == "2.0.0" and meta["dataset"]["split_rule"]["kind"] == "kermany-cxr"
+    assert meta["version"] == get_recipe("pneumonia-cxr").version and meta["dataset"]["split_rule"]["kind"] == "kermany-cxr"
     assert meta["metrics"]["test"]["n"] == 12 and meta["training"]["n_val"] > 0
     assert meta["preprocessing"]["geometry"] == "stretch" and meta["preprocessing"]["size"] == [224, 224]
     assert {"auc", "acc", "sensitivity", "specificity", "ece", "brier"} <= set(meta["metrics"]["test"])
@@ -55,7 +56,7 @@ def test_tiny_pneumonia_run_is_a_complete_reproducible_bundle(tmp_path):
     image = _grey(archive_members(archive, [name])[name])
     f = classify(study_from(image, modality="CR", body_part="CHEST", view_position="AP", patient_age_years=3.0),
                  config=ClassifierConfig(device="cpu", model_dirs=(a,)))
-    assert f.model == "pneumonia-cxr" and f.model_version == "2.0.0" and not f.abstain
+    assert f.model == "pneumonia-cxr" and f.model_version == meta["version"] and not f.abstain
     assert f.threshold is not None and f.probability == f.probabilities["pneumonia"]
 
 
@@ -75,6 +76,22 @@ def test_tiny_brain_run_rotates_folds_and_answers_only_the_type(tmp_path):
     assert f.label in f.labels and f.positive_label == f.label
     assert f.probability == max(f.probabilities.values())
     assert "tumour was found" in f.statement and f.statement in f.text()
+
+
+def test_a_time_budget_becomes_epochs_that_the_card_records(tmp_path):
+    archive = tiny_kermany(tmp_path, per_folder=4)
+    out = train("pneumonia-cxr", archive, tmp_path / "b", seed=0, budget_min=0.75, threads=1)
+    meta = Bundle.read(out).metadata
+    run = meta["training"]
+    assert run["budget_min"] == 0.75 and run["epochs"] >= 1 and run["epochs"] % get_recipe("pneumonia-cxr").archive.fit.cycles in (0, run["epochs"])
+    assert run["budget"]["seconds_per_step_full"] > 0 and run["budget"]["estimated_train_seconds"] <= run["budget"]["train_budget_seconds"]
+    assert f"--epochs {run['epochs']} --threads 1" in run["command"] and "--budget-min 0.75" in run["run_as"]
+    assert [r["tta"] for r in run["tta_on_val"]] == [[], ["aspect"]] and meta["tta"] in ([], ["aspect"])
+    assert len(meta["test_reads"]) == 1 and meta["test_reads"][0]["command"] == run["run_as"]
+    card = (out / "docs" / "README.md").read_text()
+    assert "Time budget" in card and "Every read of the test split" in card and "no flips" in card
+    with pytest.raises(InputError, match="leaves no time"):
+        train("pneumonia-cxr", archive, tmp_path / "c", budget_min=0.001, threads=1)
 
 
 def test_bad_training_input_for_archive_recipes(tmp_path):
@@ -98,11 +115,18 @@ def _names(archive) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name, data", [("pneumonia-cxr", KERMANY), ("brain-mri-tumour", CHENG)])
 def test_full_recipe_reproduces_the_committed_bundle(tmp_path, name, data):
-    """`radconsult models train NAME --seed 0` (about an hour on 2 CPU cores) gives the committed weights."""
+    """The committed bundle's own command (its card's epochs and threads: up to an hour on 2 CPU cores) gives
+    the committed weights."""
     from tools.classifiers.registry import BUNDLED_DIR
 
-    out = train(name, shared_file(data), tmp_path / name, seed=0)
-    committed, fresh = Bundle.read(BUNDLED_DIR / name), Bundle.read(out)
+    committed = Bundle.read(BUNDLED_DIR / name)
+    if committed.version != get_recipe(name).version:
+        pytest.skip(f"the committed {name} {committed.version} was trained by an older recipe than "
+                    f"{get_recipe(name).version}; train and commit the new bundle first")
+    run = committed.metadata["training"]
+    out = train(name, shared_file(data), tmp_path / name, seed=run["seed"], epochs=run["epochs"],
+                threads=run["threads"])
+    fresh = Bundle.read(out)
     a = torch.load(committed.weights_path, weights_only=True)
     b = torch.load(fresh.weights_path, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
