@@ -63,10 +63,11 @@ class CallDrafter:
                 # flag. A missing number or enum is as often stated as not, so the model picks it.
                 if key not in required and prop.get("default") is False:
                     tool.defaults[key] = "false"
-                if prop.get("type") in ("string",) or "enum" in prop:
+                # how a value starts is guessed for required keys only: an optional one is as often null
+                if key in required and (prop.get("type") == "string" or "enum" in prop):
                     tool.openers[key] = ' "'
-                elif prop.get("type") in ("number", "integer") and key in required:
-                    tool.openers[key] = " "  # optional numbers are often null: no guess
+                elif key in required and prop.get("type") in ("number", "integer"):
+                    tool.openers[key] = " "
                 if "enum" in prop:
                     tool.enums[key] = [str(v) for v in prop["enum"]]
             self.tools[name] = tool

@@ -3,7 +3,6 @@ drafting changes the speed of decoding but not what is decoded (right, wrong and
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -19,7 +18,7 @@ SCHEMAS = {name: tool.schema().parameters for name, tool in default_tools().item
 FLEISCHNER_CALL = ('fleischner_followup", "arguments": {"size_mm": 7, "nodule_type": "solid", '
                    '"solid_component_mm": null, "multiple": false, "risk": "low", "patient_age_years": 60, '
                    '"lung_cancer_screening": false, "known_primary_cancer": false, "immunocompromised": false, '
-                   '"typical_perifissural": false}}')
+                   '"typical_perifissural": false, "status": null, "stable_months": null}}')
 
 
 def replay(drafter: CallDrafter, target: str) -> tuple[int, int]:
@@ -43,8 +42,11 @@ def test_drafter_guesses_keys_punctuation_and_unstated_flags():
     # the model's own choices are never guessed: required values and numbers the question may state
     assert d.draft('fleischner_followup", "arguments": {"size_mm":') == ""
     assert d.draft('fleischner_followup", "arguments": {"size_mm": 7,') == ' "nodule_type": "'
-    # after the last stated value the unstated flags follow, and the object closes
-    assert d.draft(FLEISCHNER_CALL.split(', "lung_cancer')[0] + ",").endswith('"typical_perifissural": false}}')
+    # after the last stated value the unstated flags follow, up to an optional key whose value may be null
+    assert d.draft(FLEISCHNER_CALL.split(', "lung_cancer')[0] + ",").endswith('"typical_perifissural": false, '
+                                                                               '"status":')
+    assert d.draft(FLEISCHNER_CALL.split(', "stable_months')[0] + ",") == ' "stable_months":'
+    assert d.draft(FLEISCHNER_CALL.split('}}')[0]) == "}}"  # every key written: the object closes
 
 
 def test_drafter_completes_names_and_enum_values_only_when_unambiguous():
@@ -86,7 +88,7 @@ def call_prompt(backend: GGUFBackend, question: str) -> tuple[list[int], list[st
 
 def decode(backend, tokens, stop, drafter=None, stats=None):
     backend._llm.n_tokens = 0  # no cache: each decode starts alike
-    return greedy_decode(backend._llm, tokens, max_tokens=90, stop=stop, deadline=time.perf_counter() + 300,
+    return greedy_decode(backend._llm, tokens, max_tokens=160, stop=stop, deadline=time.perf_counter() + 300,
                          timeout_s=300, drafter=drafter, stats=stats)[0]
 
 
@@ -100,7 +102,7 @@ def test_drafting_does_not_change_the_decoded_call(backend):
     stats = DecodeStats()
     drafted = decode(backend, tokens, stop, CallDrafter(SCHEMAS).draft, stats)
     assert drafted == plain
-    assert json.loads('{"name": "' + plain.split("\n</tool_call>")[0].strip())["name"] == "fleischner_followup"
+    assert plain.startswith('fleischner_followup", "arguments": {"size_mm": 7,')  # (the 0.5b's later keys may not parse)
     # the 0.5b writes some keys of another tool here, so fewer guesses hold than for a clean call
     assert stats.accepted > 20 and stats.steps < stats.tokens * 0.7
 
