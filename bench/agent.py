@@ -48,9 +48,9 @@ def main() -> int:
         return 0
 
     from agent.consultation import Consultation
-    from agent.eval import shared_data_dir
     from agent.prompts import render
     from agent.settings import Settings
+    from bench.agent_eval import shared_data_dir
 
     settings = Settings(**({"llm": args.llm} if args.llm else {}))
     consult = Consultation(settings, checkpoint_path=settings.data_dir / f"bench-{uuid.uuid4().hex[:6]}.sqlite")

@@ -1,4 +1,4 @@
-"""`radconsult ask` and `radconsult eval agent`: bad input gives a clear message and exit 2, never a traceback."""
+"""`radconsult ask` and `python bench/agent_eval.py`: bad input gives a clear message and exit 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -44,17 +44,26 @@ def test_server_down_is_an_error_with_the_json_kept(env, capsys, monkeypatch):
 
 
 def test_eval_set_missing_and_malformed(env, capsys, tmp_path):
-    assert main(["eval", "agent", "--set", str(tmp_path / "none.jsonl")]) == 2
+    from bench.agent_eval import main as eval_main
+
+    assert eval_main(["--set", str(tmp_path / "none.jsonl")]) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
-    assert main(["eval", "agent", "--set", str(bad)]) == 2
+    assert eval_main(["--set", str(bad)]) == 2
     assert "line 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_main(["--set", str(bad), "--stride", "0"])
+
+
+def test_the_old_eval_command_says_where_it_went(env, capsys):
+    assert main(["eval", "agent", "--set", "x.jsonl"]) == 2
+    assert "bench/agent_eval.py" in capsys.readouterr().err
 
 
 def test_shipped_eval_set_is_well_formed():
     from pathlib import Path
 
-    from agent.eval import load_set
+    from bench.agent_eval import load_set
 
     items = load_set(Path(__file__).resolve().parents[2] / "bench" / "data" / "agent_eval.jsonl")
     cats = {i.category for i in items}
