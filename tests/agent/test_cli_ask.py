@@ -28,14 +28,14 @@ def test_missing_image(env, capsys, tmp_path):
 
 def test_bad_llm_setting(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "ollama:llama3")
-    assert main(["ask", "What follow-up for a 7 mm solid nodule?"]) == 2
+    assert main(["ask", "What follow-up for a 7 mm solid nodule?"]) == 2  # said before any turn, model or not
     assert "RADCONSULT_LLM" in capsys.readouterr().err
 
 
 def test_server_down_is_an_error_with_the_json_kept(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
     monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
-    assert main(["ask", "What follow-up for a 7 mm solid nodule?", "--json"]) == 2
+    assert main(["ask", "How are pulmonary nodules measured on CT?", "--json"]) == 2  # a model question
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert "not reachable" in out["error"] and "not reachable" in out["answer"]
@@ -75,7 +75,7 @@ def test_shipped_eval_set_is_well_formed():
 def test_text_mode_server_down_is_one_error_line(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
     monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
-    assert main(["ask", "What follow-up for a 7 mm solid nodule?", "--case", "c-text"]) == 2
+    assert main(["ask", "How are pulmonary nodules measured on CT?", "--case", "c-text"]) == 2
     captured = capsys.readouterr()
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("radconsult: error:") and "not reachable" in last and "case c-text" in last
