@@ -18,6 +18,8 @@ class LazyBackend:
     """A :class:`ChatBackend` that calls ``build`` on its first :meth:`chat` and delegates to the result;
     ``name`` is what it will be called until then (the configured model)."""
 
+    name: str
+
     def __init__(self, build: Callable[[], ChatBackend], name: str) -> None:
         self._build = build
         self._backend: ChatBackend | None = None
