@@ -274,3 +274,24 @@ def test_a_breast_ultrasound_png_gets_the_breast_model(settings, tmp_path):
     assert [(t.name, t.arguments.get("model")) for t in res.tool_calls[1:]] == [("classify_study", "breast-us")]
     assert "breast-us" in res.answer and "could not confirm your description" in res.answer
     assert "no modality recorded" in res.answer  # the classifier's own check says it too
+
+
+def test_a_cold_rule_read_ask_loads_no_model_runtime(settings):
+    """A fresh interpreter runs `radconsult ask` on a rule-read question: neither the LLM runtime nor torch,
+    MONAI, the knowledge base's store or the UI is imported (what made a cold ask take 8 s and more)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import contextlib, io, sys\nfrom agent.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    rc = main(['ask', '5x4 mm solid nodule, never smoker, f/u?', '--json'])\n"
+             "heavy = ('torch', 'monai', 'llama_cpp', 'chromadb', 'onnxruntime', 'transformers', 'gradio')\n"
+             "print(rc, *sorted(m for m in heavy if m in sys.modules))\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "RADCONSULT_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(root),
+           "RADCONSULT_LLM": "gguf:qwen2.5-coder-1.5b"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=root)
+    assert out.stdout.split() == ["0"], out.stdout + out.stderr[-2000:]
