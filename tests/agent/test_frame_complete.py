@@ -151,6 +151,27 @@ def test_a_rule_read_turn_does_not_wait_for_the_warm_up(settings, monkeypatch):
         consult.close()
 
 
+def test_the_page_answers_a_rule_read_first_question_during_the_warm_up(settings, monkeypatch):
+    """A fresh UI: the first question, one the rules answer, is answered while the warm-up still runs."""
+    from agent.services import KnowledgeService
+    from agent.ui import UIController
+
+    release = threading.Event()
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: release.wait(60))
+    consult, backend = no_model_consultation(settings)
+    try:
+        ctl = UIController(consult, settings)
+        sess = ctl.session(None, "browser-1")
+        consult.start_warm_up()
+        updates = list(ctl.ask(sess, None, "5x4 mm solid nodule, never smoker, f/u?"))
+        assert not consult.is_warm and backend.requests == []
+        assert "Fleischner 2017" in updates[-1].chat[-1]["content"]
+    finally:
+        release.set()
+        consult.wait_until_ready(60)
+        consult.close()
+
+
 @pytest.fixture
 def cli_env(settings, monkeypatch):
     monkeypatch.setenv("RADCONSULT_DATA_DIR", str(settings.data_dir))
