@@ -172,6 +172,22 @@ def test_the_page_answers_a_rule_read_first_question_during_the_warm_up(settings
         consult.close()
 
 
+def test_a_model_that_cannot_load_fails_only_the_turns_that_need_it(settings, tmp_path):
+    """The backend is built on the first chat: a missing GGUF does not stop a rule-read turn, and a model turn
+    ends with the typed error as its message (never a traceback)."""
+    from agent.settings import Settings
+
+    configured = Settings(data_dir=settings.data_dir, llm=f"gguf:{tmp_path / 'missing.gguf'}")
+    consult = Consultation(configured, tools=real_tools(configured))
+    try:
+        ok = consult.ask("c11", "5x4 mm solid nodule, never smoker, f/u?")
+        failed = consult.ask("c12", "How are pulmonary nodules measured on CT?")
+    finally:
+        consult.close()
+    assert ok.error is None and "Fleischner 2017" in ok.answer
+    assert failed.error and "not found" in failed.error and "missing.gguf" in failed.error
+
+
 @pytest.fixture
 def cli_env(settings, monkeypatch):
     monkeypatch.setenv("RADCONSULT_DATA_DIR", str(settings.data_dir))
