@@ -2,12 +2,17 @@
 
 ::
 
+    START -> gate -> read_frame -> tools -> render -> finish -> END  (the rules read it: no LLM call)
+             gate -> read_frame -> tools -> model ...                   (the frame's evidence, the model's prose)
     START -> gate -> model -> check_calls -> tools -> model ...       (the model chose tools)
                         \\-> review -> tools -> model ...               (grounding fallback: retrieve first)
                         \\-> review -> finish -> END                     (the answer)
              gate -> finish                                              (a request to act: fixed answer)
 
 * ``gate``: requests to act (book, prescribe ...) get a fixed answer without the model.
+* ``read_frame``: the rules read the question into a case frame; the model drafts one only for a field they
+  leave open (agent/frame/complete.py). The frame's plan runs its tools and ``render``s the answer with no LLM
+  call, or hands the evidence to ``model``.
 * ``model``: one LLM call over the system prompt, the tool schemas and the conversation.
 * ``check_calls``: arguments aligned with the question, names and arguments validated; an invalid call
   is fed back once with the error, then the model must answer without tools; a repeated call asks for
