@@ -29,8 +29,10 @@ RULE_READ_QS = ["{size}x{short} mm solid nodule, never smoker, {age}F, f/u?",
                 "Incidental {size} mm solid nodule in a {age}-year-old with 40 pack-years. Follow-up?",
                 "{age}M, 30 PY, current smoker: eligible for lung cancer screening? (ref {size})",
                 "What does Lung-RADS 4A mean for a {age}-year-old? (ref {size})"]
-MODEL_QS = ["How are pulmonary nodules measured on CT for {age}-year-olds? (case {size})",
-            "Why is a perifissural nodule usually benign in a {age}-year-old? (case {size})"]
+# general questions (no nodule, size, age or category named, so the model's draft cannot make them guideline
+# questions): the draft, retrieval and the model's prose, the full model path
+MODEL_QS = ["Why is low-dose CT used for lung cancer screening instead of chest X-ray? (ref {age}-{size})",
+            "What radiation dose does a low-dose chest CT deliver? (ref {age}-{size})"]
 SIZES_AGES = [(7, 60), (6, 55), (8, 63), (7, 58), (6, 66), (8, 52), (7, 71), (6, 49), (8, 57), (7, 64)]
 IMAGE_Q = "Does this chest X-ray show pneumonia? Use the pneumonia-cxr classifier."
 IMAGE = "cxr/nih_00000001_000_cardiomegaly.png"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 QUESTIONS = [
     ("rule-read", "{size}x{short} mm solid nodule, never smoker, {age}F, f/u?"),  # the class 8 shorthand
-    ("model", "How are pulmonary nodules measured on CT for {age}-year-olds? (case {size})"),
+    ("model", "Why is low-dose CT used for lung cancer screening instead of chest X-ray? (ref {age}-{size})"),
 ]
 WORDINGS = [(7, 58), (6, 61), (8, 49), (7, 66), (6, 52), (8, 70), (7, 45), (6, 63)]
 
