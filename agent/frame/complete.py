@@ -7,7 +7,10 @@ question asks about, and the guideline of a category named without its system. E
 draft says is checked against the text and the text's value kept, so asking for it cannot change the
 answer: a frame the rules read fully is answered with no LLM call (a calculator, a table, a clarifying
 question, a fixed statement). A guideline frame missing a size or a smoking history is complete too:
-the model may not invent what the text does not state, so the answer asks for it.
+the model may not invent what the text does not state, so the answer asks for it. So is an image question
+that names no finding but states the modality and body part a bundle reads ("this breast ultrasound").
+
+Should ``read_case`` come to take more from a draft, this module must name that field too.
 """
 
 from __future__ import annotations
