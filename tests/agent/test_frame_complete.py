@@ -324,7 +324,8 @@ def test_a_cold_rule_read_ask_loads_no_model_runtime(settings):
     probe = ("import contextlib, io, sys\nfrom agent.cli import main\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              "    rc = main(['ask', '5x4 mm solid nodule, never smoker, f/u?', '--json'])\n"
-             "heavy = ('torch', 'monai', 'llama_cpp', 'chromadb', 'onnxruntime', 'transformers', 'gradio')\n"
+             "heavy = ('torch', 'monai', 'llama_cpp', 'chromadb', 'onnxruntime', 'transformers', 'gradio',\n"
+             "         'agent.llm.worker', 'agent.llm.gguf')  # no backend was built: no worker, no GGUF\n"
              "print(rc, *sorted(m for m in heavy if m in sys.modules))\n")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "RADCONSULT_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(root),
