@@ -30,6 +30,7 @@ from agent.evidence import Evidence, Ledger
 from agent.frame.model import CaseFrame
 from agent.graph import AgentGraph, GraphLimits, TurnContext, turn_update
 from agent.llm.base import ChatBackend, TokenCallback
+from agent.llm.lazy import LazyBackend
 from agent.prompts import render
 from agent.results import ModelCard, StudyRecord, Timings, ToolCallRecord, TurnResult
 from agent.services import build_services
@@ -144,7 +145,13 @@ class Consultation:
             self._conn = sqlite3.connect(str(self._checkpoint_path), check_same_thread=False)
             limits = GraphLimits(max_tool_rounds=self.settings.max_tool_rounds,
                                  tool_timeout_s=self.settings.tool_timeout_s)
-            self._graph = AgentGraph(self.backend, self.tools, limits, SqliteSaver(self._conn), self._read_frames)
+            if self._owns_backend:
+                from agent.llm import parse_spec
+
+                parse_spec(self.settings.llm)  # a malformed setting is said at once, whether a turn needs the model
+            # the model is built (and its worker started) only when a turn needs it: the rules answer many alone
+            backend = LazyBackend(lambda: self.backend, self.model_name)
+            self._graph = AgentGraph(backend, self.tools, limits, SqliteSaver(self._conn), self._read_frames)
         return self._graph
 
     def _config(self, case_id: str) -> dict[str, Any]:
@@ -201,9 +208,6 @@ class Consultation:
         for item in images or []:
             if not isinstance(item, ImageStudy) and not Path(item).expanduser().exists():
                 raise FileMissingError(f"image not found: {Path(item).name}")
-        # The first question must not race the warm-up: on 2 cores the knowledge-base build and the
-        # model's prompt prefix would starve the turn until it timed out. Wait (the UI shows a status).
-        self.wait_until_ready()
         with self._lock, self._case_lock(case_id):
             t0 = time.perf_counter()
             result = self._turn(case_id, question, list(images or []), patient, on_token, t0, list(measurements))
@@ -263,7 +267,8 @@ class Consultation:
         update["evidence"] = [e.to_dict() for e in measured]
         try:
             final = graph.compiled.invoke(update, self._config(case_id),
-                                          context=TurnContext(tool_ctx, on_token, started=t0))
+                                          context=TurnContext(tool_ctx, on_token, started=t0,
+                                                              wait_ready=self.wait_until_ready))
         except RadconsultError as exc:  # raised outside a node (e.g. the model failed to load)
             log.error("turn failed: %s", exc)
             return self._error_result(case_id, question, str(exc), t0)
@@ -320,7 +325,9 @@ class Consultation:
     def warm_up(self) -> list[str]:
         """Prepare what the first question would otherwise wait for: the bundled knowledge base, the LLM
         and its fixed prompt prefix. Errors are logged and returned, never raised (the turn that needs
-        the part reports it then). Questions asked meanwhile wait for it (see :meth:`ask`)."""
+        the part reports it then). A question asked meanwhile waits for it only before the model or a search
+        runs (on 2 cores the knowledge-base build and the model's prompt prefix would starve it until it timed
+        out); one the rules and a calculator answer does not wait."""
         self._ready.clear()
         problems: list[str] = []
         try:

@@ -7,7 +7,10 @@ Lexical support (agent/verify.py) counts shared words and numbers, so "CT at 12 
 * Lung-RADS and BI-RADS categories;
 * calibrated probabilities ("P(pneumonia) = 0.05", "5%") against a classifier's result;
 * a classifier's label ("shows pneumonia" when it read normal, "benign" when it read malignant);
-* negation of follow-up ("no follow-up is needed" against a recommended CT, and the reverse).
+* negation of follow-up ("no follow-up is needed" against a recommended CT, and the reverse);
+* organ against system: a lung rule (Fleischner, Lung-RADS, USPSTF lung screening) applied to a breast finding,
+  or BI-RADS (or USPSTF breast screening) to a lung nodule. The finding's organ is what the sentence names, else
+  what the question names; the rule is what the sentence names, else the guideline of the evidence it cites.
 
 For calculator and classifier evidence the structured result is compared, not only its quote. A sentence
 is contradicted when one of its values disagrees with every value of that kind in the evidence it cites.
@@ -98,10 +101,70 @@ def _classifier_problem(sentence: str, e: Evidence) -> str | None:
     return None
 
 
-def contradiction(sentence: str, cited: list[Evidence]) -> str | None:
-    """Why ``sentence`` contradicts the evidence it cites, or None when it does not."""
+# the organ of a finding, by its anatomy (a rule's name is not anatomy: "BI-RADS 4" may be misapplied to a lung)
+_BREAST_ANATOMY = re.compile(r"\bbreasts?\b(?!\s+(?:cancer|carcinoma|ca)\b)|\bmammo\w*|\baxill\w*|\bretroareolar\b|"
+                             r"\bnipple\b|\bsubareolar\b", re.I)
+_LUNG_ANATOMY = re.compile(r"(?i:\blungs?\b(?!\s+(?:cancer|carcinoma|ca)\b)|\bpulmonary\b|\b(?:upper|middle|lower)\s+"
+                           r"lobe\b|\blingula\w*|\bchest\s+CT\b|\bCT\s+(?:of\s+the\s+)?chest\b|\bperifissural\b|"
+                           r"\bground[- ]glass\b|\bpart[- ]solid\b|\bsubsolid\b)|\b[RL][UML]L\b|\bLDCT\b|\bGG[ON]s?\b")
+_LUNG_RULE = re.compile(r"\bfleischner\b|\blung[- ]?rads\b|\bLR[- ]?[0-4][ABX]?\b|\blung\s+cancer\s+screening\b|"
+                        r"\buspstf[_ ]lung\b|\blung_rads\w*|\bfleischner_\w+", re.I)
+_BREAST_RULE = re.compile(r"\bbi[- ]?rads\b|\bbirads\w*|\bBR[- ]?[0-6][ABC]?\b|\bbreast\s+cancer\s+screening\b|"
+                          r"\buspstf[_ ]breast\w*", re.I)
+# the sentence says the rule does not apply (or applies elsewhere): that is not applying it
+_NOT_APPLIED = re.compile(r"\bnot\b|n't\b|\bnever\b|\boutside\b|\brather\s+than\b|\binstead\b|\bunlike\b|"
+                          r"\bonly\s+(?:to|for|in)\b|\bexclud\w*", re.I)
+_ORGAN_RULE = {"lung": "a lung rule (Fleischner, Lung-RADS or lung screening)",
+               "breast": "a breast rule (BI-RADS or breast screening)"}
+
+
+def _one(lung: bool, breast: bool) -> str | None:
+    return "lung" if lung and not breast else "breast" if breast and not lung else None
+
+
+def finding_organ(sentence: str, question: str = "") -> str | None:
+    """The organ of the finding a sentence is about: its own anatomy words, else the question's (anatomy or a
+    named system); None when neither says, or both organs are named."""
+    named = _one(bool(_LUNG_ANATOMY.search(sentence)), bool(_BREAST_ANATOMY.search(sentence)))
+    if named or _LUNG_ANATOMY.search(sentence) or _BREAST_ANATOMY.search(sentence) or not question:
+        return named
+    return _one(bool(_LUNG_ANATOMY.search(question) or _LUNG_RULE.search(question)),
+                bool(_BREAST_ANATOMY.search(question) or _BREAST_RULE.search(question)))
+
+
+def applied_systems(sentence: str, cited: list[Evidence]) -> set[str]:
+    """The organs of the rules a sentence applies: the ones it names, else those of the guideline or
+    calculator evidence it cites."""
+    def organs(text: str) -> set[str]:
+        return {o for o, p in (("lung", _LUNG_RULE), ("breast", _BREAST_RULE)) if p.search(text)}
+
+    named = organs(sentence)
+    if named:
+        return named
+    return set().union(*(organs(f"{e.tool} {e.title or ''} {e.source}") for e in cited
+                         if e.kind in ("calculator", "guideline")))
+
+
+def organ_mismatch(sentence: str, cited: list[Evidence], question: str = "") -> str | None:
+    """A lung rule applied to a breast finding or a breast rule to a lung finding, said as a reason; else None."""
+    if _NOT_APPLIED.search(sentence):
+        return None
+    organ = finding_organ(sentence, question)
+    systems = applied_systems(sentence, cited)
+    if organ is None or not systems or organ in systems:
+        return None
+    other = next(iter(systems))
+    return f"applies {_ORGAN_RULE[other]} to a {organ} finding"
+
+
+def contradiction(sentence: str, cited: list[Evidence], question: str = "") -> str | None:
+    """Why ``sentence`` contradicts the evidence it cites (or, for the organ, the question it answers), or None
+    when it does not."""
     if not cited:
         return None
+    mismatch = organ_mismatch(sentence, cited, question)
+    if mismatch:
+        return mismatch
     texts = [_evidence_text(e) for e in cited]
     said = intervals(sentence)
     if said:

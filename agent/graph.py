@@ -2,12 +2,17 @@
 
 ::
 
+    START -> gate -> read_frame -> tools -> render -> finish -> END  (the rules read it: no LLM call)
+             gate -> read_frame -> tools -> model ...                   (the frame's evidence, the model's prose)
     START -> gate -> model -> check_calls -> tools -> model ...       (the model chose tools)
                         \\-> review -> tools -> model ...               (grounding fallback: retrieve first)
                         \\-> review -> finish -> END                     (the answer)
              gate -> finish                                              (a request to act: fixed answer)
 
 * ``gate``: requests to act (book, prescribe ...) get a fixed answer without the model.
+* ``read_frame``: the rules read the question into a case frame; the model drafts one only for a field they
+  leave open (agent/frame/complete.py). The frame's plan runs its tools and ``render``s the answer with no LLM
+  call, or hands the evidence to ``model``.
 * ``model``: one LLM call over the system prompt, the tool schemas and the conversation.
 * ``check_calls``: arguments aligned with the question, names and arguments validated; an invalid call
   is fed back once with the error, then the model must answer without tools; a repeated call asks for
@@ -29,10 +34,11 @@ import json
 import logging
 import operator
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -42,6 +48,7 @@ from agent.comparison import comparisons_of
 from agent.evidence import Ledger
 from agent.frame import CaseFrame, compose_answer, plan_for, read_case
 from agent.frame.comparison import apply_comparison, driving_comparison, frame_measurements
+from agent.frame.complete import model_fills
 from agent.frame.model import READ_CASE, frame_draft, frame_schema, previous_frame
 from agent.frame.reader import is_smalltalk
 from agent.grounding import plan_fallback, tool_call_message
@@ -52,6 +59,9 @@ from agent.results import ToolCallRecord
 from agent.routing import ACTION_ANSWER, align_enums, is_action_request
 from agent.toolbox import CALCULATOR_NAMES, ToolContext, ToolSpec
 from tools.errors import LLMError, RadconsultError, ToolArgumentError
+
+if TYPE_CHECKING:
+    from tools.classifiers.coverage import Coverage
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,13 @@ class TurnContext:
     on_token: TokenCallback | None = None
     started: float = dataclasses.field(default_factory=time.perf_counter)
     ttft: float | None = None
+    # blocks until the start-up warm-up (knowledge base, model) has finished: called before the model or a
+    # search runs, never for a turn the rules and calculators answer (which must not wait for a model load)
+    wait_ready: Callable[[], object] | None = None
+
+    def ready(self) -> None:
+        if self.wait_ready is not None:
+            self.wait_ready()
 
     def emit(self, piece: str) -> None:
         """Stream a piece of the answer to the caller, noting when the first one arrived."""
@@ -219,27 +236,40 @@ class AgentGraph:
         return {"messages": [{"role": "assistant", "content": ACTION_ANSWER, "meta": "answer"}], "answered": True}
 
     def read_frame(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        """Read the question into a case frame (the LLM under the frame's JSON schema, checked against the
-        text), then plan: the calls the agent makes itself, a clarifying question or a statement."""
+        """Read the question into a case frame, the rules first (agent/frame/complete.py): the model drafts a
+        frame only when it could fill a field the rules left empty, and its draft is checked against the text.
+        Then plan: the calls the agent makes itself, a clarifying question or a statement."""
         question, ctx = _question(state), runtime.context
-        t0, draft = time.perf_counter(), None
-        if not is_smalltalk(question):
-            messages = prompt_messages(state.get("messages", []), state.get("turn_start", 0), self.system)
-            try:
-                res = self.backend.chat(messages, self.schemas, tool_choice=READ_CASE, max_tokens=FRAME_TOKENS)
-                draft = frame_draft(res)
-            except LLMError as exc:
-                log.error("LLM failure while reading the case: %s", exc)
-                return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000}
-        frame_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
         this_turn = state.get("evidence", [])[state.get("ev_start", 0):]
         driving = driving_comparison(comparisons_of(this_turn))
         measured = frame_measurements(state.get("evidence", []), [e.get("facts", {}) for e in this_turn
                                                                   if e.get("kind") == "measurement"], driving)
-        frame = read_case(question, draft, previous_frame(state), has_image=bool(state.get("studies")),
-                          has_patient=bool(state.get("patient_key")), measurements=measured)
+        previous = previous_frame(state)
+        facts = {"has_image": bool(state.get("studies")), "has_patient": bool(state.get("patient_key")),
+                 "measurements": measured}
+        frame = read_case(question, None, previous, **facts)
+        installed = self._installed(frame, ctx)
+        llm_ms = state.get("llm_ms", 0.0)
+        need = None if is_smalltalk(question) else model_fills(frame, question, installed)
+        if need is None:
+            if frame.source == "text":
+                frame.source = "rules"  # read by the rules alone: no model call this turn
+        else:
+            log.info("the rules leave the %s open: asking the model for its reading", need)
+            ctx.ready()
+            messages = prompt_messages(state.get("messages", []), state.get("turn_start", 0), self.system)
+            t_llm = time.perf_counter()
+            try:
+                res = self.backend.chat(messages, self.schemas, tool_choice=READ_CASE, max_tokens=FRAME_TOKENS)
+            except LLMError as exc:
+                log.error("LLM failure while reading the case: %s", exc)
+                return {"error": str(exc), "llm_ms": llm_ms + (time.perf_counter() - t_llm) * 1000}
+            llm_ms += (time.perf_counter() - t_llm) * 1000
+            frame = read_case(question, frame_draft(res), previous, **facts)
+            installed = self._installed(frame, ctx)
+        frame_ms = (time.perf_counter() - t0) * 1000
         apply_comparison(frame, driving)
-        installed = [m.coverage for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
         plan = plan_for(frame, question, installed, bool(state.get("patient_key")))
         ctx.tools.frame = frame
         calls = []
@@ -254,10 +284,15 @@ class AgentGraph:
         update: dict[str, Any] = {"frame": frame.to_dict(), "pending": calls, "calls": [record.to_dict()],
                                   "plan": {"answer_by": plan.answer_by, "clarify": plan.clarify,
                                            "statement": plan.statement},
-                                  "llm_ms": state.get("llm_ms", 0.0) + frame_ms}
+                                  "llm_ms": llm_ms}
         if calls:
             update["messages"] = [tool_call_message(calls)]
         return update
+
+    @staticmethod
+    def _installed(frame: CaseFrame, ctx: TurnContext) -> list[Coverage]:
+        """What the installed classifiers cover (read from their bundles only for an image question)."""
+        return [m.coverage for m in ctx.tools.services.classifiers.models()] if frame.intent == "image" else []
 
     def render(self, state: CaseState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         """The answer rendered from the frame's results (the recommendation is the calculator's own words)."""
@@ -280,6 +315,7 @@ class AgentGraph:
             intent = (state.get("frame") or {}).get("intent")
             note = " ".join(x for x in (note, ANSWER_NOTES.get(intent, "")) if x)
             messages.append({"role": "user", "content": render("force_answer", note=note)})
+        runtime.context.ready()
         t0 = time.perf_counter()
         try:
             res = self.backend.chat(messages, self.schemas, tool_choice="none" if force else "auto",
@@ -365,6 +401,9 @@ class AgentGraph:
         out_msgs, calls = [], list(state.get("calls", []))
         tools_ms = state.get("tools_ms", 0.0)
         auto_ids: set[str] = set()
+        if any(c["name"] in self.tools and self.tools[c["name"]].audit_action == "search"
+               for c in state.get("pending", [])):
+            runtime.context.ready()  # a search needs the knowledge base that the warm-up may still be building
         for call in state.get("pending", []):
             mark, t0 = len(ledger), time.perf_counter()
             content, err = self._run_one(call, runtime.context.tools, ledger)

@@ -203,7 +203,7 @@ def check_sentence(sentence: str, ledger: Ledger, question: str = "") -> Sentenc
     nums = _numbers(plain) - _support_numbers(support) - _numbers(question)
     if words and not overlap:
         return SentenceCheck(sentence, ids, "unsupported", f"cited {', '.join(ids)} does not support this sentence")
-    conflict = contradiction(plain, evidence)
+    conflict = contradiction(plain, evidence, question)
     if conflict:
         return SentenceCheck(sentence, ids, "contradicted", conflict)
     if recommends(plain) and not any(e.kind in ("guideline", "calculator") for e in evidence):

@@ -4,8 +4,11 @@ model's load, the prompt prefix (restored from disk), and the turn itself.
 
     python bench/cold_ask.py [--runs 5] [--llm gguf:qwen2.5-coder-1.5b]
 
-Target (issue 12): a cold `ask` under 15 s on this 2-core CPU. Each run asks a new wording, so no run finds its
-question in a KV cache. The knowledge base and the prompt prefix are prepared once, untimed, first.
+Two kinds of question: one the rules read fully (answered by the calculator with no LLM call, so the process
+never loads the model, torch or the knowledge base) and one that needs the model (its frame draft, retrieval,
+its prose). Target (issue 20): a rule-read cold `ask` p50 <= 6 s on this 2-core CPU. Each run asks a new
+wording, so no run finds its question in a KV cache. The knowledge base and the prompt prefix are prepared
+once, untimed, first.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 QUESTIONS = [
-    ("guideline", "Incidental solitary {size} mm solid nodule in a never smoker aged {age}. Follow-up?"),
-    ("knowledge", "How are pulmonary nodules measured on CT for {age}-year-olds? (case {size})"),
+    ("rule-read", "{size}x{short} mm solid nodule, never smoker, {age}F, f/u?"),  # the issue's class 8 shorthand
+    ("model", "Why is low-dose CT used for lung cancer screening instead of chest X-ray? (ref {age}-{size})"),
 ]
 WORDINGS = [(7, 58), (6, 61), (8, 49), (7, 66), (6, 52), (8, 70), (7, 45), (6, 63)]
 
@@ -51,6 +54,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--llm", default=None)
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
     env = dict(os.environ, **({"RADCONSULT_LLM": args.llm} if args.llm else {}))
     wordings = iter(WORDINGS * 4)
 
@@ -68,7 +73,7 @@ def main() -> int:
     for kind, template in QUESTIONS:
         for _ in range(args.runs):
             size, age = next(wordings)
-            q = template.format(size=size, age=age)
+            q = template.format(size=size, short=size - 2, age=age)
             total, parts = cold(q, env)
             r = rows.setdefault(kind, {"cold": [], "model load": [], "turn": [], "warm": []})
             r["cold"].append(total)
@@ -76,7 +81,7 @@ def main() -> int:
                 r[k].append(v)
             size, age = next(wordings)
             t1 = time.perf_counter()
-            warm.ask(f"warm-{uuid.uuid4().hex[:6]}", template.format(size=size, age=age))
+            warm.ask(f"warm-{uuid.uuid4().hex[:6]}", template.format(size=size, short=size - 2, age=age))
             r["warm"].append(time.perf_counter() - t1)
     warm.close()
     med = statistics.median

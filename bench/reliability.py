@@ -205,8 +205,8 @@ def _replay(args: argparse.Namespace, limits) -> SuiteResult:
 def injection(args: argparse.Namespace) -> SuiteResult:
     import tempfile
 
-    from agent.injection_eval import CHANNELS, load_cases, run_injection_set
     from agent.settings import Settings
+    from bench.injection_eval import CHANNELS, load_cases, run_injection_set
 
     shared = _shared_data()
     if shared is None:

@@ -1,4 +1,7 @@
-"""`radconsult ask` (one consultation turn, optional summary) and `radconsult eval agent`."""
+"""`radconsult ask`: one consultation turn, optional summary.
+
+The agent evaluation that was `radconsult eval agent` is a benchmark now: ``python bench/agent_eval.py``.
+"""
 
 from __future__ import annotations
 
@@ -35,18 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also draft the cited diagnostic summary (saved as a draft version CASE/vN to sign)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ask)
+    # the evaluation moved out of the package: the old command says where, rather than "invalid choice"
+    ev = sub.add_parser("eval", help="moved: python bench/agent_eval.py --set FILE (from a source checkout)")
+    ev.add_argument("rest", nargs=argparse.REMAINDER)
+    ev.set_defaults(func=cmd_eval_moved)
 
-    ev = sub.add_parser("eval", help="evaluations")
-    evs = ev.add_subparsers(dest="eval_target", metavar="TARGET")
-    ea = evs.add_parser("agent", help="agent vs the same LLM without tools on a question set")
-    ea.add_argument("--set", dest="set_path", required=True, metavar="FILE", help="JSONL question set")
-    ea.add_argument("--limit", type=int, default=None, help="first N items only")
-    ea.add_argument("--stride", type=int, default=1, help="every K-th item only (a spread subset on slow CPUs)")
-    ea.add_argument("--categories", default=None, help="comma-separated categories to keep")
-    ea.add_argument("--no-baseline", action="store_true", help="skip the LLM-alone baseline")
-    ea.add_argument("--json", action="store_true", help="machine-readable output")
-    ea.set_defaults(func=cmd_eval_agent)
-    ev.set_defaults(func=lambda args, settings: (ev.print_help(), 1)[1])
+
+def cmd_eval_moved(args: argparse.Namespace, settings: Settings) -> int:
+    from tools.errors import InputError
+
+    raise InputError("`radconsult eval agent` moved to the benchmarks: run `python bench/agent_eval.py --set "
+                     "bench/data/agent_eval.jsonl` from a source checkout")
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
@@ -302,23 +304,3 @@ def _audit(settings: Settings, result: TurnResult) -> None:
         log.append("summary", user=None, case_id=result.case_id, model_versions=versions,
                    evidence_ids=[r["id"] for r in result.summary.references],
                    details={"impression_source": result.summary.impression_source})
-
-
-def cmd_eval_agent(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.cli import print_json
-    from agent.eval import format_report, load_set, run_eval
-
-    items = load_set(args.set_path)
-    if args.categories:
-        keep = {c.strip() for c in args.categories.split(",")}
-        items = [i for i in items if i.category in keep]
-    if args.stride > 1:
-        items = items[:: args.stride]
-    if args.limit:
-        items = items[: args.limit]
-    report = run_eval(items, settings, baseline=not args.no_baseline)
-    if args.json:
-        print_json(report)
-    else:
-        print(format_report(report))
-    return 0

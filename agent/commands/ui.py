@@ -214,10 +214,11 @@ def run_ui(args: argparse.Namespace, settings: Settings) -> int:
               "machine can connect. Add users (`radconsult users add NAME`) before binding elsewhere.",
               file=sys.stderr)
     agent = make_agent(settings)
-    # Prepare the knowledge base and the model's prompt prefix while the page loads; a question asked
-    # meanwhile waits for it with a visible status rather than racing it for the CPU.
-    print("radconsult ui: preparing the knowledge base and the language model in the background",
-          file=sys.stderr)
+    # Prepare the knowledge base and the model's prompt prefix while the page loads. A question the rules
+    # answer (a calculator, a table) goes ahead at once; one that needs the model or a search waits for it
+    # with a visible status rather than racing it for the CPU.
+    print("radconsult ui: preparing the knowledge base and the language model in the background (questions "
+          "the guideline rules answer are answered meanwhile)", file=sys.stderr)
     agent.start_warm_up()
     # then the doctor's checks, with the app's own model: a failure is shown at the top of the page
     health = StartupChecks()

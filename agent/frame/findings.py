@@ -49,6 +49,52 @@ TECHNIQUE = re.compile(r"\bmodality\b|\bview\b|\btechnique\b|\bdimensions?\b|\br
                        r"(?:technique|acquisition)", re.I)
 
 
+# the modality (DICOM codes) and body part a question states: an exported PNG or JPEG records neither, so for a
+# question that names no finding ("what does the model say about this breast ultrasound?") the words choose the
+# model that reads such images
+_STATED_MODALITY: tuple[tuple[tuple[str, ...], str, re.Pattern[str]], ...] = (
+    (("MR",), "MR", re.compile(r"\bMRI?\b|\bmagnetic\s+resonance\b|\bT[12](?:-?weighted|W)?\b|\bFLAIR\b", re.I)),
+    (("US",), "ultrasound", re.compile(r"\bultrasound\b|\bsonogra\w*|\bUS\b")),
+    (("CT",), "CT", re.compile(r"\bCT\b|\bcomputed\s+tomograph\w*", re.I)),
+    (("MG",), "mammogram", re.compile(r"\bmammo\w*", re.I)),
+    (("CR", "DX"), "radiograph", re.compile(r"\bx-?rays?\b|\bradiograph\w*|\bCXR\b|\bfilm\b", re.I)),
+)
+_STATED_PART: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+    ("BREAST", "breast", re.compile(r"\bbreasts?\b|\bmammo\w*", re.I)),
+    ("BRAIN", "brain", re.compile(r"\bbrain\b|\bhead\b|\bcerebr\w*|\bintracranial\b|\bpituitar\w*|\bglioma\b|"
+                                 r"\bmeningioma\b", re.I)),
+    ("CHEST", "chest", re.compile(r"\bchest\b|\blungs?\b|\bthora\w*|\bCXR\b", re.I)),
+)
+
+
+@dataclass(frozen=True)
+class StatedStudy:
+    """What the question says the image is: DICOM ``modalities`` (an X-ray is CR or DX), a ``body_part`` code,
+    and the same in words."""
+
+    modalities: tuple[str, ...]
+    body_part: str
+    words: str
+
+
+def stated_study(question: str) -> StatedStudy | None:
+    """The modality and body part ``question`` states, or None unless it states both."""
+    modality = next(((codes, words) for codes, words, p in _STATED_MODALITY if p.search(question or "")), None)
+    part = next(((code, words) for code, words, p in _STATED_PART if p.search(question or "")), None)
+    if modality is None or part is None:
+        return None
+    return StatedStudy(modality[0], part[0], f"{part[1]} {modality[1]}")
+
+
+def models_reading(stated: StatedStudy | None, installed: Sequence[Coverage]) -> list[str]:
+    """Names of the installed classifiers meant for the stated modality and body part (bundles that declare
+    what they read; one that declares nothing is never chosen from words alone)."""
+    if stated is None:
+        return []
+    return [c.model for c in installed if c.modalities and c.body_parts
+            and any(c.reads(m, stated.body_part) for m in stated.modalities)]
+
+
 @dataclass(frozen=True)
 class FindingQuery:
     """The findings a question names; ``generic`` when it names none ("what do you see?", "is it normal?")."""

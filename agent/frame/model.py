@@ -87,7 +87,7 @@ class CaseFrame:
     assumed: list[str] = field(default_factory=list)
     corrections: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    source: str = "model"          # model | text (the model's draft was unusable) | previous (follow-up)
+    source: str = "model"          # model | rules (no model call) | text (the draft was unusable) | previous
 
     @property
     def calculator(self) -> str | None:

@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.frame.findings import TECHNIQUE, asked_findings, covering_models, what_models_cover
+from agent.frame.findings import (
+    TECHNIQUE,
+    asked_findings,
+    covering_models,
+    models_reading,
+    stated_study,
+    what_models_cover,
+)
 from agent.frame.model import SYSTEM_NAMES, CaseFrame
 
 if TYPE_CHECKING:
@@ -160,10 +167,19 @@ def _image_plan(frame: CaseFrame, question: str, installed: Sequence[Coverage]) 
         plan.statement = (f"No installed model assesses {' or '.join(uncovered)}, so I cannot state whether it is "
                           f"present; a clinician must read the image for that. The installed models cover: "
                           f"{what_models_cover(installed)}.")
+    stated = stated_study(question) if query.generic else None
+    by_words = models_reading(stated, installed)
     if covered:
         models = {m for f in covered for m in covering_models(f, installed)}
         for model in sorted(models):
             plan.calls.append(("classify_study", {"study": "latest", "model": model, "saliency": True}))
+    elif by_words and stated is not None:
+        # no finding named, but the question says what the image is: run the model that reads such images
+        for model in by_words:
+            plan.calls.append(("classify_study", {"study": "latest", "model": model, "saliency": True}))
+        # said without clinical words: an uncited clinical sentence beside the results would be withheld
+        plan.statement = ("I went by your description to choose what to run: an exported PNG or JPEG file does not "
+                          "say what it shows, so the file itself could not confirm your description.")
     elif query.generic:
         plan.calls.append(("classify_study", {"study": "latest", "saliency": True}))
         plan.statement = ("The installed models do not describe an image in general; they cover: "

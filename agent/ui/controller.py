@@ -40,8 +40,8 @@ WORKING = "⏳ _Working: running the tools, then writing a cited answer (on a CP
 QUEUED = "⏳ _Queued: answered as soon as the question before it is._"
 NODULE_TYPES = {"solid": "solid", "part-solid": "part_solid", "ground-glass": "ground_glass"}  # shown -> stored
 MEASURE_LABELS = ("long axis", "short axis")
-STARTING = ("Starting up: the knowledge base and the language model are being prepared; your question is "
-            "answered as soon as they are ready")
+STARTING = ("Starting up: the knowledge base and the language model are being prepared; a question the guideline "
+            "rules answer is answered now, one that needs the model as soon as they are ready")
 
 
 @dataclass(frozen=True)
@@ -335,12 +335,12 @@ class UIController:
         def queued() -> str:
             return f" ({len(sess.queue)} more queued)" if sess.queue else ""
 
-        while not self.agent.is_warm:  # first start: the question waits for the warm-up, visibly
-            waited = time.perf_counter() - t_start
-            yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy" data-state="starting">{STARTING} '
-                                            f'({waited:.0f} s)</span>')
-            self.agent.wait_until_ready(1.0)
-        yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy">Answering…{queued()}</span>')
+        if not self.agent.is_warm:
+            # first start: a question the rules answer goes ahead; one that needs the model or a search waits
+            # inside the turn for the warm-up, and the status says why it may take a while
+            yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy" data-state="starting">{STARTING}</span>')
+        else:
+            yield AskUpdate(sess.case.chat, f'<span class="rc-turn-busy">Answering…{queued()}</span>')
         cited: list[str] = []
         measured = case.unsent_measurements
         try:

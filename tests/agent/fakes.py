@@ -50,6 +50,25 @@ class ScriptedBackend:
         return None
 
 
+class NoModelBackend:
+    """A chat model that must never be asked: a turn the rules read fully makes no LLM call. Any call is
+    recorded and fails the test (an AssertionError, which no node turns into an answer)."""
+
+    name = "no-model"
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def chat(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None = None, *,
+             tool_choice: str = "auto", on_token: TokenCallback | None = None,
+             max_tokens: int | None = None) -> ChatResult:
+        self.requests.append({"messages": messages, "tool_choice": tool_choice})
+        raise AssertionError(f"the model was asked (tool_choice={tool_choice}) in a turn the rules read fully")
+
+    def close(self) -> None:
+        return None
+
+
 def frame(**fields: Any) -> ChatResult:
     """The model's draft of the case frame (its forced ``read_case`` call)."""
     return ChatResult(tool_calls=[ToolCall("read_case", fields, "c_frame")])

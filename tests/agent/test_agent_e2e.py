@@ -26,7 +26,7 @@ def test_guideline_question_with_verified_citations(settings, backend):
     assert any(c.ok and c.name in ("birads_category", "search_guidelines") for c in res.tool_calls)
     assert res.citations, res.marked_answer
     evidence_ids = {e.id for e in consult.evidence("e2e")}
-    assert {c["id"] for c in res.citations} <= evidence_ids
+    assert {c.id for c in res.citations} <= evidence_ids
     for sentence in res.unsupported_sentences:
         assert sentence in res.marked_answer
     summary = consult.summary("e2e")

@@ -1,4 +1,4 @@
-"""`radconsult ask` and `radconsult eval agent`: bad input gives a clear message and exit 2, never a traceback."""
+"""`radconsult ask` and `python bench/agent_eval.py`: bad input gives a clear message and exit 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ def test_missing_image(env, capsys, tmp_path):
 
 def test_bad_llm_setting(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "ollama:llama3")
-    assert main(["ask", "What follow-up for a 7 mm solid nodule?"]) == 2
+    assert main(["ask", "What follow-up for a 7 mm solid nodule?"]) == 2  # said before any turn, model or not
     assert "RADCONSULT_LLM" in capsys.readouterr().err
 
 
 def test_server_down_is_an_error_with_the_json_kept(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
     monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
-    assert main(["ask", "What follow-up for a 7 mm solid nodule?", "--json"]) == 2
+    assert main(["ask", "How are pulmonary nodules measured on CT?", "--json"]) == 2  # a model question
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert "not reachable" in out["error"] and "not reachable" in out["answer"]
@@ -44,17 +44,26 @@ def test_server_down_is_an_error_with_the_json_kept(env, capsys, monkeypatch):
 
 
 def test_eval_set_missing_and_malformed(env, capsys, tmp_path):
-    assert main(["eval", "agent", "--set", str(tmp_path / "none.jsonl")]) == 2
+    from bench.agent_eval import main as eval_main
+
+    assert eval_main(["--set", str(tmp_path / "none.jsonl")]) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
-    assert main(["eval", "agent", "--set", str(bad)]) == 2
+    assert eval_main(["--set", str(bad)]) == 2
     assert "line 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_main(["--set", str(bad), "--stride", "0"])
+
+
+def test_the_old_eval_command_says_where_it_went(env, capsys):
+    assert main(["eval", "agent", "--set", "x.jsonl"]) == 2
+    assert "bench/agent_eval.py" in capsys.readouterr().err
 
 
 def test_shipped_eval_set_is_well_formed():
     from pathlib import Path
 
-    from agent.eval import load_set
+    from bench.agent_eval import load_set
 
     items = load_set(Path(__file__).resolve().parents[2] / "bench" / "data" / "agent_eval.jsonl")
     cats = {i.category for i in items}
@@ -66,7 +75,7 @@ def test_shipped_eval_set_is_well_formed():
 def test_text_mode_server_down_is_one_error_line(env, capsys, monkeypatch):
     monkeypatch.setenv("RADCONSULT_LLM", "openai:http://127.0.0.1:9/v1#m")
     monkeypatch.setenv("RADCONSULT_LLM_TIMEOUT_S", "5")
-    assert main(["ask", "What follow-up for a 7 mm solid nodule?", "--case", "c-text"]) == 2
+    assert main(["ask", "How are pulmonary nodules measured on CT?", "--case", "c-text"]) == 2
     captured = capsys.readouterr()
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("radconsult: error:") and "not reachable" in last and "case c-text" in last

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.eval import fact_score, normalise, tools_ok
+from bench.agent_eval import fact_score, normalise, tools_ok
 
 
 def test_normalise_ranges():

@@ -13,6 +13,7 @@ from agent.consultation import Consultation
 from agent.llm.base import ChatBackend
 from agent.llm.gguf import GGUFBackend
 from agent.llm.hf import HFBackend
+from agent.llm.lazy import LazyBackend
 from agent.llm.openai_compat import OpenAIBackend
 from agent.llm.runner import InProcessBackend
 from agent.llm.worker import WorkerBackend
@@ -20,7 +21,7 @@ from agent.protocol import ConsultationAPI
 from agent.services import ClassifierService, KnowledgeService
 from agent.toolbox.context import ImageClassifiers, KnowledgeSearch
 from tests.agent.fake_runner import CrashingBackend
-from tests.agent.fakes import ScriptedBackend
+from tests.agent.fakes import NoModelBackend, ScriptedBackend
 
 
 def protocol_members(proto: type) -> dict[str, object]:
@@ -61,6 +62,8 @@ def browser_policy_backend() -> type:
     (KnowledgeService, KnowledgeSearch),
     (ClassifierService, ImageClassifiers),
     (ScriptedBackend, ChatBackend),
+    (NoModelBackend, ChatBackend),
+    (LazyBackend, ChatBackend),
     (WorkerBackend, ChatBackend),
     (OpenAIBackend, ChatBackend),
     (GGUFBackend, ChatBackend),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.injection_eval import judge, load_cases, run_injection_set
+from bench.injection_eval import judge, load_cases, run_injection_set
 from tests.conftest import REPO_ROOT, shared_dir
 
 CASES = REPO_ROOT / "bench" / "data" / "injection_cases.jsonl"

@@ -21,15 +21,19 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tools.classifiers.coverage import Coverage, from_metadata
-from tools.classifiers.ood import MahalanobisOOD
 from tools.classifiers.preprocess import Preprocessing
 from tools.errors import BundleError, ModelUnavailableError
+
+# torch loads on first use (building or loading a network): listing the bundles and what they cover, which
+# every consultation does, reads only their metadata
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from tools.classifiers.ood import MahalanobisOOD
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ def instantiate_network(network_def: dict[str, Any], config: dict[str, Any] | No
 
     parser = ConfigParser({**(config or {}), "network_def": network_def})
     net = parser.get_parsed_content("network_def", instantiate=True)
+    from torch import nn
+
     if not isinstance(net, nn.Module):
         raise BundleError(f"network_def builds a {type(net).__name__}, not a torch nn.Module")
     return net
@@ -212,6 +218,8 @@ class Bundle:
         data = self.metadata.get("ood")
         if not data or "means" not in data:
             return None
+        from tools.classifiers.ood import MahalanobisOOD
+
         try:
             return MahalanobisOOD.from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
@@ -237,6 +245,8 @@ class Bundle:
     # --- network ---------------------------------------------------------------------------------
     def build_network(self) -> nn.Module:
         """Instantiate the network and check it against the metadata (no weights yet)."""
+        import torch
+
         try:
             net = instantiate_network(self.network_def, self.network_config)
         except BundleError:
@@ -259,6 +269,8 @@ class Bundle:
 
     def load_network(self) -> nn.Module:
         """Network with its weights, in eval mode. ModelUnavailableError when weights are missing."""
+        import torch
+
         net = self.build_network()
         if not self.weights_path.is_file():
             raise ModelUnavailableError(f"{self.name}: weights file {WEIGHTS} is missing from the bundle "
@@ -290,6 +302,8 @@ def write_bundle(path: Path, metadata: dict[str, Any], network_def: dict[str, An
     ``weights_dtype=torch.float16`` stores floating-point tensors at half precision (half the file size;
     :meth:`Bundle.load_network` casts them back to the network's float32).
     """
+    import torch
+
     path = Path(path)
     (path / "configs").mkdir(parents=True, exist_ok=True)
     (path / METADATA).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")

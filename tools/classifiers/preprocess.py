@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from monai.transforms import Resize, ScaleIntensityRange
 
 from tools.errors import BundleError, InvalidImageError
 
@@ -160,6 +158,9 @@ def centre_square(plane: np.ndarray) -> tuple[np.ndarray, CropBox]:
 def _resize(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if plane.shape == tuple(size):
         return np.ascontiguousarray(plane, dtype=np.float32)
+    import torch  # torch and MONAI load on first use: reading a bundle's metadata must not pay for them
+    from monai.transforms import Resize
+
     resized = Resize(spatial_size=size, mode="area")(torch.from_numpy(np.ascontiguousarray(plane))[None])
     return np.asarray(resized, dtype=np.float32)[0]
 
@@ -172,6 +173,8 @@ def scale_percentiles(plane: np.ndarray, lower: float, upper: float) -> np.ndarr
         lo, hi = float(plane.min()), float(plane.max())
     if hi - lo < 1e-6:
         raise InvalidImageError("the image is constant after resizing: nothing to classify")
+    from monai.transforms import ScaleIntensityRange
+
     out = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(plane)
     return np.asarray(out, dtype=np.float32)
 

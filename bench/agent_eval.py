@@ -1,4 +1,9 @@
-"""`radconsult eval agent`: the agent against the same LLM without tools, on a JSONL question set.
+"""The agent evaluation: the agent against the same LLM without tools, on a JSONL question set.
+
+    python bench/agent_eval.py --set bench/data/agent_eval.jsonl [--stride 2] [--limit N] [--categories a,b]
+                               [--no-baseline] [--json]
+
+The settings come from the environment as for ``radconsult`` (``RADCONSULT_LLM`` and the rest).
 
 Each line: ``id, category, question, images (relative to the shared data folder), patient, history
 (earlier questions of the same case, asked first and not scored), expected_tools (names; "a|b"
@@ -19,18 +24,22 @@ no tools and no retrieval.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import re
 import statistics
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.errors import InputError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.errors import InputError  # noqa: E402
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -272,3 +281,36 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"| {k} | {v['n']} | {v['tool_selection_accuracy']} | {v['fact_accuracy']} | "
                      f"{v['llm_alone_fact_accuracy']} | {(v.get('p50_ms') or 0) / 1000:.1f} |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="agent vs the same LLM without tools on a question set")
+    ap.add_argument("--set", dest="set_path", required=True, metavar="FILE", help="JSONL question set")
+    ap.add_argument("--limit", type=int, default=None, help="first N items only")
+    ap.add_argument("--stride", type=int, default=1, help="every K-th item only (a spread subset on slow CPUs)")
+    ap.add_argument("--categories", default=None, help="comma-separated categories to keep")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the LLM-alone baseline")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    args = ap.parse_args(argv)
+    if args.stride < 1 or (args.limit is not None and args.limit < 1):
+        ap.error("--stride and --limit take whole numbers from 1")
+    from agent.settings import load_settings
+    from tools.errors import RadconsultError
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        items = load_set(args.set_path)
+        if args.categories:
+            keep = {c.strip() for c in args.categories.split(",")}
+            items = [i for i in items if i.category in keep]
+        items = items[:: args.stride][: args.limit]
+        report = run_eval(items, load_settings(), baseline=not args.no_baseline)
+    except RadconsultError as exc:
+        print(f"agent_eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
