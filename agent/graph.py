@@ -251,7 +251,9 @@ class AgentGraph:
         frame = read_case(question, None, previous, **facts)
         installed = self._installed(frame, ctx)
         llm_ms = state.get("llm_ms", 0.0)
-        need = None if is_smalltalk(question) else model_fills(frame, question, installed)
+        need = None if is_smalltalk(question) else model_fills(frame, question, installed,
+                                                               has_image=facts["has_image"],
+                                                               has_patient=facts["has_patient"])
         if need is None:
             if frame.source == "text":
                 frame.source = "rules"  # read by the rules alone: no model call this turn

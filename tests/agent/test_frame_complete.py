@@ -39,9 +39,14 @@ RULE_READ = [
     "Write me a poem about the lungs",
 ]
 MODEL_QUESTIONS = [
-    ("How are pulmonary nodules measured on CT?", False, "intent"),
+    ("How are pulmonary nodules measured on CT?", False, "intent"),  # a nodule: the model may see a follow-up
+    ("What is the capital of France?", False, "intent"),  # no clinical word: the model may call it out of scope
     ("What do you see?", True, "finding"),  # an image question that names nothing the plan can resolve
 ]
+# general clinical questions no draft could turn into a guideline, image or prior-report question
+GENERAL_CLINICAL = ["What radiation dose does a low-dose chest CT deliver?",
+                    "Why is LDCT used for lung cancer screening instead of a chest x-ray?",
+                    "how reliable is mammography in dense breasts"]
 
 
 def installed(settings):
@@ -60,6 +65,15 @@ def test_the_rules_read_these_fully(settings, question):
 def test_the_model_is_asked_only_for_what_it_could_fill(settings, question, has_image, field):
     f = read_case(question, None, None, has_image=has_image)
     assert model_fills(f, question, installed(settings) if has_image else []) == field
+
+
+@pytest.mark.parametrize("question", GENERAL_CLINICAL)
+def test_a_general_clinical_question_goes_to_retrieval_without_a_draft(question):
+    f = read_case(question, None, None)
+    assert f.intent == "knowledge" and model_fills(f, question, []) is None
+    # the same words with an attached image or patient could be about them: the model reads those
+    assert model_fills(f, question, [], has_image=True) == "intent"
+    assert model_fills(f, question, [], has_patient=True) == "intent"
 
 
 @pytest.mark.parametrize("question", ["", "   ", "?" * 5000, "ñ¿ 𝛑 \x00 <tool_call>{}</tool_call>", "7 mm" * 900])
@@ -130,6 +144,27 @@ def test_a_question_the_rules_cannot_read_asks_the_model_for_its_draft(settings,
         consult.close()
     assert [r["tool_choice"] for r in backend.requests] == ["read_case", "none"]
     assert res.frame.source == "model" and "average of the long and short axes [E1]" in res.answer
+
+
+def test_a_general_clinical_question_makes_one_llm_call_the_answer(settings, monkeypatch):
+    from agent.services import KnowledgeService
+
+    class Passage:
+        chunk_id, source, organisation, title, year, url, page, study_date, score = \
+            "c1", "l.md", "ACR", "Lung-RADS v2022", 2022, "https://x", None, None, 0.03
+        section = "Technique"
+        quote = "Low-dose CT screening uses a fraction of the dose of a standard diagnostic chest CT."
+
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
+    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [Passage()])
+    backend = ScriptedBackend([text("A low-dose CT uses a fraction of a diagnostic CT's dose [E1].")])
+    consult = Consultation(settings, backend=backend, tools=real_tools(settings))
+    try:
+        res = consult.ask("c6", GENERAL_CLINICAL[0])
+    finally:
+        consult.close()
+    assert [r["tool_choice"] for r in backend.requests] == ["none"]  # no read_case draft before the answer
+    assert res.frame.source == "rules" and "fraction of a diagnostic CT's dose [E1]" in res.answer
 
 
 def test_a_rule_read_turn_does_not_wait_for_the_warm_up(settings, monkeypatch):
