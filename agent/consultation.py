@@ -144,7 +144,8 @@ class Consultation:
             self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self._checkpoint_path), check_same_thread=False)
             limits = GraphLimits(max_tool_rounds=self.settings.max_tool_rounds,
-                                 tool_timeout_s=self.settings.tool_timeout_s)
+                                 tool_timeout_s=self.settings.tool_timeout_s,
+                                 prose_tokens=min(self.settings.llm_max_tokens, self.settings.llm_prose_tokens))
             if self._owns_backend:
                 from agent.llm import parse_spec
 

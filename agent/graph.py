@@ -70,9 +70,9 @@ FRAME_TOKENS = 200  # the frame's JSON: about 40-120 tokens
 # what the model's prose must do for each kind of question it answers from retrieved evidence
 ANSWER_NOTES = {
     "prior": "Say what the reports state about the question, with each report's date, and cite each report. If they "
-             "do not mention it, say so.",
-    "knowledge": "Answer from the passages above and cite each sentence. Do not add intervals, categories or numbers "
-                 "that the passages do not state.",
+             "do not mention it, say so. At most 3 sentences.",
+    "knowledge": "Answer from the passages above in at most 3 sentences and cite each sentence. Do not add intervals, "
+                 "categories or numbers that the passages do not state.",
 }
 
 
@@ -127,6 +127,9 @@ class TurnContext:
 class GraphLimits:
     max_tool_rounds: int = 4
     tool_timeout_s: float = 60.0
+    # a prose answer from retrieved passages: three cited sentences are about 80-120 tokens; each token costs
+    # about 45 ms on 2 cores, so the cap keeps a general question answered in seconds, not half a minute
+    prose_tokens: int = 160
 
 
 def turn_update(patient_key: str | None, user: dict[str, Any], studies: list[dict[str, Any]], turn_start: int,
@@ -321,7 +324,8 @@ class AgentGraph:
         t0 = time.perf_counter()
         try:
             res = self.backend.chat(messages, self.schemas, tool_choice="none" if force else "auto",
-                                    on_token=runtime.context.emit)
+                                    on_token=runtime.context.emit,
+                                    max_tokens=self.limits.prose_tokens if force else None)
         except LLMError as exc:
             log.error("LLM failure: %s", exc)
             return {"error": str(exc), "llm_ms": state.get("llm_ms", 0.0) + (time.perf_counter() - t0) * 1000}

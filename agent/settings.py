@@ -117,6 +117,7 @@ class Settings(BaseSettings):
                                                         "turn ends with an error.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Limit for one LLM call, seconds.")
     llm_max_tokens: int = Field(256, gt=0, description="Most tokens generated per LLM call (answers are asked to be at most 5 sentences, about 150 tokens; an answer cut at the limit ends at its last full sentence).")
+    llm_prose_tokens: int = Field(160, gt=0, description="Most tokens of a prose answer written from retrieved passages (asked for in at most 3 sentences; an answer cut at the limit ends at its last full sentence). Each token costs about 45 ms on 2 cores.")
     tool_timeout_s: float = Field(60.0, gt=0, description="Limit for one tool call, seconds.")
     max_tool_rounds: int = Field(4, gt=0, description="Most tool-calling rounds per turn.")
 

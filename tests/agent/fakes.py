@@ -27,7 +27,8 @@ class ScriptedBackend:
     def chat(self, messages: list[dict[str, Any]], tools: list[ToolSchema] | None = None, *,
              tool_choice: str = "auto", on_token: TokenCallback | None = None,
              max_tokens: int | None = None) -> ChatResult:
-        self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice})
+        self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice,
+                              "max_tokens": max_tokens})
         if tool_choice not in ("auto", "none") and not self._next_calls(tool_choice):
             return ChatResult()  # a forced call (the case frame) the script does not answer: no draft
         if not self.steps:

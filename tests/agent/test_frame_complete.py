@@ -164,6 +164,7 @@ def test_a_general_clinical_question_makes_one_llm_call_the_answer(settings, mon
     finally:
         consult.close()
     assert [r["tool_choice"] for r in backend.requests] == ["none"]  # no read_case draft before the answer
+    assert backend.requests[0]["max_tokens"] == settings.llm_prose_tokens  # a short prose answer, capped
     assert res.frame.source == "rules" and "fraction of a diagnostic CT's dose [E1]" in res.answer
 
 
