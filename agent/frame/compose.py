@@ -157,7 +157,8 @@ def compose_answer(frame: CaseFrame, items: list[Evidence], clarify: str | None,
         lines.append("Assumed: " + "; ".join(frame.assumed) + ".")
     if clarify:
         if frame.missing == ["risk"] and results:
-            lines.append("The recommendation depends on the patient's risk, so both are shown. " + clarify)
+            why = f" ({frame.risk_basis})" if frame.risk is None and frame.risk_basis else ""
+            lines.append(f"The recommendation depends on the patient's risk{why}, so both are shown. " + clarify)
         else:
             lines.append(clarify)
     return "\n".join(lines) if lines else "I could not find a guideline result for this question."

@@ -35,6 +35,8 @@ _BREAST_MODALITY = (("ultrasound", re.compile(r"\bultrasound\b|\bsonograph\w*|\b
                     ("mri", re.compile(r"\bMRI?\b|\bmagnetic\b", re.I)),
                     ("mammography", re.compile(r"\bmammo\w*|\btomosynthesis\b", re.I)))
 _QUESTIONS = {
+    "nodule type": ("Is the subsolid nodule pure ground-glass, or part-solid (and if part-solid, how large is its "
+                    "solid component, in mm)?"),
     "size": "What is the nodule's size (average of its long and short axes, in mm)?",
     "solid component size": "What is the size of the solid component (mm)?",
     "risk": ("Is the patient at low or high risk of lung cancer (smoking history, age, exposures, family history, "
@@ -115,13 +117,20 @@ def _lung_rads_call(frame: CaseFrame) -> tuple[str, dict[str, Any]]:
     return "lung_rads_category", args
 
 
+_CRITERIA_QUERY = {"uspstf_lung": "USPSTF 2021 lung cancer screening eligibility criteria age pack-years quit",
+                   "uspstf_breast": "USPSTF 2024 breast cancer screening recommendation age biennial mammography"}
+
+
 def _screening_call(frame: CaseFrame, question: str) -> tuple[str, dict[str, Any]]:
+    if frame.criteria:  # "who is eligible per USPSTF?": the criteria, quoted from the guideline
+        return "search_guidelines", {"query": _CRITERIA_QUERY[frame.system]}
     if frame.system == "uspstf_breast":
         return "uspstf_breast_screening", {"age_years": frame.age, "high_risk": bool(_BRCA.search(question)),
                                            "dense_breasts": bool(_DENSE.search(question))}
-    args: dict[str, Any] = {"age_years": frame.age, "smoking_status": frame.smoking,
-                            "pack_years": 0.0 if frame.smoking == "never" else frame.pack_years}
-    if frame.smoking == "former":
+    known = {"age_years": frame.age, "smoking_status": frame.smoking,
+             "pack_years": 0.0 if frame.smoking == "never" else frame.pack_years}
+    args: dict[str, Any] = {k: v for k, v in known.items() if v is not None}  # one criterion may decide alone
+    if frame.smoking == "former" and frame.quit_years is not None:
         args["years_since_quit"] = frame.quit_years
     return "uspstf_lung_screening", args
 

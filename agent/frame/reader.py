@@ -22,9 +22,13 @@ from agent.frame.findings import asked_findings
 from agent.frame.model import CaseFrame, FrameDraft
 from agent.frame.text import TextFacts, read_text
 from agent.routing import CREATIVE
+from tools.vocabulary.normalise import normalise
 
 # a short turn that changes one parameter of the previous question
-_FOLLOW_ON = re.compile(r"^\W*(?:and|but|so)\b|^\W*(?:what|how)\s+(?:if|about)\b|^\W*(?:if|suppose|assuming|"
+_FOLLOW_ON = re.compile(r"^\W*(?:(?:ok(?:ay)?|right|alright|got\s+it|thanks?|cool)\W+)?(?:and|but|so|then|also)\b|"
+                        r"^\W*(?:ok(?:ay)?|right|alright)\W+(?:when|what|how|do|should|f/?u|follow|rescan|next)\b|"
+                        r"^\W*(?:f/?u|follow[- ]?up|rescan|next\s+step|interval|when\s+(?:do|should)\s+we\s+"
+                        r"(?:rescan|repeat|image|scan|follow))\b|^\W*(?:both|it|this|that)\s+(?:were|was|is)\b|^\W*(?:what|how)\s+(?:if|about)\b|^\W*(?:if|suppose|assuming|"
                         r"instead)\b|\binstead\b|^\W*(?:same|also)\b|^\W*(?:she|he|they|it|the\s+patient)\s+(?:is|"
                         r"was|has|had|smokes|smoked|quit)\b", re.I)
 _SMALLTALK = re.compile(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening)|thanks?|thank\s+you|cheers|ok(?:ay)?|"
@@ -43,6 +47,11 @@ _PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history
                     r"initial|first|previous|prior|earlier)\b", re.I)
 _BARE_CATEGORY = re.compile(r"(?:^|\b(?:a|an|category|about|and|or|if|instead)\s+)([0-6][ABCXabcx]?)\b(?!\s*(?:mm|cm|%|"
                             r"years?|months?|pack))", re.I)
+# words that make a short "ok ..." or "thanks, ..." a question, not small talk
+_CONTENT = re.compile(r"\b(?:when|what|which|how\s+(?:long|often|about)|why|should|do\s+we|does|f/?u|follow[- ]?up|"
+                      r"rescan|re-?image|repeat|scan|CT|next|interval|plan|risk|nodule|mm|cm|smok\w*|pack\w*|"
+                      r"categor\w*|screen\w*|eligib\w*|biopsy|manage\w*|and\s+(?:if|now|then))\b|\?\s*$", re.I)
+_ABOUT_ME = re.compile(r"\b(?:who\s+are\s+you|what\s+can\s+you\s+do|how\s+are\s+you)\b", re.I)
 _MANAGEMENT = re.compile(r"\bfollow[- ]?(?:up|it|this)\b|\bmanage\w*|\bnext\s+step|\bwhat\s+(?:now|next)\b|"
                          r"\b(?:how|when)\s+(?:do|should)\s+we\b|\bsurveillance\b|\binterval\b|\brecommend\w*|"
                          r"\brepeat\s+(?:CT|scan|imaging)|\bplan\b", re.I)
@@ -50,22 +59,41 @@ _MANAGEMENT = re.compile(r"\bfollow[- ]?(?:up|it|this)\b|\bmanage\w*|\bnext\s+st
 
 
 def is_smalltalk(question: str) -> bool:
-    """A greeting, thanks or a question about the assistant itself: no frame and no tools."""
-    return bool(_SMALLTALK.search(question or ""))
+    """A greeting, thanks or a question about the assistant itself: no frame and no tools. "ok and when do
+    we rescan?" is a follow-up, not thanks."""
+    question = question or ""
+    if not _SMALLTALK.search(question):
+        return False
+    if _ABOUT_ME.search(question):
+        return True
+    rest = re.sub(r"^\W*\w+", "", question)  # the words after the greeting
+    return not _CONTENT.search(normalise(rest)) or bool(re.fullmatch(r"\W*(?:thanks?|thank\s+you|ok(?:ay)?|great|"
+                                                                    r"cheers)\W*[?!.]*\s*", question, re.I))
 
 
 def is_follow_on(question: str, facts: TextFacts) -> bool:
     """A turn that changes a parameter of the previous question rather than asking a new one."""
     short = len(question) < 90
-    return short and (bool(_FOLLOW_ON.search(question)) or (not facts.mentions_nodule and not facts.sizes_mm
-                                                           and (facts.smoking is not None or facts.risk is not None
-                                                                or facts.nodule_type is not None)))
+    new_case = bool(facts.sizes_mm and facts.mentions_nodule) or facts.lung_rads or facts.birads
+    states_detail = (facts.smoking is not None or facts.risk is not None or facts.nodule_type is not None
+                     or facts.pack_years is not None or facts.years_since_quit is not None
+                     or facts.solid_component_mm is not None or facts.setting is not None or facts.known_cancer
+                     or facts.immunocompromised or bool(facts.risk_factors) or facts.status is not None
+                     or (facts.age is not None and not facts.eligibility))
+    return short and (bool(_FOLLOW_ON.search(question)) or (not new_case and not facts.mentions_nodule
+                                                           and not facts.sizes_mm and states_detail)
+                      or (not new_case and facts.solid_component_mm is not None))
 
 
 def _pick_size(facts: TextFacts, question: str) -> float | None:
     """The nodule size to use: the one said to be current, else the largest of several nodules, else the first."""
     if not facts.sizes_mm:
         return None
+    question = normalise(question)
+    if facts.prior_size_mm is not None:  # "previously 5 mm, now 7 mm": the current one
+        current = [s for s in facts.sizes_mm if abs(s - facts.prior_size_mm) > 0.05]
+        if current:
+            return current[-1]
     now = re.search(r"\b(?:now|currently|today|grown\s+to|increased\s+to|measures?|measuring)\b[^.?!]{0,20}?"
                     r"(\d+(?:[.,]\d+)?)\s*(mm|cm)", question, re.I)
     if now:
@@ -78,22 +106,34 @@ def _pick_size(facts: TextFacts, question: str) -> float | None:
 
 
 def _risk(facts: TextFacts) -> tuple[str | None, str | None]:
-    """(risk, why) from what the text says; (None, None) when it does not say enough."""
+    """(risk, why) from the patient's whole history as the text states it; (None, why) when it does not say
+    enough or when the patient and the nodule pull both ways (a never smoker with a spiculated upper-lobe
+    nodule: both Fleischner columns are shown, with why); (None, None) when nothing is said."""
     if facts.risk:
         return facts.risk, f"stated {facts.risk} risk"
-    if facts.risk_factors:
-        smoking = [f"{facts.pack_years:g} pack-years"] if facts.pack_years and facts.pack_years >= 10 else []
-        return "high", ", ".join(dict.fromkeys(smoking + facts.risk_factors))
+    features = list(dict.fromkeys(facts.nodule_features))
+    high: list[str] = []
+    if facts.pack_years is not None and facts.smoking != "never" and (facts.pack_years >= 10 or facts.heavy_smoker):
+        high.append(f"smoking history of {facts.pack_years:g} pack-years")
+    elif facts.heavy_smoker:
+        high.append("heavy smoking history")
+    elif facts.smoking == "current" and facts.pack_years is None:
+        high.append("current smoker")
+    high += facts.risk_factors
+    if high:
+        return "high", ", ".join(dict.fromkeys(high + features))
+    low = None
     if facts.pack_years is not None and facts.smoking != "never":
-        if facts.pack_years >= 10 or facts.heavy_smoker:
-            return "high", f"smoking history of {facts.pack_years:g} pack-years"
-        return "low", f"minimal smoking history ({facts.pack_years:g} pack-years)"
-    if facts.heavy_smoker:
-        return "high", "heavy smoking history"
-    if facts.smoking == "current":
-        return "high", "current smoker"
-    if facts.smoking == "never":
-        return "low", "never smoker, no other risk factor stated"
+        low = f"minimal smoking history ({facts.pack_years:g} pack-years)"
+    elif facts.smoking == "never":
+        low = "never smoker, no other risk factor stated"
+    if low and features:
+        return None, (f"the patient's history favours low risk ({low.replace(', no other risk factor stated', '')}), "
+                      f"but the nodule has {' and '.join(features)}, which may raise it")
+    if low:
+        return "low", low
+    if features:
+        return None, f"the nodule has {' and '.join(features)}, which may raise risk; the patient's history is not stated"
     return None, None
 
 
@@ -102,7 +142,8 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
         return "smalltalk"
     if CREATIVE.search(question):
         return "out_of_scope"  # a poem or a story: nothing to retrieve, nothing to cite
-    if facts.eligibility and (facts.mentions_lung or facts.mentions_breast or facts.smoking or facts.pack_years):
+    if facts.eligibility and (facts.mentions_lung or facts.mentions_breast or facts.smoking or facts.pack_years
+                              or _USPSTF.search(question)) and not (facts.sizes_mm and facts.mentions_nodule):
         return "screening"
     if has_image and not facts.sizes_mm and (_ABOUT_IMAGE.search(question) or asked_findings(question).findings):
         return "image"
@@ -136,9 +177,14 @@ def _draft_intent_fits(intent: str, facts: TextFacts, question: str, has_image: 
     return True
 
 
+_USPSTF = re.compile(r"\bUSPSTF\b|\bTask\s+Force\b", re.I)
+
+
 def _system(frame: CaseFrame, facts: TextFacts, draft: FrameDraft | None) -> str:
     if frame.intent == "screening":
-        return "uspstf_breast" if facts.mentions_breast else "uspstf_lung"
+        breast = facts.mentions_breast or (frame.sex == "female" and not facts.mentions_lung and not facts.smoking
+                                           and facts.pack_years is None)
+        return "uspstf_breast" if breast else "uspstf_lung"
     if frame.intent == "category":
         if facts.birads or (facts.mentions_breast and not facts.lung_rads):
             return "birads"
@@ -147,9 +193,9 @@ def _system(frame: CaseFrame, facts: TextFacts, draft: FrameDraft | None) -> str
         return draft.system if draft is not None and draft.system in ("birads", "lung_rads") else "none"
     if frame.intent != "followup":
         return "none"
-    if facts.birads:
-        return "birads"
-    if frame.organ is not None or facts.mentions_breast:
+    if facts.birads or (facts.mentions_breast and not facts.lung_rads):
+        return "birads"  # a breast finding: BI-RADS, never a lung rule (its category is asked when not named)
+    if frame.organ is not None:
         return "none"  # a nodule outside the lung: the bundled nodule guidelines do not apply
     return "lung_rads" if frame.setting == "screening" else "fleischner"
 
@@ -176,11 +222,14 @@ def _take_text(frame: CaseFrame, facts: TextFacts, question: str) -> None:
         frame.no_nodule = False
     if facts.no_nodule:
         frame.no_nodule, frame.size_mm = True, None
-    if facts.nodule_type and facts.nodule_type != "subsolid":
+    if facts.nodule_type and not (facts.nodule_type == "subsolid" and frame.nodule_type in ("part_solid",
+                                                                                           "ground_glass")):
         frame.nodule_type = facts.nodule_type
     if facts.solid_component_mm is not None:
         frame.solid_mm = facts.solid_component_mm
-    for name in ("count", "status", "age", "pack_years", "smoking"):
+    if facts.stable_months is not None:
+        frame.stable_months = facts.stable_months
+    for name in ("count", "status", "age", "pack_years", "smoking", "sex"):
         value = getattr(facts, name)
         if value is not None:
             setattr(frame, name, value)
@@ -243,6 +292,7 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
     """The checked frame of ``question`` (see the module docstring for the rules); ``measurements`` are the
     facts of the lengths marked on the viewer for this turn."""
     facts = read_text(question)
+    new_risk = False
     follow_on = previous is not None and previous.intent in ("followup", "category", "screening") \
         and is_follow_on(question, facts)
     if follow_on and previous is not None:
@@ -250,7 +300,9 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
         bare = _BARE_CATEGORY.search(question)
         if bare and previous.system in ("birads", "lung_rads") and not (facts.lung_rads or facts.birads):
             frame.category = bare.group(1).upper()  # "what about a 4A instead?"
-        if facts.smoking or facts.pack_years is not None or facts.risk or facts.risk_factors:
+        new_risk = bool(facts.smoking or facts.pack_years is not None or facts.risk or facts.risk_factors
+                        or facts.nodule_features)
+        if new_risk:
             frame.risk = frame.risk_basis = None  # new risk information: read the risk again
     else:
         frame = CaseFrame(source="model" if draft is not None else "text")
@@ -267,7 +319,8 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
         _setting(facts, frame)
     elif facts.setting:
         frame.setting = facts.setting
-    if frame.risk is None:
+    keep_risk = follow_on and frame.risk_basis is not None and not new_risk  # "ok and when do we rescan?"
+    if frame.risk is None and not keep_risk:
         risk, why = _risk(dataclasses.replace(facts, smoking=frame.smoking, pack_years=frame.pack_years))
         frame.risk, frame.risk_basis = risk, why
     frame.system = _system(frame, facts, draft) if not follow_on else frame.system
@@ -279,26 +332,39 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
     return frame
 
 
+def _screening_decided(frame: CaseFrame) -> bool:
+    """One stated criterion already rules lung screening out (USPSTF 2021): the rest need not be asked."""
+    return ((frame.age is not None and not 50 <= frame.age <= 80) or frame.smoking == "never"
+            or (frame.pack_years is not None and frame.pack_years < 20)
+            or (frame.smoking == "former" and (frame.quit_years or 0) >= 15))
+
+
 def _defaults_and_missing(frame: CaseFrame) -> None:
     """The usual reading of unstated details (stated in the answer) and what must be asked."""
     meaning_only = frame.intent == "category" and frame.category is not None and frame.size_mm is None
     if frame.system in ("fleischner", "lung_rads") and not frame.no_nodule and not meaning_only:
         if frame.size_mm is None:
             frame.missing.append("size")
-        if frame.nodule_type is None:
+        if frame.nodule_type == "subsolid":  # never assumed solid: pure ground-glass or part-solid is asked
+            frame.missing.append("nodule type")
+        elif frame.nodule_type is None:
             frame.nodule_type = "solid"
             frame.assumed.append("a solid nodule (type not stated)")
         if frame.count is None:
             frame.count = "single"
         if frame.nodule_type == "part_solid" and frame.solid_mm is None:
             frame.missing.append("solid component size")
-    if frame.system == "fleischner" and frame.nodule_type == "solid" and frame.risk is None \
+    excluded = frame.known_cancer or frame.immunocompromised  # Fleischner does not apply: no risk to ask
+    if frame.system == "fleischner" and frame.nodule_type == "solid" and frame.risk is None and not excluded \
             and (frame.size_mm is None or frame.size_mm < 8.5):
         frame.missing.append("risk")
     if frame.system == "lung_rads" and frame.status is None and not frame.no_nodule and not meaning_only:
         frame.status = "baseline"
         frame.assumed.append("the baseline screen (no prior screen mentioned)")
-    if frame.system == "uspstf_lung":
+    if frame.system in ("uspstf_lung", "uspstf_breast"):
+        # nothing about a patient: the question is who is eligible, answered with the criteria
+        frame.criteria = all(v is None for v in (frame.age, frame.smoking, frame.pack_years, frame.quit_years))
+    if frame.system == "uspstf_lung" and not frame.criteria and not _screening_decided(frame):
         for need, value in (("age", frame.age), ("smoking history", frame.smoking)):
             if value is None:
                 frame.missing.append(need)
@@ -306,7 +372,7 @@ def _defaults_and_missing(frame: CaseFrame) -> None:
             frame.missing.append("pack-years")
         if frame.smoking == "former" and frame.quit_years is None:
             frame.missing.append("years since quitting")
-    if frame.system == "uspstf_breast" and frame.age is None:
+    if frame.system == "uspstf_breast" and frame.age is None and not frame.criteria:
         frame.missing.append("age")
     if frame.system == "birads" and frame.category is None:
         frame.missing.append("BI-RADS category")
