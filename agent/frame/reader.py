@@ -149,8 +149,9 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
         return "image"
     if has_patient and _PRIOR.search(question) and not facts.sizes_mm:
         return "prior"
-    if facts.sizes_mm and (facts.mentions_nodule or facts.nodule_type):
-        return "followup"
+    if facts.sizes_mm and (facts.mentions_nodule or facts.nodule_type or facts.prior_size_mm is not None
+                           or (facts.setting == "screening" and not facts.mentions_breast)):
+        return "followup"  # "LDCT: 4 -> 7 mm" names no nodule, and is one
     if facts.no_nodule and facts.setting == "screening":
         return "followup"
     if (facts.lung_rads or facts.birads) and not facts.sizes_mm:

@@ -38,7 +38,7 @@ _SOLID_PART = re.compile(rf"\bsolid\s+(?:{_PART_NOUN})s?\b\s*(?:of|measuring|mea
                          rf"solid\s+(?:{_PART_NOUN})\b", re.I)
 _NO_SOLID_PART = re.compile(rf"\b(?:no|without)\s+(?:a\s+|any\s+)?solid\s+(?:{_PART_NOUN})", re.I)
 
-_GROUND_GLASS = re.compile(r"\b(pure\s+)?ground[- ]?glass\b|\bGGNs?\b|\bGGOs?\b|\bpGGNs?\b|\bnon-?solid\b", re.I)
+_GROUND_GLASS = re.compile(r"\b(pure\s+)?ground[- ]?glass\b|\b(?:pure\s+)?GG\b|\bGGNs?\b|\bGGOs?\b|\bpGGNs?\b|\bnon-?solid\b", re.I)
 _PART_SOLID = re.compile(r"\bpart[- ]?solid\b|\bpartly[- ]solid\b|\bsemi[- ]?solid\b|\bmixed(?:[- ]density)?\b|"
                          r"\bPSN\b|\bsub-?solid\b[^.?!]*\bsolid\s+(?:component|portion|part)", re.I)
 _SUBSOLID = re.compile(r"\bsub-?solid\b", re.I)
@@ -168,10 +168,13 @@ _LUNG = re.compile(r"\blung|\bpulmonary\b|\bchest\b|\bthorax|\bthoracic\b|\bLDCT
                    r"\bbronch\w*|\bpleura\w*|\bfissur\w*", re.I)
 _BREAST = re.compile(rf"\bbreast|\bmammo\w*|\bbi[- ]?rads\b|\b(?:{alternation(BREAST_EXAMS)})\b|\baxilla\w*|"
                      r"\bnipple\b|\bareola\w*|\bretroareolar\b|\bo'?\s*clock\b|\bfibroadenoma\b", re.I)
+_BREAST_HISTORY = re.compile(r"\bbreast\s+(?:cancer|carcinoma|ca|malignancy|neoplasm)\b|\b(?:mastectomy|lumpectomy)\b",
+                             re.I)
 # an organ as the site of the finding; history ("kidney transplant recipient", "renal failure") is not one
 _OTHER_ORGAN = re.compile(r"\b(liver|hepatic|renal|kidney|adrenal|thyroid|pancrea\w*|spleen|splenic|ovar\w*|"
                           r"prostate|bone|brain|pituitary|skin)\b(?!\s+(?:transplant\w*|failure|disease|"
-                          r"insufficiency|function|stones?|marrow))", re.I)
+                          r"insufficiency|function|stones?|marrow|(?:cell\s+)?(?:carcinoma|cancer|ca|tumou?r|"
+                          r"malignancy|metastas\w+)|colic|injury|protocol))", re.I)
 
 
 def _num(text: str) -> float:
@@ -387,7 +390,9 @@ def _read_bare_category(text: str, facts: TextFacts) -> None:
     if not m:
         return
     cat = (m.group(1) or m.group(2)).upper()
-    breast, lung = bool(_BREAST.search(text)), bool(_LUNG.search(text) or _SCREENING.search(text))
+    # a category on ultrasound or MRI is BI-RADS (Lung-RADS reads CT only)
+    breast = bool(_BREAST.search(text) or re.search(r"\bultrasound\b|\bsonograph\w*|\bMRI?\b", text, re.I))
+    lung = bool(_LUNG.search(text) or _SCREENING.search(text))
     if cat.endswith("X") or (lung and not breast and not cat.endswith("C") and cat not in ("5", "6")):
         facts.lung_rads = cat
     elif breast or cat.endswith("C") or cat in ("5", "6"):
@@ -442,7 +447,10 @@ def read_text(text: str) -> TextFacts:
     facts.mentions_nodule = bool(_NODULE.search(text))
     facts.radiograph_only = bool(_RADIOGRAPH.search(text)) and (not _CT.search(text) or bool(_NO_CT.search(text)))
     facts.mentions_lung = bool(_LUNG.search(text))
-    facts.mentions_breast = bool(_BREAST.search(text))
+    # a breast-cancer history is not a breast finding: with a lung nodule in the question it is history
+    history_free = _BREAST_HISTORY.sub(" ", text)
+    facts.mentions_breast = bool(_BREAST.search(history_free)) or (bool(_BREAST.search(text)) and not facts.mentions_lung
+                                                                   and not facts.mentions_nodule)
     organ = _OTHER_ORGAN.search(text)
     facts.other_organ = organ.group(1).lower() if organ else None
     return facts

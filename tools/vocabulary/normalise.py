@@ -21,10 +21,10 @@ _KEEP = frozenset({"copd", "ild", "ldct", "lcs", "ctpa", "cta", "cxr", "ggn", "g
 _FRACTIONS = {"1/2": "0.5", "½": "0.5", "1/4": "0.25", "¼": "0.25", "3/4": "0.75", "¾": "0.75", "1/3": "0.33"}
 # words typed with one letter wrong, missing, extra or swapped are read as these (five letters or more)
 _KNOWN_WORDS = ("nodule", "nodules", "solid", "ground", "glass", "smoker", "smoked", "smoking", "screening",
-                "incidental", "incidentally", "spiculated", "mammogram", "ultrasound", "follow-up", "calcified",
+                "incidental", "incidentally", "spiculated", "mammogram", "mammograms", "never-smoker", "ultrasound", "follow-up", "calcified",
                 "component", "pack-years", "packs", "years", "months", "growing", "stable", "baseline", "previous",
                 "previously", "measures", "melanoma", "transplant", "history", "category", "eligible",
-                "subsolid", "part-solid", "former", "current", "never", "cancer", "tacrolimus", "mycophenolate",
+                "subsolid", "sub-solid", "part-solid", "nonsolid", "non-solid", "non-smoker", "nonsmoker", "smokes", "former", "current", "never", "cancer", "tacrolimus", "mycophenolate",
                 "azathioprine", "cyclosporine", "lymphoma", "emphysema", "patient", "female", "woman")
 
 
@@ -51,8 +51,8 @@ _AGE_SEX = re.compile(r"(?<![\w.])(\d{1,3})\s*(?:-?\s*(?:yo|y/o|y\.o\.|yrs?\s*ol
                       r"(?:(M|F)|(m|f)(?=\s*[,;.)]|\s*$|\s+(?:with|who|smoker|non|never|ex|former|current|pt|"
                       r"patient|hx|h/o|s/p)\b)|(male|female|man|woman)\b)(?![\w])")
 # "F 62", "M, 67", "F/62", "female 62": sex then age (a number without a unit after it)
-_SEX_AGE = re.compile(r"(?<![\w/])(M|F|[Mm]ale|[Ff]emale)\s*[,/]?\s*(\d{2})(?![\w.])(?!\s*(?:mm|cm|%|y\s*ago|"
-                      r"years?\s+ago|pack|py|PY))")
+_SEX_AGE = re.compile(r"(?<![\w/])(?<!old )(M|F|[Mm]ale|[Ff]emale)\s*[,/]?\s*(\d{2})(?!\w)(?!\.\d)(?!\s*(?:mm|cm|%|"
+                      r"y\s*ago|years?\s+ago|pack|py|PY|x|×|by|-?\s*(?:yo|y/o|year|yr)))")
 _PACK_YEARS = re.compile(r"(\d+(?:[.,]\d+)?)\s*[- ]?(?:pys?|pk[- ]?yrs?|pkyrs?|pack[- ]?yrs?|pack[- ]?years?|p-y|"
                          r"pack[- ]?year[- ]history)(?![\w])", re.I)
 _PY_BEFORE = re.compile(r"(?<![\w-])(?:PY|pack[- ]?years?|pk[- ]?yrs?)\s*[:=]\s*(\d+(?:[.,]\d+)?)", re.I)
@@ -131,7 +131,7 @@ def normalise(text: str, *, year: int | None = None) -> str:
     t = " ".join((text or "").replace("\u2013", "-").replace("\u2014", "-").split())
     t = _ABOUT.sub("about ", t)
     for frac, dec in _FRACTIONS.items():
-        t = re.sub(rf"(?<![\d/]){re.escape(frac)}(?![\d/])(?=\s*(?:ppd|pk|pack|a\s+pack))", dec, t)
+        t = re.sub(rf"(?<![\d/]){re.escape(frac)}(?![\d/])(?=\s*(?:ppd|pk|pack|a\s+pack))", dec, t, flags=re.I)
     t = re.sub(r"\bhalf\s+(?:a\s+)?(?=ppd\b|pack)", "0.5 ", t, flags=re.I)
     liver = bool(_LIVER.search(t))
     for n, (pattern, repl) in enumerate(_CATEGORY_PATTERNS):
