@@ -59,7 +59,7 @@ INTRODUCTION = ("I am RadConsult, a decision-support assistant for clinicians wh
 
 def smalltalk_reply(question: str) -> str:
     """A greeting, thanks or a question about the assistant, answered without the model."""
-    if re.search(r"\bthank|\bcheers\b|\bgreat\b|\bok(?:ay)?\b|\bbye\b", question, re.I):
+    if re.search(r"\bthank|\bthx\b|\bty\b|\bcheers\b|\bgreat\b|\bok(?:ay)?\b|\bbye\b", question, re.I):
         return "You're welcome. Ask again whenever you need a guideline, a study read or a prior report."
     if re.search(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening))\b", question, re.I):
         return "Hello. " + INTRODUCTION

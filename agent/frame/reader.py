@@ -31,7 +31,7 @@ _FOLLOW_ON = re.compile(r"^\W*(?:(?:ok(?:ay)?|right|alright|got\s+it|thanks?|coo
                         r"(?:rescan|repeat|image|scan|follow))\b|^\W*(?:both|it|this|that)\s+(?:were|was|is)\b|^\W*(?:what|how)\s+(?:if|about)\b|^\W*(?:if|suppose|assuming|"
                         r"instead)\b|\binstead\b|^\W*(?:same|also)\b|^\W*(?:she|he|they|it|the\s+patient)\s+(?:is|"
                         r"was|has|had|smokes|smoked|quit)\b", re.I)
-_SMALLTALK = re.compile(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening)|thanks?|thank\s+you|cheers|ok(?:ay)?|"
+_SMALLTALK = re.compile(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening)|thanks?|thx|ty|tks|thank\s+you|cheers|ok(?:ay)?|"
                         r"great|bye|goodbye|who\s+are\s+you|what\s+can\s+you\s+do|how\s+are\s+you)\b[\w\s,!.?']{0,40}$",
                         re.I)
 _ABOUT_IMAGE = re.compile(r"\b(see|seen|show|shows|showing|look|looks|finding|findings|abnormal\w*|normal|image|x-?ray|"
@@ -67,7 +67,7 @@ def is_smalltalk(question: str) -> bool:
     if _ABOUT_ME.search(question):
         return True
     rest = re.sub(r"^\W*\w+", "", question)  # the words after the greeting
-    return not _CONTENT.search(normalise(rest)) or bool(re.fullmatch(r"\W*(?:thanks?|thank\s+you|ok(?:ay)?|great|"
+    return not _CONTENT.search(normalise(rest)) or bool(re.fullmatch(r"\W*(?:thanks?|thx|thank\s+you|ok(?:ay)?|great|"
                                                                     r"cheers)\W*[?!.]*\s*", question, re.I))
 
 
@@ -288,6 +288,21 @@ def _take_measurements(frame: CaseFrame, measurements: list[dict]) -> None:
     frame.no_nodule = False
 
 
+def _answers_pending(previous: CaseFrame, facts: TextFacts, question: str) -> bool:
+    """A short reply that gives what the previous answer asked for ("pure GGN" to "ground-glass or
+    part-solid?", "solid bit ~4 mm" to "how large is the solid component?")."""
+    if len(question) > 60 or not previous.missing or (facts.sizes_mm and "size" not in previous.missing):
+        return False
+    gives = {"nodule type": facts.nodule_type in ("ground_glass", "part_solid"),
+             "solid component size": facts.solid_component_mm is not None, "size": bool(facts.sizes_mm),
+             "risk": bool(facts.risk or facts.smoking or facts.pack_years is not None or facts.risk_factors),
+             "setting": facts.setting is not None, "age": facts.age is not None,
+             "smoking history": facts.smoking is not None, "pack-years": facts.pack_years is not None,
+             "years since quitting": facts.years_since_quit is not None,
+             "BI-RADS category": facts.birads is not None}
+    return any(gives.get(m) for m in previous.missing)
+
+
 def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | None = None, *,
               has_image: bool = False, has_patient: bool = False, measurements: list[dict] | None = None) -> CaseFrame:
     """The checked frame of ``question`` (see the module docstring for the rules); ``measurements`` are the
@@ -295,7 +310,7 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
     facts = read_text(question)
     new_risk = False
     follow_on = previous is not None and previous.intent in ("followup", "category", "screening") \
-        and is_follow_on(question, facts)
+        and (is_follow_on(question, facts) or _answers_pending(previous, facts, question))
     if follow_on and previous is not None:
         frame = dataclasses.replace(previous, missing=[], assumed=[], corrections=[], notes=[], source="previous")
         bare = _BARE_CATEGORY.search(question)

@@ -71,7 +71,8 @@ _NOT_SCREENING = re.compile(r"\bnot\s+(?:a\s+|on\s+(?:a\s+)?|from\s+(?:a\s+)?)?(
 _ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould\s+(?:she|he|they|I|we|the\s+patient)\s+(?:be\s+)?"
                           r"(?:get\s+|have\s+)?screen|\bcandidate\s+for\s+(?:lung\s+cancer\s+|breast\s+cancer\s+)?"
                           r"screen|\bscreening\s+(?:recommended|indicated|appropriate)|\bstart\s+screening\b|"
-                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b", re.I)
+                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\bscreen\s+(?:him|her|them|this\s+\w+|with\s+(?:an?\s+)?"
+                          r"(?:LDCT|low-dose\s+CT|CT|mammo\w*))\b", re.I)
 
 _STATUS = (
     ("slowly_growing", re.compile(r"\bslow(?:ly)?[- ]grow\w*\b", re.I)),
@@ -359,6 +360,11 @@ _FOLLOW_UP_SCREEN = re.compile(r"\b(?:follow[- ]?up|annual|repeat|subsequent|int
                                r"(?:CT|LDCT|scan|screen)\b|\bpreviously\s+(?:seen|noted|reported|identified)\b", re.I)
 
 
+# "9 mm solid nodule, previously 6 mm": the current size first
+_GROWTH_BACK = re.compile(rf"{_NUM}\s*{_UNIT}[^.?!;\d]{{0,40}}?\b(?:previously|prior(?:ly)?|was|before|up\s+from|"
+                          rf"compared\s+(?:with|to))\s+(?:\w+\s+){{0,2}}?{_NUM}\s*{_UNIT}", re.I)
+
+
 def _read_growth(text: str, facts: TextFacts) -> None:
     """An earlier and a current size ("previously 5 mm, now 7 mm"): growing (or stable when equal), with the
     current size kept as the nodule's size by the reader; "stable for 2 years": stable, and for how long."""
@@ -367,7 +373,7 @@ def _read_growth(text: str, facts: TextFacts) -> None:
     if m:
         before, now = _to_mm(_num(m.group(1)), m.group(2)), _to_mm(_num(m.group(3)), m.group(4))
     else:
-        m = _GROWTH_AFTER.search(text)
+        m = _GROWTH_AFTER.search(text) or _GROWTH_BACK.search(text)
         if m:
             now, before = _to_mm(_num(m.group(1)), m.group(2)), _to_mm(_num(m.group(3)), m.group(4))
     if before is not None and now is not None and before != now:

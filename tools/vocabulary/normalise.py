@@ -76,6 +76,9 @@ _EXAM_FORMS = (
     (re.compile(r"\bCCTA\b|\bcoronary\s+CTA\b", re.I), "coronary CT angiogram"),
     (re.compile(r"\bCT\s+abd\b\.?", re.I), "CT abdomen"),
 )
+# "liver tx", "BM tx": a transplant ("tx" alone is also "treatment")
+_ORGAN_TX = re.compile(r"\b(lung|liver|kidney|renal|heart|cardiac|pancreas|BM|bone\s+marrow|stem\s+cell|islet|"
+                       r"organ)\s+tx\b", re.I)
 _ABOUT = re.compile(r"[~≈]\s*(?=\d)|\bapprox\.?\s+(?=\d)|\bca\.\s+(?=\d)", re.I)
 _SHORTHAND_KEYS = sorted((k for k in CLINICAL_SHORTHAND if k not in _KEEP and k not in WITH_A_CATEGORY
                           and k not in AFTER_A_NUMBER), key=len, reverse=True)
@@ -154,6 +157,7 @@ def normalise(text: str, *, year: int | None = None) -> str:
                                   else m.group(0)), t)
     t = _QUIT_FOR.sub(lambda m: f"quit {m.group(1)} years ago", t)
     t = _QUIT_SINCE.sub(lambda m: f"quit {m.group(1)} years ago", t)
+    t = _ORGAN_TX.sub(lambda m: f"{m.group(1)} transplant", t)
     for pattern, repl in _EXAM_FORMS:
         t = pattern.sub(repl, t)
     t = _TABLE.sub(_table, t)
