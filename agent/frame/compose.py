@@ -13,8 +13,17 @@ from agent.frame.model import CaseFrame
 
 
 def _reading(frame: CaseFrame) -> str:
-    """How numbers in the question were read (unit conversions, averaged axes, pack-years), if any."""
-    return "; ".join(dict.fromkeys(frame.notes))
+    """How numbers in the question were read (unit conversions, averaged axes, pack-years), if any, and a
+    risk basis with numbers (a history given in words or in an earlier turn is stated here, not inside a
+    cited recommendation, whose every number must come from its evidence)."""
+    notes = list(dict.fromkeys(frame.notes))
+    if frame.risk and _numeric_basis(frame):
+        notes.append(f"{frame.risk} risk: {frame.risk_basis}")
+    return "; ".join(notes)
+
+
+def _numeric_basis(frame: CaseFrame) -> bool:
+    return bool(frame.risk_basis and re.search(r"\d", frame.risk_basis) and not frame.risk_basis.startswith("stated"))
 
 
 _KIND = {"solid": "solid nodule", "ground glass": "pure ground-glass nodule", "part solid": "part-solid nodule",
@@ -33,7 +42,8 @@ def fleischner_rule(rule: str, frame: CaseFrame) -> str:
     text = f"{count} {kind_words} {band}".strip()
     risk = next((p for p in parts[2:] if p in ("low risk", "high risk")), None)
     if risk:
-        basis = frame.risk_basis if frame.risk_basis and not frame.risk_basis.startswith("stated") else None
+        basis = frame.risk_basis if frame.risk_basis and not frame.risk_basis.startswith("stated") \
+            and not _numeric_basis(frame) else None
         text += f", {risk}" + (f" ({basis})" if basis else "")
     if frame.size_mm is not None and frame.size_mm != int(frame.size_mm + 0.5) and band:
         text += f" ({frame.size_mm:g} mm rounds to {int(frame.size_mm + 0.5)} mm)"
