@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tools.vocabulary.clinical import (
     BREAST_EXAMS,
+    CANCER_ACRONYMS,
     CANCER_TYPES,
     CHEMOTHERAPY,
     IMMUNE_DISEASES,
@@ -71,7 +72,9 @@ _NOT_SCREENING = re.compile(r"\bnot\s+(?:a\s+|on\s+(?:a\s+)?|from\s+(?:a\s+)?)?(
 _ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould\s+(?:she|he|they|I|we|the\s+patient)\s+(?:be\s+)?"
                           r"(?:get\s+|have\s+)?screen|\bcandidate\s+for\s+(?:lung\s+cancer\s+|breast\s+cancer\s+)?"
                           r"screen|\bscreening\s+(?:recommended|indicated|appropriate)|\bstart\s+screening\b|"
-                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\bscreen\s+(?:him|her|them|this\s+\w+|with\s+(?:an?\s+)?"
+                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\b(?:get|have|start|due\s+for)\s+(?:an?\s+|her\s+|his\s+)?"
+                          r"(?:annual\s+|yearly\s+)?(?:screening\s+)?(?:mammo\w*|LDCT|low-dose\s+CT)\b|\bdue\s+for\s+"
+                          r"(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|\bscreen\s+(?:him|her|them|this\s+\w+|with\s+(?:an?\s+)?"
                           r"(?:LDCT|low-dose\s+CT|CT|mammo\w*))\b", re.I)
 
 _STATUS = (
@@ -127,7 +130,7 @@ _BARE_CATEGORY = re.compile(r"\bcategory\s+(0|1|2|3|4[ABCXabcx]?|5|6)\b|(?<![\w.
 # the patient's own cancer: a cancer type ("resected stage III melanoma"), or a cancer word with a history
 # cue ("history of breast cancer", "s/p lobectomy for adenocarcinoma"); never a family member's, a screening
 # programme's ("lung cancer screening") or a risk ("risk of malignancy")
-_CANCER_TYPE = re.compile(rf"\b(?:{alternation(CANCER_TYPES)})s?\b", re.I)
+_CANCER_TYPE = re.compile(rf"\b(?:{alternation(CANCER_TYPES)})s?\b|(?-i:\b(?:{'|'.join(CANCER_ACRONYMS)})\b)", re.I)
 _CANCER = re.compile(r"\b(?:known|history\s+of|prior|previous|treated|resected|metastatic|active|current|recurrent|remote|"
                      r"stage\s+(?:[0-4]|I{1,3}V?|IV)[ABCabc]?|survivor\s+of|status\s+post|diagnosed\s+with|in\s+remission"
                      r"|(?:has|had|with)\s+(?:a\s+)?(?:treated\s+|resected\s+)?)\s+(?:\w+\s+){0,3}?(?:cancer|carcinoma|"
@@ -155,7 +158,8 @@ _NON_CALCIFIED = re.compile(r"\bnon-?\s*calcified\b|\bwithout\s+calcification\b|
 _PERIFISSURAL = re.compile(r"\bperi-?fissural\b|\bjuxta-?fissural\b|\bintrapulmonary\s+lymph\s+node\b|\bfissural\s+"
                            r"nodule\b", re.I)
 _TYPICAL_PFN = re.compile(r"\b(?:typical|classic)\s+(?:\w+\s+){0,2}(?:peri-?fissural|juxta-?fissural|lymph\s+node)|"
-                          r"\b(?:triangular|lentiform|oval|flat)\b[^.?!]*\b(?:fissure|peri-?fissural)\b", re.I)
+                          r"\b(?:triangular|lentiform|oval|flat)\b[^.?!]*\b(?:fissure|peri-?fissural)\b|"
+                          r"\bperi-?fissural\b[^.?!]{0,20}(?<!a)\btypical\b", re.I)
 _NEGATED_PFN = re.compile(r"\b(?:not|no|without|non|atypical)\s+(?:\w+\s+){0,2}peri-?fissural", re.I)
 
 _RADIOGRAPH = re.compile(r"\bchest\s+x-?ray|\bCXR\b|\bradiograph\w*|\bplain\s+film|\bx-?ray\b", re.I)
@@ -163,9 +167,9 @@ _CT = re.compile(r"\b(?:LD)?CT(?:PA|A)?\b|\bcomputed\s+tomograph\w*", re.I)
 _NO_CT = re.compile(r"\b(?:no|without|before\s+(?:a|any))\s+(?:\w+\s+)?CT\b|\bCT\s+(?:is\s+)?(?:not\s+(?:yet\s+)?done|pending)|"
                     r"\bnot\s+(?:yet\s+)?had\s+(?:a\s+)?CT\b|\bonly\s+on\s+(?:a\s+|the\s+)?(?:chest\s+)?(?:x-?ray|radiograph)",
                     re.I)
-_NODULE = re.compile(r"\bnodul\w*|\bGGNs?\b|\bGGOs?\b|\bSPNs?\b|\bSSNs?\b|\bPSNs?\b|\bopacit\w*\b|\blesions?\b|"
+_NODULE = re.compile(r"\bnodul\w*|\bgranulomas?\b|\bGGNs?\b|\bGGOs?\b|\bSPNs?\b|\bSSNs?\b|\bPSNs?\b|\bopacit\w*\b|\blesions?\b|"
                      r"\bmass\b", re.I)
-_LUNG = re.compile(r"\blung|\bpulmonary\b|\bchest\b|\bthorax|\bthoracic\b|\bLDCT\b|\bCTPA\b|\blobe\b|\b[RL][UML]L\b|"
+_LUNG = re.compile(r"\blung|\bLCS\b|\bpulmonary\b|\bchest\b|\bthorax|\bthoracic\b|\bLDCT\b|\bCTPA\b|\blobe\b|\b[RL][UML]L\b|"
                    r"\bbronch\w*|\bpleura\w*|\bfissur\w*", re.I)
 _BREAST = re.compile(rf"\bbreast|\bmammo\w*|\bbi[- ]?rads\b|\b(?:{alternation(BREAST_EXAMS)})\b|\baxilla\w*|"
                      r"\bnipple\b|\bareola\w*|\bretroareolar\b|\bo'?\s*clock\b|\bfibroadenoma\b", re.I)
@@ -213,6 +217,7 @@ class TextFacts:
     sex: str | None = None                 # female | male
     stable_months: float | None = None     # "stable for 2 years"
     prior_size_mm: float | None = None     # "previously 5 mm, now 7 mm": the earlier size
+    ppd_since_age: tuple[float, int] | None = None   # (packs a day, starting age): pack-years once the age is read
     follow_up_screen: bool = False         # "on a follow-up screening CT", "previously seen": not a baseline
     lung_rads: str | None = None
     birads: str | None = None
@@ -279,6 +284,11 @@ def _read_type(text: str, facts: TextFacts) -> None:
         facts.notes.append("part-solid nodule without a stated solid-component size")
 
 
+# "1 ppd since age 20": the years come from the age (read after it)
+_SINCE_AGE = re.compile(r"(\d+(?:[.,]\d+)?)\s+packs?\s+per\s+day\s+since\s+(?:(?:the\s+)?age\s+(?:of\s+)?|"
+                        r"(?:she|he)\s+was\s+)(\d{2})\b", re.I)
+
+
 def _read_smoking(text: str, facts: TextFacts) -> None:
     py = _PACK_YEARS.search(text)
     if py:
@@ -291,6 +301,9 @@ def _read_smoking(text: str, facts: TextFacts) -> None:
             packs = 0.5 if n.startswith("half") else words[n] if n in words else _num(n)
             facts.pack_years = round(packs * _num(ppd.group("y")), 1)
             facts.notes.append(f"{ppd.group(0).strip()} = {facts.pack_years:g} pack-years")
+    since = _SINCE_AGE.search(text)
+    if facts.pack_years is None and since:
+        facts.ppd_since_age = (_num(since.group(1)), int(since.group(2)))
     quit_m = _QUIT.search(text)
     if quit_m:
         facts.years_since_quit = _num(next(g for g in quit_m.groups() if g))
@@ -450,6 +463,14 @@ def read_text(text: str) -> TextFacts:
         if 0 < age < 120:
             facts.age = age + (5 if m.group(6) else 0)
             break
+    if facts.ppd_since_age and facts.age:
+        packs, start = facts.ppd_since_age
+        years = facts.age - start - (facts.years_since_quit or 0)
+        if years > 0:
+            facts.pack_years = round(packs * years, 1)
+            facts.smoking = facts.smoking or ("former" if facts.years_since_quit else "current")
+            facts.notes.append(f"{packs:g} packs per day from age {start} to {start + years:g} = "
+                               f"{facts.pack_years:g} pack-years")
     facts.mentions_nodule = bool(_NODULE.search(text))
     facts.radiograph_only = bool(_RADIOGRAPH.search(text)) and (not _CT.search(text) or bool(_NO_CT.search(text)))
     facts.mentions_lung = bool(_LUNG.search(text))

@@ -56,14 +56,16 @@ _SEX_AGE = re.compile(r"(?<![\w/])(?<!old )(M|F|[Mm]ale|[Ff]emale)\s*[,/]?\s*(\d
 _PACK_YEARS = re.compile(r"(\d+(?:[.,]\d+)?)\s*[- ]?(?:pys?|pk[- ]?yrs?|pkyrs?|pack[- ]?yrs?|pack[- ]?years?|p-y|"
                          r"pack[- ]?year[- ]history)(?![\w])", re.I)
 _PY_BEFORE = re.compile(r"(?<![\w-])(?:PY|pack[- ]?years?|pk[- ]?yrs?)\s*[:=]\s*(\d+(?:[.,]\d+)?)", re.I)
-_PPD = re.compile(r"(?<![\w/])(ppd|pk/day|pks/day|packs?/day|packs?/d|packs?\s+(?:a|per|each|/)\s*day|"
+_PPD = re.compile(r"(?<![A-Za-z/])(ppd|pk/day|pks/day|packs?/day|packs?/d|packs?\s+(?:a|per|each|/)\s*day|"
                   r"pack\s+daily|packs\s+daily)(?![\w])", re.I)
 _TIME_UNITS = (("years", r"years?|yrs?|y"), ("months", r"months?|mos?|mths?"), ("weeks", r"weeks?|wks?"))
 # "x 45 years", "X 2 yrs": "for" (never between two numbers: "8 x 6 mm")
 _X_FOR = re.compile(r"(?<=[A-Za-z)])\s*[x×]\s*(?=\d+(?:[.,]\d+)?\s*(?:years|months|weeks)\b)")
 # "20 yrs x 1 ppd", "30 years at 1 pack per day": packs before years
-_YEARS_THEN_PPD = re.compile(r"(\d+(?:[.,]\d+)?)\s*years?\s*(?:x|×|at|of|@)\s*(\d+(?:[.,]\d+)?)\s*packs per day",
-                             re.I)
+_YEARS_THEN_PPD = re.compile(r"(\d+(?:[.,]\d+)?)\s*years?\s*(?:x|×|at|of|@)\s*(\d+(?:[.,]\d+)?)\s*packs per day|"
+                             r"\b(?:for|over|smoked(?:\s+for)?)\s+(\d+(?:[.,]\d+)?)\s*years?\s*[,;]?\s*(?:x\s*|at\s+|@\s*)?"
+                             r"(\d+(?:[.,]\d+)?)\s*packs per day", re.I)
+_STABLE_SINCE = re.compile(r"\b(stable|unchanged)\s+since\s+((?:19|20)\d\d)\b", re.I)
 _QUIT_YEAR = re.compile(r"\b(quit|stopped|gave\s+up|ex-?smoker\s+since|former\s+smoker\s+since|non-?smoker\s+since|"
                         r"quit\s+smoking|stopped\s+smoking)\s+(?:in\s+|since\s+)?((?:19|20)\d\d)\b", re.I)
 _QUIT_FOR = re.compile(r"\b(?:smoke[- ]free|abstinent|hasn't\s+smoked|has\s+not\s+smoked|not\s+smoked)\s+(?:for\s+|in\s+)?"
@@ -144,6 +146,7 @@ def normalise(text: str, *, year: int | None = None) -> str:
     t = _PY_BEFORE.sub(lambda m: f"{m.group(1)} pack-years", t)
     t = _PACK_YEARS.sub(lambda m: f"{m.group(1)} pack-years", t)
     t = _PPD.sub("packs per day", t)
+    t = re.sub(r"(\d)(?=packs per day)", r"\1 ", t)
     t = _AGE_SEX.sub(_age_sex, t)
     t = _SEX_AGE.sub(lambda m: f"{m.group(2)}-year-old {_SEX[m.group(1).lower()]}", t)
     for long_form, units in _TIME_UNITS:
@@ -151,10 +154,13 @@ def normalise(text: str, *, year: int | None = None) -> str:
                    flags=re.I)
     t = re.sub(r"(\d)\s*(?:yo|y/o|y\.o\.)(?![\w])", r"\1 years old", t, flags=re.I)
     t = _X_FOR.sub(" for ", t)
-    t = _YEARS_THEN_PPD.sub(lambda m: f"{m.group(2)} packs per day for {m.group(1)} years", t)
+    t = _YEARS_THEN_PPD.sub(lambda m: f"{m.group(2) or m.group(4)} packs per day for {m.group(1) or m.group(3)} years",
+                            t)
     now = year or _this_year()
     t = _QUIT_YEAR.sub(lambda m: (f"quit {now - int(m.group(2))} years ago" if 0 <= now - int(m.group(2)) <= 90
                                   else m.group(0)), t)
+    t = _STABLE_SINCE.sub(lambda m: (f"{m.group(1)} for {now - int(m.group(2))} years"
+                                     if 0 < now - int(m.group(2)) <= 50 else m.group(0)), t)
     t = _QUIT_FOR.sub(lambda m: f"quit {m.group(1)} years ago", t)
     t = _QUIT_SINCE.sub(lambda m: f"quit {m.group(1)} years ago", t)
     t = _ORGAN_TX.sub(lambda m: f"{m.group(1)} transplant", t)
