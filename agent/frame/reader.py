@@ -145,6 +145,10 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
     if facts.eligibility and (facts.mentions_lung or facts.mentions_breast or facts.smoking or facts.pack_years
                               or _USPSTF.search(question)) and not (facts.sizes_mm and facts.mentions_nodule):
         return "screening"
+    # "76F screening mammo?": a screening mammogram for a woman of a stated age, no finding and no category
+    if facts.mentions_breast and facts.setting == "screening" and facts.age is not None and not facts.birads \
+            and not facts.sizes_mm and not facts.mentions_nodule:
+        return "screening"
     if has_image and not facts.sizes_mm and (_ABOUT_IMAGE.search(question) or asked_findings(question).findings):
         return "image"
     if has_patient and _PRIOR.search(question) and not facts.sizes_mm:

@@ -72,7 +72,12 @@ _NOT_SCREENING = re.compile(r"\bnot\s+(?:a\s+|on\s+(?:a\s+)?|from\s+(?:a\s+)?)?(
 _ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould\s+(?:she|he|they|I|we|the\s+patient)\s+(?:be\s+)?"
                           r"(?:get\s+|have\s+)?screen|\bcandidate\s+for\s+(?:lung\s+cancer\s+|breast\s+cancer\s+)?"
                           r"screen|\bscreening\s+(?:recommended|indicated|appropriate)|\bstart\s+screening\b|"
-                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\b(?:get|have|start|due\s+for)\s+(?:an?\s+|her\s+|his\s+)?"
+                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\bscreening\s+(?:criteria|eligibility|recommendations?)\b|"
+                          r"\b(?:criteria|recommendations?|guidelines?)\s+for\s+(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|"
+                          r"\bwho\s+(?:is\s+eligible|qualifies|should\s+be\s+screened)\b|\b(?:what|which)\s+age\s+(?:to|should|do)\s+"
+                          r"\w*\s*(?:start|begin|stop)|\bwhen\s+(?:to|should\s+\w+)\s+(?:start|begin|stop)\s+(?:screening|mammo\w*|"
+                          r"LDCT)|\bscreening\s+(?:mammo\w*\s+)?(?:interval|frequency)\b|\bhow\s+often\s+(?:\w+\s+){0,3}"
+                          r"(?:mammo\w*|screen\w*|LDCT)|\b(?:get|have|start|due\s+for)\s+(?:an?\s+|her\s+|his\s+)?"
                           r"(?:annual\s+|yearly\s+)?(?:screening\s+)?(?:mammo\w*|LDCT|low-dose\s+CT)\b|\bdue\s+for\s+"
                           r"(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|\bscreen\s+(?:him|her|them|this\s+\w+|with\s+(?:an?\s+)?"
                           r"(?:LDCT|low-dose\s+CT|CT|mammo\w*))\b", re.I)
@@ -104,7 +109,8 @@ _QUIT = re.compile(rf"\b(?:quit|stopped|gave\s+up|ceased)\s+(?:smoking\s+)?(?:ab
                    rf"\b(?:quit|stopped)\s+(?:smoking\s+)?{_NUM}\s*(?:years?|yrs?)\s+ago|\bex-?smoker\s+(?:for|of)\s+"
                    rf"{_NUM}\s*(?:years?|yrs?)|\b(?:former|ex-?)\s*smoker[^.?!]{{0,30}}?\bquit\s+{_NUM}\s*(?:years?|yrs?)",
                    re.I)
-_NEVER = re.compile(r"\bnever[- ]smok\w*|\bnon-?smok\w*|\bnever\s+(?:been\s+a\s+)?smok\w*|\bno\s+(?:history\s+of\s+)?"
+_NEVER = re.compile(r"\bdenies\s+(?:any\s+)?(?:tobacco|smoking|cigarette\w*)|\bno\s+(?:history\s+of\s+)?tobacco\b|"
+                    r"\bnever\s+used\s+tobacco|\btobacco\s*(?::|-)\s*(?:never|none)\b|\bnever[- ]smok\w*|\bnon-?smok\w*|\bnever\s+(?:been\s+a\s+)?smok\w*|\bno\s+(?:history\s+of\s+)?"
                     r"smoking(?:\s+history)?\b|\bdoes\s*(?:n't|\s+not)\s+smoke\b|\blifelong\s+non", re.I)
 _FORMER = re.compile(r"\bex-?smoker\b|\bformer(?:ly)?\s+(?:\w+\s+)?smok\w*|\bquit\s+(?:smoking|\d)|\bstopped\s+smoking\b|"
                      r"\bused\s+to\s+smoke\b|\bgave\s+up\s+smoking\b", re.I)
