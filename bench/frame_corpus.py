@@ -73,6 +73,8 @@ class Forms:
     eligible: tuple[str, ...]
     breast_eligible: tuple[str, ...]
     follow_ups: tuple[str, ...]
+    not_own_cancer: tuple[str, ...]       # cancer words that are not the patient's history
+    criteria: tuple[str, ...]             # {system}: lung | breast
     typo_words: tuple[str, ...] = ("nodule", "solid", "smoker", "screening", "mammogram")
 
 
@@ -111,6 +113,10 @@ TUNE = Forms(
               "should we screen for lung cancer?"),
     breast_eligible=("should she be screened with mammography?", "eligible for breast cancer screening?"),
     follow_ups=("ok and when do we rescan?", "so f/u?", "and?", "ok so what's the plan?"),
+    not_own_cancer=("family hx of lung cancer", "no hx of malignancy", "mother had breast cancer",
+                    "no known cancer"),
+    criteria=("who is eligible for {system} cancer screening per USPSTF?", "USPSTF {system} screening criteria?",
+              "what are the criteria for {system} cancer screening?"),
 )
 
 HELD_OUT = Forms(
@@ -146,6 +152,10 @@ HELD_OUT = Forms(
     eligible=("qualifies for lung screening?", "eligible for annual LDCT?", "candidate for lung cancer screening?"),
     breast_eligible=("should she start screening mammograms?", "eligible for breast screening?"),
     follow_ups=("ok, when do we rescan?", "and so f/u?", "right, and the interval?"),
+    not_own_cancer=("father died of lung ca", "denies any cancer history", "sister with breast cancer",
+                    "negative for malignancy on prior bx"),
+    criteria=("who qualifies for {system} screening per USPSTF?", "{system} cancer screening recommendations?",
+              "USPSTF criteria for {system} cancer screening?"),
 )
 
 SETS = {"tune": (TUNE, 20260), "held_out": (HELD_OUT, 91117)}
@@ -361,10 +371,26 @@ def turns(g: Gen) -> Item:
                                                             "size_mm": mm, "age": age}, [first])
 
 
+def not_own_cancer(g: Gen) -> Item:
+    who, age, _ = g.person()
+    size, mm = g.size(g.r.choice((4, 6, 7, 9)))
+    exp = {"intent": "followup", "system": "fleischner", "size_mm": mm, "known_cancer": False,
+           "immunocompromised": False, "age": age}
+    return Item("cancer words, not a history", g.join([who, g.pick(g.f.not_own_cancer),
+                                                       f"{size} {g.pick(g.f.solid)} {g.pick(g.f.incidental)}"],
+                                                      g.pick(g.f.ask)), exp)
+
+
+def criteria(g: Gen) -> Item:
+    system = g.r.choice(("lung", "breast"))
+    return Item("screening criteria", g.typo(g.pick(g.f.criteria, system=system)),
+                {"intent": "screening", "system": f"uspstf_{system}", "missing": []})
+
+
 CELLS: tuple[Callable[[Gen], Item], ...] = (fleischner_solid, fleischner_ground_glass, fleischner_part_solid,
                                             fleischner_subsolid, fleischner_excluded, lung_rads_baseline,
                                             lung_rads_growing, lung_rads_meaning, birads_meaning, birads_finding,
-                                            uspstf_lung, uspstf_breast, turns)
+                                            uspstf_lung, uspstf_breast, turns, not_own_cancer, criteria)
 
 
 def generate(n: int, which: str = "tune") -> list[Item]:
@@ -390,7 +416,7 @@ def wrong_fields(item: Item, got: dict[str, Any]) -> list[str]:
     for key, want in item.expected.items():
         have = got.get(key)
         if key == "missing":
-            if not set(want) <= set(have or []):
+            if (not set(want) <= set(have or [])) or (want == [] and have):
                 out.append(key)
         elif isinstance(want, int | float) and not isinstance(want, bool) and isinstance(have, int | float):
             if abs(float(want) - float(have)) > 0.05:

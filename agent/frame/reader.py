@@ -22,6 +22,7 @@ from agent.frame.findings import asked_findings
 from agent.frame.model import CaseFrame, FrameDraft
 from agent.frame.text import TextFacts, read_text
 from agent.routing import CREATIVE
+from tools.vocabulary.clinical import PRIOR_STUDY
 from tools.vocabulary.normalise import normalise
 
 # a short turn that changes one parameter of the previous question
@@ -39,7 +40,9 @@ _ABOUT_IMAGE = re.compile(r"\b(see|seen|show|shows|showing|look|looks|finding|fi
                           r"interpret\w*|what\s+kind|what\s+type|which\s+type|is\s+there|are\s+there|any\s+(?:sign|"
                           r"evidence)|signs?\s+of|tumou?r|enlarged|pneumo\w*|effusion|fracture|mass|lesion|opacit\w*|"
                           r"consolidat\w*|cardiomegal\w*|heart)\b", re.I)
-_PRIOR = re.compile(r"\b(prior|previous|earlier|last|old|baseline|before|history|first|latest|recent)\b.*\b(report|"
+# the vocabulary's prior-study question, and the reader's wider forms ("this patient's", "was reported")
+_PRIOR = re.compile(PRIOR_STUDY.pattern + "|"
+                    r"\b(prior|previous|earlier|last|old|baseline|before|history|first|latest|recent)\b.*\b(report|"
                     r"study|studies|ct|scan|imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|"
                     r"\b(compar\w*|change[ds]?|interval|progress\w*|since\s+(?:the\s+)?last|resolv\w*|stable|grown)\b|"
                     r"\bprior\s+reports?\b|\b(?:this|the|my|our)\s+patient(?:'s)?\b|\b(?:her|his)\s+(?:last|latest|"

@@ -16,6 +16,7 @@ from tools.vocabulary.clinical import (
     CANCER_ACRONYMS,
     CANCER_TYPES,
     CHEMOTHERAPY,
+    ELIGIBILITY,
     IMMUNE_DISEASES,
     IMMUNOSUPPRESSANTS,
     INCIDENTAL_EXAMS,
@@ -69,18 +70,6 @@ _INCIDENTAL = re.compile(rf"\b(?:{alternation(INCIDENTAL_EXAMS)})\b|{_FOR_REASON
                          r"(?:CT\s+)?(?:abdomen|abdominal)\b", re.I)
 _NOT_SCREENING = re.compile(r"\bnot\s+(?:a\s+|on\s+(?:a\s+)?|from\s+(?:a\s+)?)?(?:lung\s+cancer\s+)?screening\b|"
                             r"\bnon-?screening\b", re.I)
-_ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould\s+(?:she|he|they|I|we|the\s+patient)\s+(?:be\s+)?"
-                          r"(?:get\s+|have\s+)?screen|\bcandidate\s+for\s+(?:lung\s+cancer\s+|breast\s+cancer\s+)?"
-                          r"screen|\bscreening\s+(?:recommended|indicated|appropriate)|\bstart\s+screening\b|"
-                          r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\bscreening\s+(?:criteria|eligibility|recommendations?)\b|"
-                          r"\b(?:criteria|recommendations?|guidelines?)\s+for\s+(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|"
-                          r"\bwho\s+(?:is\s+eligible|qualifies|should\s+be\s+screened)\b|\b(?:what|which)\s+age\s+(?:to|should|do)\s+"
-                          r"\w*\s*(?:start|begin|stop)|\bwhen\s+(?:to|should\s+\w+)\s+(?:start|begin|stop)\s+(?:screening|mammo\w*|"
-                          r"LDCT)|\bscreening\s+(?:mammo\w*\s+)?(?:interval|frequency)\b|\bhow\s+often\s+(?:\w+\s+){0,3}"
-                          r"(?:mammo\w*|screen\w*|LDCT)|\b(?:get|have|start|due\s+for)\s+(?:an?\s+|her\s+|his\s+)?"
-                          r"(?:annual\s+|yearly\s+)?(?:screening\s+)?(?:mammo\w*|LDCT|low-dose\s+CT)\b|\bdue\s+for\s+"
-                          r"(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|\bscreen\s+(?:him|her|them|this\s+\w+|with\s+(?:an?\s+)?"
-                          r"(?:LDCT|low-dose\s+CT|CT|mammo\w*))\b", re.I)
 
 _STATUS = (
     ("slowly_growing", re.compile(r"\bslow(?:ly)?[- ]grow\w*\b", re.I)),
@@ -346,7 +335,7 @@ def _read_context(text: str, facts: TextFacts) -> None:
         facts.setting = "screening"
     elif re.search(r"\bfleischner\b", text, re.I):
         facts.setting = "incidental"
-    facts.eligibility = bool(_ELIGIBILITY.search(text))
+    facts.eligibility = bool(ELIGIBILITY.search(text))
     for status, pattern in _STATUS:
         if pattern.search(text):
             facts.status = status

@@ -70,6 +70,27 @@ NODULE_RISK_FEATURES = {
 }
 
 
+# --- questions ---------------------------------------------------------------------------------------------
+# a question about screening eligibility or the screening criteria (answered by the USPSTF tables, not by the
+# nodule tables): used by the frame reader and by the routing hint
+ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould\s+(?:she|he|they|I|we|the\s+patient)\s+(?:be\s+)?"
+                         r"(?:get\s+|have\s+)?screen|\bcandidate\s+for\s+(?:lung\s+cancer\s+|breast\s+cancer\s+)?"
+                         r"screen|\bscreening\s+(?:recommended|indicated|appropriate)|\bstart\s+screening\b|"
+                         r"\bneed\s+(?:a\s+)?screening\b|\bbe\s+screened\b|\bscreening\s+(?:criteria|eligibility|recommendations?)\b|"
+                         r"\b(?:criteria|recommendations?|guidelines?)\s+for\s+(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|"
+                         r"\bwho\s+(?:is\s+eligible|qualifies|should\s+be\s+screened)\b|\b(?:what|which)\s+age\s+(?:to|should|do)\s+"
+                         r"\w*\s*(?:start|begin|stop)|\bwhen\s+(?:to|should\s+\w+)\s+(?:start|begin|stop)\s+(?:screening|mammo\w*|"
+                         r"LDCT)|\bscreening\s+(?:mammo\w*\s+)?(?:interval|frequency)\b|\bhow\s+often\s+(?:\w+\s+){0,3}"
+                         r"(?:mammo\w*|screen\w*|LDCT)|\b(?:get|have|start|due\s+for)\s+(?:an?\s+|her\s+|his\s+)?"
+                         r"(?:annual\s+|yearly\s+)?(?:screening\s+)?(?:mammo\w*|LDCT|low-dose\s+CT)\b|\bdue\s+for\s+"
+                         r"(?:lung\s+|breast\s+)?(?:cancer\s+)?screening\b|\bscreen\s+(?:him|her|them|this\s+\w+|with\s+(?:an?\s+)?"
+                         r"(?:LDCT|low-dose\s+CT|CT|mammo\w*))\b", re.I)
+# a question about earlier studies or reports (and a change since them)
+PRIOR_STUDY = re.compile(r"\b(prior|previous|earlier|last|first|old|baseline|before)\b.*\b(report|study|studies|"
+                         r"ct|scan|imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|"
+                         r"\b(compar\w*|change[ds]?|stable|grown|growth|interval)\b", re.I)
+
+
 def alternation(words: Iterable[str]) -> str:
     """A regex alternation of ``words`` (longest first, spaces and hyphens interchangeable)."""
     parts = sorted({w for w in words}, key=len, reverse=True)
