@@ -375,9 +375,13 @@ def _defaults_and_missing(frame: CaseFrame) -> None:
             frame.assumed.append("a solid nodule (type not stated)")
         if frame.count is None:
             frame.count = "single"
-        if frame.nodule_type == "part_solid" and frame.solid_mm is None:
-            frame.missing.append("solid component size")
-    excluded = frame.known_cancer or frame.immunocompromised  # Fleischner does not apply: no risk to ask
+        small = frame.size_mm is not None and frame.size_mm < 5.5 and frame.status in (None, "baseline", "new")
+        if frame.nodule_type == "part_solid" and frame.solid_mm is None and not small:
+            frame.missing.append("solid component size")  # under 6 mm the tables do not need it
+    # Fleischner does not apply (cancer, immunosuppression, under 35) or needs no risk (a typical perifissural
+    # nodule): no risk to ask
+    excluded = frame.known_cancer or frame.immunocompromised or (frame.age is not None and frame.age < 35) \
+        or frame.typical_perifissural
     if frame.system == "fleischner" and frame.nodule_type == "solid" and frame.risk is None and not excluded \
             and (frame.size_mm is None or frame.size_mm < 8.5):
         frame.missing.append("risk")

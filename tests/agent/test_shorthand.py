@@ -228,3 +228,17 @@ def test_the_hand_written_shorthand_eval_items_are_read_as_their_frames_say():
             if not same:
                 wrong.append((item["id"], key, want, have))
     assert wrong == []
+
+
+def test_a_part_solid_nodule_under_6_mm_needs_no_solid_component():
+    q = "incidental 5 mm part-solid nodule, f/u?"
+    frame = frame_of(q)
+    assert "solid component size" not in frame.missing
+    name, args = plan_of(frame, q).calls[0]
+    assert run_calculator(name, args).to_dict()["recommendation"] == "No routine follow-up."
+    assert "solid component size" in frame_of("incidental 9 mm part-solid nodule, f/u?").missing
+
+
+def test_no_risk_is_asked_where_fleischner_needs_none():
+    assert "risk" not in frame_of("29F, 7 mm solid nodule, incidental, f/u?").missing  # under 35: does not apply
+    assert "risk" not in frame_of("typical perifissural nodule 6 mm, incidental").missing

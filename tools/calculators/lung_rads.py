@@ -187,12 +187,14 @@ class LungRadsArgs(BaseModel):
         elif self.airway_location is not None:
             raise ValueError("airway_location applies only to airway nodules")
         if self.nodule_type == "part_solid":
-            if self.solid_component_mm is None:
+            assert self.size_mm is not None
+            # a baseline or new part-solid nodule under 6 mm is categorised by its total size alone
+            small = self.size_mm < 6 and self.status in ("baseline", "new")
+            if self.solid_component_mm is None and not small:
                 raise ValueError(
                     "a part_solid nodule needs solid_component_mm (mean diameter of its solid part)"
                 )
-            assert self.size_mm is not None
-            if self.solid_component_mm >= self.size_mm:
+            if self.solid_component_mm is not None and self.solid_component_mm >= self.size_mm:
                 raise ValueError(
                     "solid_component_mm must be smaller than size_mm; a nodule that is solid throughout is 'solid'"
                 )
@@ -340,9 +342,9 @@ def _solid_rule_cell(args: LungRadsArgs, size: float, solid: float | None,
     if kind == "solid":
         category, rule = _solid_rule(size, status)
         return category, rule, _lr_section(category, "solid")
-    assert solid is not None
-    category, rule = _part_solid_rule(size, solid, status)
-    notes.append(f"Solid component {solid:g} mm.")
+    category, rule = _part_solid_rule(size, solid if solid is not None else 0.0, status)  # < 6 mm: total decides
+    if solid is not None:
+        notes.append(f"Solid component {solid:g} mm.")
     return category, rule, _lr_section(category, "part_solid")
 
 
