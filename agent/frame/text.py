@@ -116,6 +116,7 @@ _NODULE_FEATURES = tuple((name, re.compile(p, re.I)) for name, p in NODULE_RISK_
 _NEGATED_FACTOR = re.compile(r"\b(?:no|not|without|non-?)\s+(?:\w+\s+){0,2}$", re.I)
 
 _LUNG_RADS = re.compile(r"\blung[- ]?rads\s*(?:v?20\d\d\s*)?(?:category\s*)?(0|1|2|3|4\s*[ABXabx]|4)S?\b|"
+                        r"\blung[- ]?rads\s+(?:modifier\s+)?((?-i:S))\b|\b((?-i:S))\s+modifier\b|\bmodifier\s+((?-i:S))\b|"
                         r"\bLR\s*-?\s*(0|1|2|3|4[ABXabx])\b", re.I)
 _BIRADS = re.compile(r"\bbi[- ]?rads\s*(?:category\s*)?(0|1|2|3|4\s*[ABCabc]?|5|6)\b", re.I)
 # a category named without its system ("category 2 on a screening mammogram", "4X on a lung screening
@@ -343,7 +344,7 @@ def _read_context(text: str, facts: TextFacts) -> None:
     _read_growth(text, facts)
     lr = _LUNG_RADS.search(text)
     if lr:
-        facts.lung_rads = re.sub(r"\s+", "", (lr.group(1) or lr.group(2))).upper()
+        facts.lung_rads = re.sub(r"\s+", "", next(g for g in lr.groups() if g)).upper()
     bi = _BIRADS.search(text)
     if bi:
         facts.birads = re.sub(r"\s+", "", bi.group(1)).upper()

@@ -242,3 +242,12 @@ def test_a_part_solid_nodule_under_6_mm_needs_no_solid_component():
 def test_no_risk_is_asked_where_fleischner_needs_none():
     assert "risk" not in frame_of("29F, 7 mm solid nodule, incidental, f/u?").missing  # under 35: does not apply
     assert "risk" not in frame_of("typical perifissural nodule 6 mm, incidental").missing
+
+
+@pytest.mark.parametrize("question", ["what does the S modifier mean in Lung-RADS?", "lung-rads S?"])
+def test_the_lung_rads_s_modifier_is_explained_from_the_table(question):
+    frame = frame_of(question)
+    assert (frame.intent, frame.system, frame.category) == ("category", "lung_rads", "S")
+    name, args = plan_of(frame, question).calls[0]
+    result = run_calculator(name, args).to_dict()
+    assert "unrelated to lung cancer" in result["management"] and result["citation"]["section"].startswith("Modifier S")

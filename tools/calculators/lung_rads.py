@@ -78,6 +78,12 @@ _LR_SECTION = {
     "4B": "Category 4B: very suspicious",
     "4X": "Category 4X: category 3 or 4 with additional suspicious features",
 }
+# the S modifier, explained like a category (it is added to categories 0-4, never a category itself)
+_S_MEANING = {"descriptor": "Significant other finding (modifier S, added to categories 0-4)",
+              "management": "As appropriate to the specific finding: clinically significant or potentially "
+                            "significant findings unrelated to lung cancer (for example coronary artery "
+                            "calcification, emphysema, an aortic aneurysm or a suspicious mass in another organ).",
+              "malignancy": "not applicable (a finding unrelated to lung cancer)"}
 _LR_TYPE_HEADING = {
     "solid": "Solid nodules",
     "part_solid": "Part-solid nodules",
@@ -419,7 +425,8 @@ class LungRadsMeaningArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category: LungRadsCategory = Field(description="Lung-RADS category: 0, 1, 2, 3, 4A, 4B or 4X.")
+    category: Literal["0", "1", "2", "3", "4A", "4B", "4X", "S"] = Field(
+        description="Lung-RADS category: 0, 1, 2, 3, 4A, 4B or 4X (or S, the significant-other-finding modifier).")
 
     @field_validator("category", mode="before")
     @classmethod
@@ -439,6 +446,12 @@ def lung_rads_meaning(args: LungRadsMeaningArgs) -> LungRadsResult:
     calcified or fat-containing nodules).
     """
     c = args.category
+    if c == "S":
+        return LungRadsResult(category="S", label="S", descriptor=_S_MEANING["descriptor"],
+                              management=_S_MEANING["management"], probability_of_malignancy=_S_MEANING["malignancy"],
+                              rule="modifier S: significant other finding", size_mm_used=None,
+                              solid_component_mm_used=None, citation=_LUNG_RADS(_LR_S), notes=(),
+                              s_modifier=True)
     notes = ["Categories 1 and 2 are negative screens; 3 and 4 are positive screens."] if c in ("1", "2", "3", "4A",
                                                                                                "4B", "4X") else []
     return LungRadsResult(category=c, label=c, descriptor=_LR_DESCRIPTOR[c], management=_LR_MANAGEMENT[c],
