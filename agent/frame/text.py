@@ -17,13 +17,16 @@ from tools.vocabulary.clinical import (
     CANCER_TYPES,
     CHEMOTHERAPY,
     ELIGIBILITY,
+    GROUND_GLASS_WORDS,
     IMMUNE_DISEASES,
     IMMUNOSUPPRESSANTS,
     INCIDENTAL_EXAMS,
     NODULE_RISK_FEATURES,
+    PART_SOLID_WORDS,
     PATIENT_RISK_FACTORS,
     SCREENING_EXAMS,
     SOLID_PART_NOUNS,
+    SUBSOLID_WORDS,
     TRANSPLANTS,
     alternation,
 )
@@ -40,8 +43,11 @@ _SOLID_PART = re.compile(rf"\bsolid\s+(?:{_PART_NOUN})s?\b\s*(?:of|measuring|mea
                          rf"solid\s+(?:{_PART_NOUN})\b", re.I)
 _NO_SOLID_PART = re.compile(rf"\b(?:no|without)\s+(?:a\s+|any\s+)?solid\s+(?:{_PART_NOUN})", re.I)
 
-_GROUND_GLASS = re.compile(r"\b(pure\s+)?ground[- ]?glass\b|\b(?:pure\s+)?GG\b|\bGGNs?\b|\bGGOs?\b|\bpGGNs?\b|\bnon-?solid\b", re.I)
-_PART_SOLID = re.compile(r"\bpart[- ]?solid\b|\bpartly[- ]solid\b|\bsemi[- ]?solid\b|\bmixed(?:[- ]density)?\b|"
+_GROUND_GLASS = re.compile(rf"\b(?:pure\s+)?(?:{alternation(GROUND_GLASS_WORDS)})s?\b|\b(?:pure\s+)?GG\b", re.I)
+_PART_SOLID = re.compile(rf"\b(?:{alternation(PART_SOLID_WORDS)})s?\b|\bmixed\b|"
+                         rf"\b(?:{alternation(SUBSOLID_WORDS)})\b[^.?!]*\bsolid\s+(?:component|portion|part)", re.I)
+_SUBSOLID = re.compile(rf"\b(?:{alternation(SUBSOLID_WORDS)})\b", re.I)
+_SOLID = re.compile(r"\bpart[- ]?solid\b|\bpartly[- ]solid\b|\bsemi[- ]?solid\b|\bmixed(?:[- ]density)?\b|"
                          r"\bPSN\b|\bsub-?solid\b[^.?!]*\bsolid\s+(?:component|portion|part)", re.I)
 _SUBSOLID = re.compile(r"\bsub-?solid\b", re.I)
 _SOLID = re.compile(r"(?<![-\w])solid\b|\bSSNs?\b", re.I)

@@ -52,6 +52,22 @@ BREAST_EXAMS = ("mammogram", "mammography", "mammo", "tomosynthesis", "DBT", "br
 GROUND_GLASS_WORDS = ("ground-glass", "ground glass", "groundglass", "GGN", "GGO", "pGGN", "non-solid", "nonsolid")
 PART_SOLID_WORDS = ("part-solid", "part solid", "partly solid", "semi-solid", "semisolid", "mixed density", "PSN")
 SUBSOLID_WORDS = ("subsolid", "sub-solid")
+# a nodule type as a calculator argument may be written ("GGN", "non_solid", "semisolid"): its canonical value
+NODULE_TYPE_ALIASES = {
+    "solid": "solid",
+    "ground_glass": "ground_glass",
+    "groundglass": "ground_glass",
+    "ggn": "ground_glass",
+    "ggo": "ground_glass",
+    "pure_ground_glass": "ground_glass",
+    "non_solid": "ground_glass",
+    "nonsolid": "ground_glass",
+    "part_solid": "part_solid",
+    "partsolid": "part_solid",
+    "partly_solid": "part_solid",
+    "semi_solid": "part_solid",
+    "semisolid": "part_solid",
+}
 # the solid part of a part-solid nodule: "solid component", "solid bit", "solid part"
 SOLID_PART_NOUNS = ("component", "portion", "part", "core", "element", "bit", "focus", "area", "comp")
 
