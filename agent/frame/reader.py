@@ -148,6 +148,11 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
     if facts.eligibility and (facts.mentions_lung or facts.mentions_breast or facts.smoking or facts.pack_years
                               or _USPSTF.search(question)) and not (facts.sizes_mm and facts.mentions_nodule):
         return "screening"
+    # "70M, 40 PY, LCS?": a screening question about a patient, no finding
+    if facts.setting == "screening" and not facts.sizes_mm and not facts.mentions_nodule and not facts.no_nodule \
+            and not (facts.lung_rads or facts.birads) and (facts.pack_years is not None or facts.smoking) \
+            and question.rstrip().endswith("?"):
+        return "screening"
     # "76F screening mammo?": a screening mammogram for a woman of a stated age, no finding and no category
     if facts.mentions_breast and facts.setting == "screening" and facts.age is not None and not facts.birads \
             and not facts.sizes_mm and not facts.mentions_nodule:

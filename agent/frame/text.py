@@ -40,7 +40,8 @@ _SIZE = re.compile(rf"(?<![\w.]){_NUM}\s*-?\s*{_UNIT}(?![\w])", re.I)
 _PART_NOUN = alternation(SOLID_PART_NOUNS)
 _SOLID_PART = re.compile(rf"\bsolid\s+(?:{_PART_NOUN})s?\b\s*(?:of|measuring|measures|is|=|:|which\s+is|that\s+is)?\s*"
                          rf"(?:about\s+|approximately\s+|roughly\s+|~\s*)?{_NUM}\s*{_UNIT}|{_NUM}\s*-?\s*{_UNIT}\s+"
-                         rf"solid\s+(?:{_PART_NOUN})\b", re.I)
+                         rf"solid\s+(?:{_PART_NOUN})\b|\b(?:with|w/)\s+(?:an?\s+)?(?:about\s+)?{_NUM}\s*{_UNIT}\s+solid\b"
+                         rf"(?!\s+(?:nodule|lesion|mass|opacit|SSN|component|portion|part|bit|core))", re.I)
 _NO_SOLID_PART = re.compile(rf"\b(?:no|without)\s+(?:a\s+|any\s+)?solid\s+(?:{_PART_NOUN})", re.I)
 
 _GROUND_GLASS = re.compile(rf"\b(?:pure\s+)?(?:{alternation(GROUND_GLASS_WORDS)})s?\b|\b(?:pure\s+)?GG\b", re.I)
@@ -96,8 +97,9 @@ _AGE = re.compile(r"\b(\d{1,3})\s*[- ]?(?:years?|yrs?|y)[- ]?(?:old|o)\b|\baged?
                   re.I)
 _PACK_YEARS = re.compile(rf"{_NUM}\s*[- ]?(?:pack[- ]?years?|pack[- ]?yrs?|pk[- ]?yrs?|PY)\b|"
                          rf"{_NUM}\s*[- ]?pack[- ]year\b", re.I)
-_PPD = re.compile(r"(?P<n>\d+(?:[.,]\d+)?|one|two|three|half\s+a|a)\s+packs?\s*(?:a|per|/)\s*day\s+(?:for\s+|over\s+|"
-                  r"x\s*)?(?:about\s+|the\s+(?:last|past)\s+)?(?P<y>\d+(?:[.,]\d+)?)\s*(?:years?|yrs?)", re.I)
+_PPD = re.compile(r"(?P<n>\d+(?:[.,]\d+)?|one|two|three|half\s+a|a)\s+packs?\s*(?:a|per|/)\s*day\s*[,;]?\s*(?:for\s+|"
+                  r"over\s+|x\s*)?(?:about\s+|the\s+(?:last|past)\s+)?(?P<y>\d+(?:[.,]\d+)?)\s*(?:years?|yrs?)"
+                  r"(?![\s-]*(?:old|ago))", re.I)
 _QUIT = re.compile(rf"\b(?:quit|stopped|gave\s+up|ceased)\s+(?:smoking\s+)?(?:about\s+)?{_NUM}\s*(?:years?|yrs?)\s+"
                    rf"(?:ago|back|prior|previously)|\b(?:quit|stopped)\s+(?:smoking\s+)?(?:about\s+)?{_NUM}\s*years?\b"
                    rf"(?!\s+(?:of|smok|after))|"
@@ -240,7 +242,8 @@ def _read_sizes(text: str, facts: TextFacts) -> None:
     used: list[tuple[int, int]] = []
     solid = _SOLID_PART.search(text)
     if solid:
-        value, unit = (solid.group(1), solid.group(2)) if solid.group(1) else (solid.group(3), solid.group(4))
+        groups = solid.groups()
+        value, unit = next((groups[i], groups[i + 1]) for i in range(0, len(groups), 2) if groups[i])
         facts.solid_component_mm = round(_to_mm(_num(value), unit), 2)
         used.append(solid.span())
         if unit.lower().startswith("c"):

@@ -45,6 +45,16 @@ def test_a_quit_year_is_counted_from_the_current_year():
     ("1.3 cm GGO, incidental", {"size_mm": 13.0, "nodule_type": "ground_glass"}),
     ("12 mm GGN with a solid bit ~3 mm", {"nodule_type": "part_solid", "solid_mm": 3.0, "size_mm": 12.0}),
     ("part solid 14mm, solid part 5mm", {"nodule_type": "part_solid", "solid_mm": 5.0, "size_mm": 14.0}),
+    ("12 mm PSN w/ 4 mm solid, f/u?", {"nodule_type": "part_solid", "solid_mm": 4.0, "size_mm": 12.0}),
+    ("2 ppd, 30 yrs, quit 2010, 70M LCS?", {"pack_years": 60.0, "age": 70, "intent": "screening"}),
+    ("Pt is a 60yo M, 1ppd since age 20, eligible for LCS?", {"pack_years": 40.0, "system": "uspstf_lung"}),
+    ("smoked for 30 yrs, 1 ppd. 7mm solid nodule. f/u?", {"pack_years": 30.0, "risk": "high"}),
+    ("denies tobacco, 6 mm solid nodule LLL, 52F, f/u?", {"smoking": "never", "risk": "low"}),
+    ("LDCT f/u: 7mm solid RLL, prior 5mm 1 yr ago", {"status": "growing", "size_mm": 7.0, "system": "lung_rads"}),
+    ("hx of Hodgkin's, 6 mm solid nodule on CT chest, f/u?", {"known_cancer": True}),
+    ("8 mm solid nodule in pt with NSCLC s/p lobectomy", {"known_cancer": True}),
+    ("on MTX for RA, 7mm solid nodule LLL, f/u?", {"immunocompromised": True}),
+    ("76F screening mammo?", {"intent": "screening", "system": "uspstf_breast", "age": 76}),
 ])
 def test_shorthand_values_are_read(question, expected):
     frame = frame_of(question)
