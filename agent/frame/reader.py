@@ -300,6 +300,14 @@ def _take_measurements(frame: CaseFrame, measurements: list[dict]) -> None:
     frame.no_nodule = False
 
 
+def _other_system(previous: CaseFrame, facts: TextFacts) -> bool:
+    """The turn names a category of another organ's system ("and what does BI-RADS 4 mean?" after a lung
+    nodule): a new question, not a change to the previous one."""
+    breast = previous.system in ("birads", "uspstf_breast")
+    return bool((facts.birads or facts.mentions_breast) and not breast and previous.system != "none") \
+        or bool(facts.lung_rads and breast)
+
+
 def _answers_pending(previous: CaseFrame, facts: TextFacts, question: str) -> bool:
     """A short reply that gives what the previous answer asked for ("pure GGN" to "ground-glass or
     part-solid?", "solid bit ~4 mm" to "how large is the solid component?")."""
@@ -322,7 +330,8 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
     facts = read_text(question)
     new_risk = False
     follow_on = previous is not None and previous.intent in ("followup", "category", "screening") \
-        and (is_follow_on(question, facts) or _answers_pending(previous, facts, question))
+        and (is_follow_on(question, facts) or _answers_pending(previous, facts, question)) \
+        and not _other_system(previous, facts)
     if follow_on and previous is not None:
         frame = dataclasses.replace(previous, missing=[], assumed=[], corrections=[], notes=[], source="previous")
         bare = _BARE_CATEGORY.search(question)

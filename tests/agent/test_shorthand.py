@@ -261,3 +261,11 @@ def test_the_lung_rads_s_modifier_is_explained_from_the_table(question):
     name, args = plan_of(frame, question).calls[0]
     result = run_calculator(name, args).to_dict()
     assert "unrelated to lung cancer" in result["management"] and result["citation"]["section"].startswith("Modifier S")
+
+
+def test_a_follow_up_naming_another_organs_system_is_a_new_question():
+    lung = frame_of("6 mm SSN, 35 PY, incidental on CTPA. f/u?")
+    breast = frame_of("and what does BR 4 mean?", lung)
+    assert (breast.system, breast.category, breast.source) == ("birads", "4", "text")
+    back = frame_of("and LR 3?", frame_of("BR3 on US, meaning?"))
+    assert (back.system, back.category) == ("lung_rads", "3")
