@@ -68,7 +68,9 @@ _SCREENING = re.compile(rf"\b(?:{alternation(SCREENING_EXAMS)})\b|\bscreening\b|
 # a CT done for another reason ("CT chest for PE", "CT of the abdomen and pelvis for diverticulitis")
 _FOR_REASON = (r"\b(?:CT|CTA|scan|imaging|study)\s+(?:\w+\s+){0,4}?(?:for|to\s+(?:evaluate|assess|rule\s+out|exclude)|"
                r"r/o|rule\s+out|done\s+for|ordered\s+for|because\s+of)\s+(?!(?:lung\s+cancer\s+)?screen|lung\s+cancer\b)"
-               r"(?!a\s+(?:lung\s+)?nodule)(?!(?:the\s+)?nodule)(?!follow)")
+               r"(?!a\s+(?:lung\s+)?nodule)(?!(?:the\s+)?nodule)(?!follow)(?!\d)"
+               r"(?!(?:a|an|this|the|his|her|my|our)\s+(?:\d|\w+-year|patient|pt\b|man\b|woman\b|male|female|"
+               r"smoker|former|current|heavy|high-risk|eligible))")
 _INCIDENTAL = re.compile(rf"\b(?:{alternation(INCIDENTAL_EXAMS)})\b|{_FOR_REASON}|\bincidental(?:ly)?\b|\b(?:found|seen|noted|detected|discovered)\s+(?:on|at)\s+"
                          r"(?:a|an|her|his|the)?\s*(?:\w+\s+){0,3}(?:CT|CTA|CTPA|scan|angiogra\w*)\s+(?:for|of|done|"
                          r"performed|obtained)\b|\bCTPA\b|\bCT\s+(?:angiogra\w*|abdomen|of\s+the\s+abdomen|for\s+"

@@ -269,3 +269,11 @@ def test_a_follow_up_naming_another_organs_system_is_a_new_question():
     assert (breast.system, breast.category, breast.source) == ("birads", "4", "text")
     back = frame_of("and LR 3?", frame_of("BR3 on US, meaning?"))
     assert (back.system, back.category) == ("lung_rads", "3")
+
+
+@pytest.mark.parametrize("question", ["baseline LDCT for a 60M 30 PY: 6 mm solid nodule, category?",
+                                      "screening CT for a 62 yo smoker shows 7 mm solid nodule"])
+def test_a_screening_ct_for_a_patient_stays_a_screening_ct(question):
+    frame = frame_of(question)
+    assert (frame.setting, frame.system) == ("screening", "lung_rads") and frame.size_mm in (6.0, 7.0)
+    assert frame.pack_years in (None, 30.0)

@@ -55,7 +55,8 @@ _SEX_AGE = re.compile(r"(?<![\w/])(?<!old )(M|F|[Mm]ale|[Ff]emale|[Ww]oman|[Mm]a
                       r"y\s*ago|years?\s+ago|pack|py|PY|x|×|by|-?\s*(?:yo|y/o|year|yr)))")
 _PACK_YEARS = re.compile(r"(\d+(?:[.,]\d+)?)\s*[- ]?(?:pys?|pk[- ]?yrs?|pkyrs?|pack[- ]?yrs?|pack[- ]?years?|p-y|"
                          r"pack[- ]?year[- ]history)(?![\w])", re.I)
-_PY_BEFORE = re.compile(r"(?<![\w-])(?:PY|pack[- ]?years?|pk[- ]?yrs?)\s*[:=]\s*(\d+(?:[.,]\d+)?)", re.I)
+_PY_BEFORE = re.compile(r"(?<![\w-])(?<!\d )(?:PY|pack[- ]?years?|pk[- ]?yrs?)\s*[:=]\s*(\d+(?:[.,]\d+)?)"
+                        r"(?!\s*(?:mm|cm|%|x\b|years?\s+old|yo\b))", re.I)
 _PPD = re.compile(r"(?<![A-Za-z/])(ppd|pk/day|pks/day|packs?/day|packs?/d|packs?\s+(?:a|per|each|/)\s*day|"
                   r"pack\s+daily|packs\s+daily)(?![\w])", re.I)
 _TIME_UNITS = (("years", r"years?|yrs?|y"), ("months", r"months?|mos?|mths?"), ("weeks", r"weeks?|wks?"))
