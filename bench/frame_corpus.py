@@ -218,7 +218,7 @@ class Gen:
         parts = [p for p in parts if p]
         if self.r.random() < 0.5:
             self.r.shuffle(parts)
-        sep = self.r.choice((", ", "; ", ". ", ", "))
+        sep = self.r.choice((", ", "; ", ". ", ", ", " - "))
         return self.typo(sep.join(parts) + (" " if sep != ". " else ". ") + ask)
 
 
@@ -294,6 +294,10 @@ def lung_rads_baseline(g: Gen) -> Item:
     size, mm = g.size(g.r.choice((3, 5, 6, 7, 8, 10, 12, 16)))
     exp = {"intent": "followup", "system": "lung_rads", "size_mm": mm, "nodule_type": "solid", "setting": "screening",
            "status": "baseline", "age": age, **fields}
+    if g.r.random() < 0.3:  # "baseline LDCT for a 60M 30 PY: 6 mm solid nodule"
+        exam = g.pick(g.f.screening).removeprefix("on ").removeprefix("his ").removeprefix("a ")
+        text = g.typo(f"{exam} for a {who}, {smoke}: {size} {g.pick(g.f.solid)}. {g.pick(g.f.ask)}")
+        return Item("lung-rads baseline", text, exp)
     return Item("lung-rads baseline", g.join([who, smoke, f"{size} {g.pick(g.f.solid)} {g.pick(g.f.screening)}"],
                                              g.pick(g.f.ask)), exp)
 
