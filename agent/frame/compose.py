@@ -17,7 +17,7 @@ def _reading(frame: CaseFrame) -> str:
     risk basis with numbers (a history given in words or in an earlier turn is stated here, not inside a
     cited recommendation, whose every number must come from its evidence)."""
     notes = list(dict.fromkeys(frame.notes))
-    if frame.risk and _numeric_basis(frame):
+    if frame.risk and frame.system == "fleischner" and _numeric_basis(frame):  # risk is Fleischner's notion
         notes.append(f"{frame.risk} risk: {frame.risk_basis}")
     return "; ".join(notes)
 
@@ -167,8 +167,8 @@ def compose_answer(frame: CaseFrame, items: list[Evidence], clarify: str | None,
         lines.append("Assumed: " + "; ".join(frame.assumed) + ".")
     if clarify:
         if frame.missing == ["risk"] and results:
-            why = f" ({frame.risk_basis})" if frame.risk is None and frame.risk_basis else ""
-            lines.append(f"The recommendation depends on the patient's risk{why}, so both are shown. " + clarify)
+            why = f": {frame.risk_basis}" if frame.risk is None and frame.risk_basis else ""
+            lines.append(f"The recommendation depends on the patient's risk, so both are shown{why}. " + clarify)
         else:
             lines.append(clarify)
     return "\n".join(lines) if lines else "I could not find a guideline result for this question."

@@ -132,11 +132,11 @@ def _risk(facts: TextFacts) -> tuple[str | None, str | None]:
         low = "never smoker, no other risk factor stated"
     if low and features:
         return None, (f"the patient's history favours low risk ({low.replace(', no other risk factor stated', '')}), "
-                      f"but the nodule has {' and '.join(features)}, which may raise it")
+                      f"but the nodule's {' and '.join(features)} may raise it")
     if low:
         return "low", low
     if features:
-        return None, f"the nodule has {' and '.join(features)}, which may raise risk; the patient's history is not stated"
+        return None, f"the nodule's {' and '.join(features)} may raise risk; the patient's history is not stated"
     return None, None
 
 
