@@ -112,7 +112,7 @@ def _lung_rads_call(frame: CaseFrame) -> tuple[str, dict[str, Any]]:
         args["solid_component_mm"] = frame.solid_mm
     if frame.typical_perifissural:
         args["nodule_type"] = "juxtapleural"
-    if frame.status == "stable" and frame.category:
+    if frame.status == "stable" and frame.category in ("2", "3", "4A", "4B"):  # the categories a step starts from
         args["prior_category"] = frame.category
     return "lung_rads_category", args
 
@@ -136,7 +136,8 @@ def _screening_call(frame: CaseFrame, question: str) -> tuple[str, dict[str, Any
 
 
 def _guideline_plan(frame: CaseFrame, question: str) -> Plan:
-    if frame.system == "lung_rads" and frame.status == "stable" and not frame.category and not frame.no_nodule:
+    if frame.system == "lung_rads" and frame.status == "stable" and frame.category not in ("2", "3", "4A", "4B") \
+            and not frame.no_nodule and frame.size_mm is not None:
         frame.missing.append("prior category")
     blocking = [m for m in frame.missing if m != "risk"]  # without risk, both columns are shown and asked
     if blocking:

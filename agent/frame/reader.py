@@ -363,6 +363,10 @@ def read_case(question: str, draft: FrameDraft | None, previous: CaseFrame | Non
     frame.system = _system(frame, facts, draft) if not follow_on else frame.system
     if follow_on and facts.setting:  # "and if it was on a screening CT?"
         frame.system = "lung_rads" if facts.setting == "screening" else "fleischner"
+    if frame.system == "birads" and facts.birads:  # both systems named: each keeps its own category
+        frame.category = facts.birads
+    elif frame.system == "lung_rads" and facts.lung_rads:
+        frame.category = facts.lung_rads
     if draft is not None:
         _check_draft(frame, draft, facts, question)
     _defaults_and_missing(frame)

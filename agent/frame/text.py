@@ -272,6 +272,13 @@ def _read_sizes(text: str, facts: TextFacts) -> None:
 _DURATION_AFTER = re.compile(r"\s*(?:ago|old)\b")
 
 
+def _plausible_sizes(facts: TextFacts) -> None:
+    """A "size" over 30 cm is not a finding's size (a misread number): dropped."""
+    facts.sizes_mm = [mm for mm in facts.sizes_mm if 0 < mm <= 300]
+    if facts.solid_component_mm is not None and not 0 < facts.solid_component_mm <= 300:
+        facts.solid_component_mm = None
+
+
 def _read_type(text: str, facts: TextFacts) -> None:
     if _PART_SOLID.search(text) or facts.solid_component_mm is not None:
         facts.nodule_type = "part_solid"
@@ -445,6 +452,7 @@ def read_text(text: str) -> TextFacts:
     facts = TextFacts()
     text = normalise(text)
     _read_sizes(text, facts)
+    _plausible_sizes(facts)
     _read_type(text, facts)
     if _NO_NODULE.search(text):
         facts.no_nodule = True
