@@ -219,7 +219,14 @@ class Gen:
         if self.r.random() < 0.5:
             self.r.shuffle(parts)
         sep = self.r.choice((", ", "; ", ". ", ", ", " - "))
-        return self.typo(sep.join(parts) + (" " if sep != ". " else ". ") + ask)
+        text = sep.join(parts) + (" " if sep != ". " else ". ") + ask
+        if self.r.random() < 0.15:  # the question first, the case after it
+            text = f"{ask[:-1] if ask.endswith('?') else ask} for {sep.join(parts)}?"
+        if self.r.random() < 0.15:
+            text = self.r.choice(("quick q: ", "Hi - ", "pls advise: ", "question: ", "radiology q - ")) + text
+        if self.r.random() < 0.1:
+            text = text.lower()
+        return self.typo(text)
 
 
 def _risk(smoke: dict[str, Any], upper: bool) -> tuple[str | None, bool]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tools.vocabulary.clinical import (
     BREAST_EXAMS,
     CANCER_ACRONYMS,
+    CANCER_ACRONYMS_CAPITALS,
     CANCER_TYPES,
     CHEMOTHERAPY,
     ELIGIBILITY,
@@ -136,7 +137,8 @@ _BARE_CATEGORY = re.compile(r"\bcategory\s+(0|1|2|3|4[ABCXabcx]?|5|6)\b|(?<![\w.
 # the patient's own cancer: a cancer type ("resected stage III melanoma"), or a cancer word with a history
 # cue ("history of breast cancer", "s/p lobectomy for adenocarcinoma"); never a family member's, a screening
 # programme's ("lung cancer screening") or a risk ("risk of malignancy")
-_CANCER_TYPE = re.compile(rf"\b(?:{alternation(CANCER_TYPES)})s?\b|(?-i:\b(?:{'|'.join(CANCER_ACRONYMS)})\b)", re.I)
+_CANCER_TYPE = re.compile(rf"\b(?:{alternation(CANCER_TYPES + CANCER_ACRONYMS)})s?\b|"
+                          rf"(?-i:\b(?:{'|'.join(CANCER_ACRONYMS_CAPITALS)})\b)", re.I)
 _CANCER = re.compile(r"\b(?:known|history\s+of|prior|previous|treated|resected|metastatic|active|current|recurrent|remote|"
                      r"stage\s+(?:[0-4]|I{1,3}V?|IV)[ABCabc]?|survivor\s+of|status\s+post|diagnosed\s+with|in\s+remission"
                      r"|(?:has|had|with)\s+(?:a\s+)?(?:treated\s+|resected\s+)?)\s+(?:\w+\s+){0,3}?(?:cancer|carcinoma|"

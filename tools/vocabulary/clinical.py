@@ -15,9 +15,10 @@ from collections.abc import Iterable
 # --- history that takes a patient out of the Fleischner tables -------------------------------------------
 CANCER_TYPES = ("melanoma", "lymphoma", "Hodgkin", "Hodgkin's", "myelodysplastic", "plasmacytoma", "sarcoma", "leukemia", "leukaemia", "myeloma", "carcinoma", "mesothelioma",
                 "seminoma", "neuroblastoma", "glioblastoma", "adenocarcinoma", "cholangiocarcinoma")
-# written in capitals only ("ALL" is a cancer, "all" a word)
-CANCER_ACRONYMS = ("NSCLC", "SCLC", "DCIS", "HCC", "RCC", "GIST", "AML", "CLL", "CML", "NHL", "DLBCL", "ALL",
-                   "MCL", "SCC", "NPC", "GBM")
+# cancer acronyms; those that are also words ("ALL", "all") count only in capitals
+CANCER_ACRONYMS = ("NSCLC", "SCLC", "DCIS", "HCC", "RCC", "GIST", "AML", "CLL", "CML", "NHL", "DLBCL", "MCL", "SCC",
+                   "NPC", "GBM")
+CANCER_ACRONYMS_CAPITALS = ("ALL",)
 CANCER_WORDS = ("cancer", "malignancy", "malignancies", "neoplasm", "tumour", "tumor", "metastases",
                 "metastatic disease")
 # words before a cancer word that make it the patient's own history

@@ -51,7 +51,7 @@ _AGE_SEX = re.compile(r"(?<![\w.])(\d{1,3})\s*(?:-?\s*(?:yo|y/o|y\.o\.|yrs?\s*ol
                       r"(?:(M|F)|(m|f)(?=\s*[,;.)]|\s*$|\s+(?:with|who|smoker|non|never|ex|former|current|pt|"
                       r"patient|hx|h/o|s/p)\b)|(male|female|man|woman)\b)(?![\w])")
 # "F 62", "M, 67", "F/62", "female 62": sex then age (a number without a unit after it)
-_SEX_AGE = re.compile(r"(?<![\w/])(?<!old )(M|F|[Mm]ale|[Ff]emale|[Ww]oman|[Mm]an)\s*[,/]?\s*(\d{2})(?!\w)(?!\.\d)(?!\s*(?:mm|cm|%|"
+_SEX_AGE = re.compile(r"(?<![\w/'])(?<!old )(M|F|m|f|[Mm]ale|[Ff]emale|[Ww]oman|[Mm]an)\s*[,/]?\s*(\d{2})(?!\w)(?!\.\d)(?!\s*(?:mm|cm|%|"
                       r"y\s*ago|years?\s+ago|pack|py|PY|x|×|by|-?\s*(?:yo|y/o|year|yr)))")
 _PACK_YEARS = re.compile(r"(\d+(?:[.,]\d+)?)\s*[- ]?(?:pys?|pk[- ]?yrs?|pkyrs?|pack[- ]?yrs?|pack[- ]?years?|p-y|"
                          r"pack[- ]?year[- ]history)(?![\w])", re.I)
