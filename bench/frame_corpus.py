@@ -75,6 +75,9 @@ class Forms:
     follow_ups: tuple[str, ...]
     not_own_cancer: tuple[str, ...]       # cancer words that are not the patient's history
     criteria: tuple[str, ...]             # {system}: lung | breast
+    lr_meaning: tuple[str, ...]           # {lr}: a written Lung-RADS category
+    br_meaning: tuple[str, ...]           # {br}: a written BI-RADS category, {c}: the bare category, {exam}
+    screening_turn: tuple[str, ...]       # a second turn that says the CT was a screening one
     typo_words: tuple[str, ...] = ("nodule", "solid", "smoker", "screening", "mammogram")
 
 
@@ -118,6 +121,11 @@ TUNE = Forms(
                     "no known cancer"),
     criteria=("who is eligible for {system} cancer screening per USPSTF?", "USPSTF {system} screening criteria?",
               "what are the criteria for {system} cancer screening?"),
+    lr_meaning=("what does {lr} mean?", "{lr} on LDCT, mgmt?", "meaning of {lr}?",
+                "{c} on a lung screening report, what does it mean?"),
+    br_meaning=("{br} {exam}, what next?", "category {c} {exam} - what does it mean?",
+                "what does cat {c} mean on a screening mammogram?"),
+    screening_turn=("it was on his annual screening LDCT", "both were screening LDCTs", "this was a lung screening CT"),
 )
 
 HELD_OUT = Forms(
@@ -157,6 +165,10 @@ HELD_OUT = Forms(
                     "negative for malignancy on prior bx"),
     criteria=("who qualifies for {system} screening per USPSTF?", "{system} cancer screening recommendations?",
               "USPSTF criteria for {system} cancer screening?"),
+    lr_meaning=("{lr} - meaning?", "explain {lr}", "{lr}: what is the management?",
+                "{c} on her screening LDCT report - meaning?"),
+    br_meaning=("{br} {exam} - next step?", "cat {c} {exam}, meaning?", "what is category {c} in breast imaging?"),
+    screening_turn=("that was her yearly LDCT", "both scans were screening LDCTs", "it's from the lung screening program"),
 )
 
 SETS = {"tune": (TUNE, 20260), "held_out": (HELD_OUT, 91117)}
@@ -322,22 +334,14 @@ def lung_rads_growing(g: Gen) -> Item:
 
 def lung_rads_meaning(g: Gen) -> Item:
     c = g.r.choice(("0", "1", "2", "3", "4A", "4B", "4X"))
-    text = g.r.choice((f"what does {g.pick(g.f.lung_rads, c=c)} mean?", f"{g.pick(g.f.lung_rads, c=c)} on LDCT, mgmt?",
-                       f"meaning of {g.pick(g.f.lung_rads, c=c)}?"))
-    if c == "4X" and g.r.random() < 0.5:
-        text = "4X on a lung screening report, what does it mean?"
+    forms = g.f.lr_meaning if c == "4X" else tuple(f for f in g.f.lr_meaning if not f.startswith("{c}"))
+    text = g.pick(forms, lr=g.pick(g.f.lung_rads, c=c), c=c)
     return Item("lung-rads meaning", g.typo(text), {"intent": "category", "system": "lung_rads", "category": c})
 
 
 def birads_meaning(g: Gen) -> Item:
     c = g.r.choice(("0", "1", "2", "3", "4", "4A", "4B", "4C", "5", "6"))
-    form = g.r.random()
-    if form < 0.6:
-        text = f"{g.pick(g.f.birads, c=c)} {g.pick(g.f.breast_exam)}, what next?"
-    elif form < 0.8:
-        text = f"category {c} {g.pick(g.f.breast_exam)} - what does it mean?"
-    else:
-        text = f"what does cat {c} mean on a screening mammogram?"
+    text = g.pick(g.f.br_meaning, br=g.pick(g.f.birads, c=c), c=c, exam=g.pick(g.f.breast_exam))
     return Item("bi-rads meaning", g.typo(text), {"intent": "category", "system": "birads", "category": c})
 
 
@@ -375,8 +379,7 @@ def turns(g: Gen) -> Item:
         return Item("follow-up turn", smoke, {"intent": "followup", "system": "fleischner", "size_mm": mm,
                                               "risk": risk, **fields}, [first])
     if kind == "screening":
-        text = g.r.choice(("it was on his annual screening LDCT", "both were screening LDCTs",
-                           "this was a lung screening CT"))
+        text = g.pick(g.f.screening_turn)
         return Item("follow-up turn", text, {"intent": "followup", "system": "lung_rads", "size_mm": mm,
                                              "setting": "screening"}, [first])
     return Item("follow-up turn", g.pick(g.f.follow_ups), {"intent": "followup", "system": "fleischner",
