@@ -181,6 +181,7 @@ _LUNG = re.compile(r"\blung|\bLCS\b|\bpulmonary\b|\bchest\b|\bthorax|\bthoracic\
                    r"\bbronch\w*|\bpleura\w*|\bfissur\w*", re.I)
 _BREAST = re.compile(rf"\bbreast|\bmammo\w*|\bbi[- ]?rads\b|\b(?:{alternation(BREAST_EXAMS)})\b|\baxilla\w*|"
                      r"\bnipple\b|\bareola\w*|\bretroareolar\b|\bo'?\s*clock\b|\bfibroadenoma\b", re.I)
+_ULTRASOUND = re.compile(r"\bultrasound\b|\bsonograph\w*|\bsono\b", re.I)
 _BREAST_HISTORY = re.compile(r"\bbreast\s+(?:cancer|carcinoma|ca|malignancy|neoplasm)\b|\b(?:mastectomy|lumpectomy)\b",
                              re.I)
 # an organ as the site of the finding; history ("kidney transplant recipient", "renal failure") is not one
@@ -497,4 +498,7 @@ def read_text(text: str) -> TextFacts:
                                                                    and not facts.mentions_nodule)
     organ = _OTHER_ORGAN.search(text)
     facts.other_organ = organ.group(1).lower() if organ else None
+    if _ULTRASOUND.search(text) and not facts.mentions_lung and not facts.other_organ and not facts.lung_rads \
+            and not facts.radiograph_only:
+        facts.mentions_breast = True  # a mass on ultrasound with no other organ named: the breast (never the lung)
     return facts

@@ -277,3 +277,10 @@ def test_a_screening_ct_for_a_patient_stays_a_screening_ct(question):
     frame = frame_of(question)
     assert (frame.setting, frame.system) == ("screening", "lung_rads") and frame.size_mm in (6.0, 7.0)
     assert frame.pack_years in (None, 30.0)
+
+
+def test_a_mass_on_ultrasound_is_a_breast_finding_unless_another_organ_is_named():
+    breast = frame_of("9 mm oval circumscribed mass on US, 41F, f/u?")
+    assert breast.system == "birads" and "BI-RADS category" in breast.missing
+    thyroid = frame_of("12 mm thyroid nodule on US, f/u?")
+    assert thyroid.system == "none" and thyroid.organ == "thyroid"
