@@ -48,6 +48,7 @@ _QUESTIONS = {
     "years since quitting": "How many years ago did the patient quit smoking?",
     "BI-RADS category": "Which BI-RADS category was assigned?",
     "prior category": "What was the Lung-RADS category at the previous screen?",
+    "status": "Compared with the previous screen, is the nodule new, growing or stable (and its size then)?",
 }
 
 

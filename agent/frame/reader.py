@@ -97,6 +97,8 @@ def _pick_size(facts: TextFacts, question: str) -> float | None:
         current = [s for s in facts.sizes_mm if abs(s - facts.prior_size_mm) > 0.05]
         if current:
             return current[-1]
+        if len(facts.sizes_mm) == 1:
+            return None  # "was 5 mm" alone: the earlier size, not the nodule's size now
     now = re.search(r"\b(?:now|currently|today|grown\s+to|increased\s+to|measures?|measuring)\b[^.?!]{0,20}?"
                     r"(\d+(?:[.,]\d+)?)\s*(mm|cm)", question, re.I)
     if now:
@@ -242,6 +244,8 @@ def _take_text(frame: CaseFrame, facts: TextFacts, question: str) -> None:
         frame.solid_mm = facts.solid_component_mm
     if facts.stable_months is not None:
         frame.stable_months = facts.stable_months
+    if facts.follow_up_screen:
+        frame.follow_up_screen = True
     for name in ("count", "status", "age", "pack_years", "smoking", "sex"):
         value = getattr(facts, name)
         if value is not None:
@@ -311,7 +315,8 @@ def _other_system(previous: CaseFrame, facts: TextFacts) -> bool:
 def _answers_pending(previous: CaseFrame, facts: TextFacts, question: str) -> bool:
     """A short reply that gives what the previous answer asked for ("pure GGN" to "ground-glass or
     part-solid?", "solid bit ~4 mm" to "how large is the solid component?")."""
-    if len(question) > 60 or not previous.missing or (facts.sizes_mm and "size" not in previous.missing):
+    new_size = [mm for mm in facts.sizes_mm if facts.prior_size_mm is None or abs(mm - facts.prior_size_mm) > 0.05]
+    if len(question) > 60 or not previous.missing or (new_size and "size" not in previous.missing):
         return False
     gives = {"nodule type": facts.nodule_type in ("ground_glass", "part_solid"),
              "solid component size": facts.solid_component_mm is not None, "size": bool(facts.sizes_mm),
@@ -319,7 +324,8 @@ def _answers_pending(previous: CaseFrame, facts: TextFacts, question: str) -> bo
              "setting": facts.setting is not None, "age": facts.age is not None,
              "smoking history": facts.smoking is not None, "pack-years": facts.pack_years is not None,
              "years since quitting": facts.years_since_quit is not None,
-             "BI-RADS category": facts.birads is not None}
+             "BI-RADS category": facts.birads is not None, "status": facts.status is not None,
+             "prior category": facts.lung_rads is not None}
     return any(gives.get(m) for m in previous.missing)
 
 
@@ -404,8 +410,11 @@ def _defaults_and_missing(frame: CaseFrame) -> None:
             and (frame.size_mm is None or frame.size_mm < 8.5):
         frame.missing.append("risk")
     if frame.system == "lung_rads" and frame.status is None and not frame.no_nodule and not meaning_only:
-        frame.status = "baseline"
-        frame.assumed.append("the baseline screen (no prior screen mentioned)")
+        if frame.follow_up_screen:  # a later screen that does not say how the nodule changed: asked
+            frame.missing.append("status")
+        else:
+            frame.status = "baseline"
+            frame.assumed.append("the baseline screen (no prior screen mentioned)")
     if frame.system in ("uspstf_lung", "uspstf_breast"):
         # nothing about a patient: the question is who is eligible, answered with the criteria
         frame.criteria = all(v is None for v in (frame.age, frame.smoking, frame.pack_years, frame.quit_years))

@@ -386,13 +386,18 @@ _GROWTH_AFTER = re.compile(rf"{_NUM}\s*{_UNIT}\s*(?:,\s*)?(?:\(|,)?\s*(?:up|incr
                            re.I)
 _STABLE_FOR = re.compile(r"\b(?:stable|unchanged|no\s+(?:interval\s+)?(?:change|growth))\s+(?:for|over|since|x)?\s*"
                          r"(?:about\s+|the\s+(?:last|past)\s+)?(\d+(?:[.,]\d+)?)\s*(years?|months?)", re.I)
-_FOLLOW_UP_SCREEN = re.compile(r"\b(?:follow[- ]?up|annual|repeat|subsequent|interval)\s+(?:screening\s+|low-dose\s+)?"
-                               r"(?:CT|LDCT|scan|screen)\b|\bpreviously\s+(?:seen|noted|reported|identified)\b", re.I)
+_FOLLOW_UP_SCREEN = re.compile(r"\b(?:follow[- ]?up|repeat|subsequent|interval|second|2nd|third|3rd)\s+(?:annual\s+)?"
+                               r"(?:screening\s+|low-dose\s+)?(?:CT|LDCT|scan|screen)\b|\bpreviously\s+(?:seen|noted|"
+                               r"reported|identified)\b|\b(?:known|existing)\s+(?:\w+\s+)?nodule\b", re.I)
 
 
 # "9 mm solid nodule, previously 6 mm": the current size first
 _GROWTH_BACK = re.compile(rf"{_NUM}\s*{_UNIT}[^.?!;\d]{{0,40}}?\b(?:previously|prior(?:ly)?|was|before|up\s+from|"
                           rf"compared\s+(?:with|to))\s+(?:\w+\s+){{0,2}}?{_NUM}\s*{_UNIT}", re.I)
+
+
+_PRIOR_SIZE = re.compile(rf"(?<!\bif\s)(?<!\bit\s)\b(?:was|previously|prior(?:ly)?|initially|at\s+baseline)\s+"
+                         rf"(?:\w+\s+){{0,2}}?{_NUM}\s*{_UNIT}", re.I)
 
 
 def _read_growth(text: str, facts: TextFacts) -> None:
@@ -413,6 +418,10 @@ def _read_growth(text: str, facts: TextFacts) -> None:
             facts.notes.append(f"grew from {before:g} mm to {now:g} mm")
     elif before is not None and now == before:
         facts.status = "stable"
+    elif before is None:
+        only = _PRIOR_SIZE.search(text)  # "it's grown, was 5 mm": the earlier size, with no current one stated
+        if only and len(facts.sizes_mm) == 1:
+            facts.prior_size_mm = _to_mm(_num(only.group(1)), only.group(2))
     stable = _STABLE_FOR.search(text)
     if stable and facts.status in (None, "stable"):
         facts.status = "stable"

@@ -284,3 +284,13 @@ def test_a_mass_on_ultrasound_is_a_breast_finding_unless_another_organ_is_named(
     assert breast.system == "birads" and "BI-RADS category" in breast.missing
     thyroid = frame_of("12 mm thyroid nodule on US, f/u?")
     assert thyroid.system == "none" and thyroid.organ == "thyroid"
+
+
+def test_a_nodule_on_a_later_screen_is_not_assumed_baseline():
+    q = "follow-up LDCT: 7 mm solid nodule, previously seen. LR?"
+    frame = frame_of(q)
+    assert frame.system == "lung_rads" and frame.status is None and "status" in frame.missing
+    assert "new, growing or stable" in plan_of(frame, q).clarify
+    answered = frame_of("it's grown, was 5 mm", frame)
+    assert (answered.status, answered.size_mm) == ("growing", 7.0)
+    assert frame_of("7 mm solid nodule on baseline LDCT").status == "baseline"
