@@ -120,6 +120,21 @@ def classifier_sentences(e: Evidence) -> list[str]:
     return out
 
 
+def guideline_sentences(e: Evidence) -> list[str]:
+    """A retrieved section quoted sentence by sentence, each with its citation (the verifier checks sentences
+    one at a time: a quotation of two sentences cited once would lose its first)."""
+    from agent.answer import quote_line
+
+    line = quote_line(e)
+    head, sep, rest = line.partition(': "')
+    cite = f" [{e.id}]."
+    quote = rest[: -len(f'" [{e.id}].')] if sep and rest.endswith(f'" [{e.id}].') else ""
+    parts = [p.strip() for p in re.split(r"(?<=[.;])\s+(?=[A-Z])", quote) if p.strip()]
+    if len(parts) < 2:
+        return [line]
+    return [f'{head}: "{parts[0]}"{cite}'] + [f'"{p}"{cite}' for p in parts[1:]]
+
+
 def sentences_for(e: Evidence, frame: CaseFrame) -> list[str]:
     """The rendered sentences for one evidence item ([] for kinds the model answers from)."""
     if e.kind == "classifier":
@@ -127,9 +142,7 @@ def sentences_for(e: Evidence, frame: CaseFrame) -> list[str]:
     if e.kind == "dicom":  # the study's safe header facts, as the header states them
         return [f"Study {e.facts.get('study', '?')} ({e.source}): {e.quote.rstrip('.')} [{e.id}]."]
     if e.kind == "guideline":  # a section retrieved for a rendered answer: quoted, not paraphrased
-        from agent.answer import quote_line
-
-        return [quote_line(e)]
+        return guideline_sentences(e)
     if e.kind == "comparison":
         return comparison_sentences(e)
     if e.kind != "calculator":

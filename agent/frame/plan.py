@@ -118,8 +118,12 @@ def _lung_rads_call(frame: CaseFrame) -> tuple[str, dict[str, Any]]:
     return "lung_rads_category", args
 
 
-_CRITERIA_QUERY = {"uspstf_lung": "USPSTF 2021 lung cancer screening eligibility criteria age pack-years quit",
-                   "uspstf_breast": "USPSTF 2024 breast cancer screening recommendation age biennial mammography"}
+# worded like the recommendations themselves, so the quoted sentence is the recommendation
+_CRITERIA_QUERY = {"uspstf_lung": "USPSTF recommends annual screening for lung cancer with low-dose CT in adults aged "
+                                  "50 to 80 years with a smoking history of at least 20 pack-years who currently smoke "
+                                  "or quit within the past 15 years",
+                   "uspstf_breast": "USPSTF biennial (every other year) screening mammography for women aged 40 to 74 "
+                                    "years (grade B)"}
 
 
 def _screening_call(frame: CaseFrame, question: str) -> tuple[str, dict[str, Any]]:
