@@ -155,9 +155,11 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
             and not (facts.lung_rads or facts.birads) and (facts.pack_years is not None or facts.smoking) \
             and question.rstrip().endswith("?"):
         return "screening"
-    # "76F screening mammo?": a screening mammogram for a woman of a stated age, no finding and no category
-    if facts.mentions_breast and facts.setting == "screening" and facts.age is not None and not facts.birads \
-            and not facts.sizes_mm and not facts.mentions_nodule:
+    # "76F screening mammo?", "42F, mammo now or wait?": a mammogram for a woman of a stated age, with no
+    # finding and no category
+    if facts.mentions_breast and facts.age is not None and not facts.birads and not facts.sizes_mm \
+            and not facts.mentions_nodule and not _BREAST_FINDING.search(question) \
+            and (facts.setting == "screening" or (facts.sex == "female" and question.rstrip().endswith("?"))):
         return "screening"
     if has_image and not facts.sizes_mm and (_ABOUT_IMAGE.search(question) or asked_findings(question).findings):
         return "image"
@@ -172,6 +174,8 @@ def _intent(facts: TextFacts, draft: FrameDraft | None, question: str, has_image
         return "category"
     if facts.mentions_nodule and _MANAGEMENT.search(question):
         return "followup"  # a nodule's management without its size: the answer asks for it
+    if facts.mentions_breast and _BREAST_FINDING.search(question) and not facts.eligibility:
+        return "followup"  # a breast finding without its category: BI-RADS, and the category is asked
     if draft is not None and _draft_intent_fits(draft.intent, facts, question, has_image, has_patient):
         return draft.intent
     return "knowledge"
@@ -192,6 +196,8 @@ def _draft_intent_fits(intent: str, facts: TextFacts, question: str, has_image: 
     return True
 
 
+_BREAST_FINDING = re.compile(r"\b(?:mass|calc\w*|lesion|asymmetr\w*|distortion|cyst\w*|lump|nodul\w*|finding|"
+                             r"density|densities|abnormal\w*|recall\w*|callback|biops\w*|bx)\b", re.I)
 _USPSTF = re.compile(r"\bUSPSTF\b|\bTask\s+Force\b", re.I)
 
 

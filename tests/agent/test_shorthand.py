@@ -55,6 +55,8 @@ def test_a_quit_year_is_counted_from_the_current_year():
     ("8 mm solid nodule in pt with NSCLC s/p lobectomy", {"known_cancer": True}),
     ("on MTX for RA, 7mm solid nodule LLL, f/u?", {"immunocompromised": True}),
     ("76F screening mammo?", {"intent": "screening", "system": "uspstf_breast", "age": 76}),
+    ("42F average risk, mammo now or wait?", {"intent": "screening", "system": "uspstf_breast", "age": 42}),
+    ("42F mammo calcs, next?", {"intent": "followup", "system": "birads"}),
 ])
 def test_shorthand_values_are_read(question, expected):
     frame = frame_of(question)
