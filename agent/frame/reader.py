@@ -28,6 +28,9 @@ from tools.vocabulary.normalise import normalise
 # a short turn that changes one parameter of the previous question
 _FOLLOW_ON = re.compile(r"^\W*(?:(?:ok(?:ay)?|right|alright|got\s+it|thanks?|cool)\W+)?(?:and|but|so|then|also)\b|"
                         r"^\W*(?:ok(?:ay)?|right|alright)\W+(?:when|what|how|do|should|f/?u|follow|rescan|next)\b|"
+                        r"^\W*(?:what(?:'s|\s+is|\s+are|\s+about)|how\s+(?:about|long|often|likely)|when|and)\b[^.?!]{0,30}\b(?:ppv|"
+                        r"probability|risk|chance|likelihood|management|mgmt|interval|next|plan|f/?u|follow[- ]?up|"
+                        r"rescan|biopsy|meaning|mean|malignan\w*)\b|"
                         r"^\W*(?:f/?u|follow[- ]?up|rescan|next\s+step|interval|when\s+(?:do|should)\s+we\s+"
                         r"(?:rescan|repeat|image|scan|follow))\b|^\W*(?:both|it|this|that)\s+(?:were|was|is)\b|^\W*(?:what|how)\s+(?:if|about)\b|^\W*(?:if|suppose|assuming|"
                         r"instead)\b|\binstead\b|^\W*(?:same|also)\b|^\W*(?:she|he|they|it|the\s+patient)\s+(?:is|"
@@ -314,7 +317,8 @@ def _other_system(previous: CaseFrame, facts: TextFacts) -> bool:
     """The turn names a category of another organ's system ("and what does BI-RADS 4 mean?" after a lung
     nodule): a new question, not a change to the previous one."""
     breast = previous.system in ("birads", "uspstf_breast")
-    return bool((facts.birads or facts.mentions_breast) and not breast and previous.system != "none") \
+    breast_finding = facts.mentions_breast and not facts.known_cancer and bool(facts.sizes_mm or facts.eligibility)
+    return bool((facts.birads or breast_finding) and not breast and previous.system != "none") \
         or bool(facts.lung_rads and breast)
 
 

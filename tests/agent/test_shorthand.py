@@ -296,3 +296,13 @@ def test_a_nodule_on_a_later_screen_is_not_assumed_baseline():
     answered = frame_of("it's grown, was 5 mm", frame)
     assert (answered.status, answered.size_mm) == ("growing", 7.0)
     assert frame_of("7 mm solid nodule on baseline LDCT").status == "baseline"
+
+
+def test_short_questions_about_the_same_case_continue_it():
+    birads = frame_of("what's the PPV?", frame_of("BR 4A on US"))
+    assert (birads.source, birads.system, birads.category) == ("previous", "birads", "4A")
+    lung = frame_of("7 mm solid nodule on CT chest, 30 PY")
+    history = frame_of("pt also has hx of breast ca", lung)
+    assert (history.source, history.system, history.known_cancer) == ("previous", "fleischner", True)
+    drug = frame_of("she's on tacrolimus after a kidney tx", lung)
+    assert drug.immunocompromised and drug.size_mm == 7.0
