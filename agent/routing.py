@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args, get_origin
 
+from tools.vocabulary.clinical import ELIGIBILITY, PRIOR_STUDY
+
 # (pattern, tool) in priority order; the first two matches become the hint
 _TOPICS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\blung[- ]?rads\b", re.I), "lung_rads_category"),
@@ -27,11 +29,10 @@ _TOPICS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\blung cancer screen\w*|\bscreen\w* for lung cancer|\bldct\b|\bpack[- ]?years?\b", re.I),
      "uspstf_lung_screening"),
 ]
-_PRIOR = re.compile(r"\b(prior|previous|earlier|last|first|old|baseline|before)\b.*\b(report|study|studies|"
-                    r"ct|scan|imaging|exam\w*|x-?ray|radiograph|ultrasound|mammogra\w*|mri)\b|"
-                    r"\b(compar\w*|change[ds]?|stable|grown|growth|interval)\b", re.I)
-# a screening-eligibility question is answered by the screening tool, not by the nodule tables
-_ELIGIBILITY = re.compile(r"\beligib\w*|\bqualif\w*|\bshould (she|he|they) (be )?screen", re.I)
+# the vocabulary's own patterns (one definition): a prior-report question, a screening-eligibility question
+# (answered by the screening tool, not by the nodule tables)
+_PRIOR = PRIOR_STUDY
+_ELIGIBILITY = ELIGIBILITY
 
 # a verb at the start that asks for an act; "order", "call" and "refer" only with an object ("order a CT",
 # "refer her"), so "Order of the views?" or "Refer to Fleischner: ..." are questions, not acts

@@ -13,8 +13,17 @@ from agent.frame.model import CaseFrame
 
 
 def _reading(frame: CaseFrame) -> str:
-    """How numbers in the question were read (unit conversions, averaged axes, pack-years), if any."""
-    return "; ".join(dict.fromkeys(frame.notes))
+    """How numbers in the question were read (unit conversions, averaged axes, pack-years), if any, and a
+    risk basis with numbers (a history given in words or in an earlier turn is stated here, not inside a
+    cited recommendation, whose every number must come from its evidence)."""
+    notes = list(dict.fromkeys(frame.notes))
+    if frame.risk and frame.system == "fleischner" and _numeric_basis(frame):  # risk is Fleischner's notion
+        notes.append(f"{frame.risk} risk: {frame.risk_basis}")
+    return "; ".join(notes)
+
+
+def _numeric_basis(frame: CaseFrame) -> bool:
+    return bool(frame.risk_basis and re.search(r"\d", frame.risk_basis) and not frame.risk_basis.startswith("stated"))
 
 
 _KIND = {"solid": "solid nodule", "ground glass": "pure ground-glass nodule", "part solid": "part-solid nodule",
@@ -33,7 +42,8 @@ def fleischner_rule(rule: str, frame: CaseFrame) -> str:
     text = f"{count} {kind_words} {band}".strip()
     risk = next((p for p in parts[2:] if p in ("low risk", "high risk")), None)
     if risk:
-        basis = frame.risk_basis if frame.risk_basis and not frame.risk_basis.startswith("stated") else None
+        basis = frame.risk_basis if frame.risk_basis and not frame.risk_basis.startswith("stated") \
+            and not _numeric_basis(frame) else None
         text += f", {risk}" + (f" ({basis})" if basis else "")
     if frame.size_mm is not None and frame.size_mm != int(frame.size_mm + 0.5) and band:
         text += f" ({frame.size_mm:g} mm rounds to {int(frame.size_mm + 0.5)} mm)"
@@ -110,6 +120,21 @@ def classifier_sentences(e: Evidence) -> list[str]:
     return out
 
 
+def guideline_sentences(e: Evidence) -> list[str]:
+    """A retrieved section quoted sentence by sentence, each with its citation (the verifier checks sentences
+    one at a time: a quotation of two sentences cited once would lose its first)."""
+    from agent.answer import quote_line
+
+    line = quote_line(e)
+    head, sep, rest = line.partition(': "')
+    cite = f" [{e.id}]."
+    quote = rest[: -len(f'" [{e.id}].')] if sep and rest.endswith(f'" [{e.id}].') else ""
+    parts = [p.strip() for p in re.split(r"(?<=[.;])\s+(?=[A-Z])", quote) if p.strip()]
+    if len(parts) < 2:
+        return [line]
+    return [f'{head}: "{parts[0]}"{cite}'] + [f'"{p}"{cite}' for p in parts[1:]]
+
+
 def sentences_for(e: Evidence, frame: CaseFrame) -> list[str]:
     """The rendered sentences for one evidence item ([] for kinds the model answers from)."""
     if e.kind == "classifier":
@@ -117,9 +142,7 @@ def sentences_for(e: Evidence, frame: CaseFrame) -> list[str]:
     if e.kind == "dicom":  # the study's safe header facts, as the header states them
         return [f"Study {e.facts.get('study', '?')} ({e.source}): {e.quote.rstrip('.')} [{e.id}]."]
     if e.kind == "guideline":  # a section retrieved for a rendered answer: quoted, not paraphrased
-        from agent.answer import quote_line
-
-        return [quote_line(e)]
+        return guideline_sentences(e)
     if e.kind == "comparison":
         return comparison_sentences(e)
     if e.kind != "calculator":
@@ -157,7 +180,8 @@ def compose_answer(frame: CaseFrame, items: list[Evidence], clarify: str | None,
         lines.append("Assumed: " + "; ".join(frame.assumed) + ".")
     if clarify:
         if frame.missing == ["risk"] and results:
-            lines.append("The recommendation depends on the patient's risk, so both are shown. " + clarify)
+            why = f": {frame.risk_basis}" if frame.risk is None and frame.risk_basis else ""
+            lines.append(f"The recommendation depends on the patient's risk, so both are shown{why}. " + clarify)
         else:
             lines.append(clarify)
     return "\n".join(lines) if lines else "I could not find a guideline result for this question."

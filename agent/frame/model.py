@@ -81,6 +81,9 @@ class CaseFrame:
     typical_perifissural: bool = False
     radiograph_only: bool = False
     organ: str | None = None
+    sex: str | None = None
+    criteria: bool = False          # a screening question about no patient: the criteria themselves
+    follow_up_screen: bool = False  # a nodule on a later screen ("follow-up LDCT", "previously seen"): no baseline
     stable_months: float | None = None   # how long the nodule has been stable (a measured comparison)
     comparison: str | None = None        # the comparison evidence id that set the status
     missing: list[str] = field(default_factory=list)

@@ -42,6 +42,8 @@ _BREAST_MODALITY = (("ultrasound", re.compile(r"\bultrasound\b|\bsonograph\w*|\b
                     ("mri", re.compile(r"\bMRI?\b|\bmagnetic\b", re.I)),
                     ("mammography", re.compile(r"\bmammo\w*|\btomosynthesis\b", re.I)))
 _QUESTIONS = {
+    "nodule type": ("Is the subsolid nodule pure ground-glass, or part-solid (and if part-solid, how large is its "
+                    "solid component, in mm)?"),
     "size": "What is the nodule's size (average of its long and short axes, in mm)?",
     "solid component size": "What is the size of the solid component (mm)?",
     "risk": ("Is the patient at low or high risk of lung cancer (smoking history, age, exposures, family history, "
@@ -53,6 +55,7 @@ _QUESTIONS = {
     "years since quitting": "How many years ago did the patient quit smoking?",
     "BI-RADS category": "Which BI-RADS category was assigned?",
     "prior category": "What was the Lung-RADS category at the previous screen?",
+    "status": "Compared with the previous screen, is the nodule new, growing or stable (and its size then)?",
 }
 
 
@@ -64,7 +67,7 @@ INTRODUCTION = ("I am RadConsult, a decision-support assistant for clinicians wh
 
 def smalltalk_reply(question: str) -> str:
     """A greeting, thanks or a question about the assistant, answered without the model."""
-    if re.search(r"\bthank|\bcheers\b|\bgreat\b|\bok(?:ay)?\b|\bbye\b", question, re.I):
+    if re.search(r"\bthank|\bthx\b|\bty\b|\bcheers\b|\bgreat\b|\bok(?:ay)?\b|\bbye\b", question, re.I):
         return "You're welcome. Ask again whenever you need a guideline, a study read or a prior report."
     if re.search(r"^\W*(hi|hello|hey|good\s+(?:morning|afternoon|evening))\b", question, re.I):
         return "Hello. " + INTRODUCTION
@@ -117,24 +120,36 @@ def _lung_rads_call(frame: CaseFrame) -> tuple[str, dict[str, Any]]:
         args["solid_component_mm"] = frame.solid_mm
     if frame.typical_perifissural:
         args["nodule_type"] = "juxtapleural"
-    if frame.status == "stable" and frame.category:
+    if frame.status == "stable" and frame.category in ("2", "3", "4A", "4B"):  # the categories a step starts from
         args["prior_category"] = frame.category
     return "lung_rads_category", args
 
 
+# worded like the recommendations themselves, so the quoted sentence is the recommendation
+_CRITERIA_QUERY = {"uspstf_lung": "USPSTF recommends annual screening for lung cancer with low-dose CT in adults aged "
+                                  "50 to 80 years with a smoking history of at least 20 pack-years who currently smoke "
+                                  "or quit within the past 15 years",
+                   "uspstf_breast": "USPSTF biennial (every other year) screening mammography for women aged 40 to 74 "
+                                    "years (grade B)"}
+
+
 def _screening_call(frame: CaseFrame, question: str) -> tuple[str, dict[str, Any]]:
+    if frame.criteria:  # "who is eligible per USPSTF?": the criteria, quoted from the guideline
+        return "search_guidelines", {"query": _CRITERIA_QUERY[frame.system]}
     if frame.system == "uspstf_breast":
         return "uspstf_breast_screening", {"age_years": frame.age, "high_risk": bool(_BRCA.search(question)),
                                            "dense_breasts": bool(_DENSE.search(question))}
-    args: dict[str, Any] = {"age_years": frame.age, "smoking_status": frame.smoking,
-                            "pack_years": 0.0 if frame.smoking == "never" else frame.pack_years}
-    if frame.smoking == "former":
+    known = {"age_years": frame.age, "smoking_status": frame.smoking,
+             "pack_years": 0.0 if frame.smoking == "never" else frame.pack_years}
+    args: dict[str, Any] = {k: v for k, v in known.items() if v is not None}  # one criterion may decide alone
+    if frame.smoking == "former" and frame.quit_years is not None:
         args["years_since_quit"] = frame.quit_years
     return "uspstf_lung_screening", args
 
 
 def _guideline_plan(frame: CaseFrame, question: str) -> Plan:
-    if frame.system == "lung_rads" and frame.status == "stable" and not frame.category and not frame.no_nodule:
+    if frame.system == "lung_rads" and frame.status == "stable" and frame.category not in ("2", "3", "4A", "4B") \
+            and not frame.no_nodule and frame.size_mm is not None:
         frame.missing.append("prior category")
     blocking = [m for m in frame.missing if m != "risk"]  # without risk, both columns are shown and asked
     if blocking:

@@ -48,7 +48,7 @@ def test_units_pack_years_and_negations():
     ("7 mm solid nodule, 30 pack-years", "high"),
     ("7 mm solid nodule, 5 pack-years", "low"),
     ("7 mm solid nodule, never smoker", "low"),
-    ("7 mm spiculated solid nodule in a never smoker", "high"),
+    ("7 mm spiculated solid nodule in a never smoker", None),  # pulls both ways: both columns (issue 20)
     ("7 mm solid nodule, father had lung cancer", "high"),
     ("7 mm solid nodule in a 64-year-old", None),
 ])

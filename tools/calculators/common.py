@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from tools.disclaimer import DISCLAIMER
+from tools.vocabulary.clinical import NODULE_TYPE_ALIASES  # the one table of nodule-type words
 
 __all__ = ["DISCLAIMER", "FollowUp", "GuidelineCitation", "NODULE_TYPE_ALIASES", "citer", "normalise", "round_half_up"]
 
@@ -58,18 +59,3 @@ class FollowUp:
     text: str
 
 
-NODULE_TYPE_ALIASES = {
-    "solid": "solid",
-    "ground_glass": "ground_glass",
-    "groundglass": "ground_glass",
-    "ggn": "ground_glass",
-    "ggo": "ground_glass",
-    "pure_ground_glass": "ground_glass",
-    "non_solid": "ground_glass",
-    "nonsolid": "ground_glass",
-    "part_solid": "part_solid",
-    "partsolid": "part_solid",
-    "partly_solid": "part_solid",
-    "semi_solid": "part_solid",
-    "semisolid": "part_solid",
-}

@@ -115,11 +115,12 @@ class FleischnerArgs(BaseModel):
     @model_validator(mode="after")
     def _check_components(self) -> FleischnerArgs:
         if self.nodule_type == "part_solid":
-            if self.solid_component_mm is None:
+            # under 6 mm the table does not depend on the solid component: it need not be known
+            if self.solid_component_mm is None and round_half_up(self.size_mm, 0) >= 6:
                 raise ValueError(
                     "a part_solid nodule needs solid_component_mm (size of its solid part in mm)"
                 )
-            if self.solid_component_mm >= self.size_mm:
+            if self.solid_component_mm is not None and self.solid_component_mm >= self.size_mm:
                 raise ValueError(
                     "solid_component_mm must be smaller than size_mm; a nodule that is solid throughout is 'solid'"
                 )
@@ -420,7 +421,7 @@ def fleischner_followup(args: FleischnerArgs) -> FleischnerResult:
         risk_label = f"{args.risk} risk"
     if args.multiple:
         notes.append("Multiple nodules: management is guided by the most suspicious nodule described.")
-    if args.nodule_type == "part_solid":
+    if args.nodule_type == "part_solid" and args.solid_component_mm is not None:
         notes.append(f"Solid component {args.solid_component_mm:g} mm.")
         if args.multiple and round_half_up(args.solid_component_mm or 0.0, 0) >= 6:
             notes.append(

@@ -78,6 +78,12 @@ _LR_SECTION = {
     "4B": "Category 4B: very suspicious",
     "4X": "Category 4X: category 3 or 4 with additional suspicious features",
 }
+# the S modifier, explained like a category (it is added to categories 0-4, never a category itself)
+_S_MEANING = {"descriptor": "Significant other finding (modifier S, added to categories 0-4)",
+              "management": "As appropriate to the specific finding: clinically significant or potentially "
+                            "significant findings unrelated to lung cancer (for example coronary artery "
+                            "calcification, emphysema, an aortic aneurysm or a suspicious mass in another organ).",
+              "malignancy": "not applicable (a finding unrelated to lung cancer)"}
 _LR_TYPE_HEADING = {
     "solid": "Solid nodules",
     "part_solid": "Part-solid nodules",
@@ -187,12 +193,14 @@ class LungRadsArgs(BaseModel):
         elif self.airway_location is not None:
             raise ValueError("airway_location applies only to airway nodules")
         if self.nodule_type == "part_solid":
-            if self.solid_component_mm is None:
+            assert self.size_mm is not None
+            # a baseline or new part-solid nodule under 6 mm is categorised by its total size alone
+            small = self.size_mm < 6 and self.status in ("baseline", "new")
+            if self.solid_component_mm is None and not small:
                 raise ValueError(
                     "a part_solid nodule needs solid_component_mm (mean diameter of its solid part)"
                 )
-            assert self.size_mm is not None
-            if self.solid_component_mm >= self.size_mm:
+            if self.solid_component_mm is not None and self.solid_component_mm >= self.size_mm:
                 raise ValueError(
                     "solid_component_mm must be smaller than size_mm; a nodule that is solid throughout is 'solid'"
                 )
@@ -340,9 +348,9 @@ def _solid_rule_cell(args: LungRadsArgs, size: float, solid: float | None,
     if kind == "solid":
         category, rule = _solid_rule(size, status)
         return category, rule, _lr_section(category, "solid")
-    assert solid is not None
-    category, rule = _part_solid_rule(size, solid, status)
-    notes.append(f"Solid component {solid:g} mm.")
+    category, rule = _part_solid_rule(size, solid if solid is not None else 0.0, status)  # < 6 mm: total decides
+    if solid is not None:
+        notes.append(f"Solid component {solid:g} mm.")
     return category, rule, _lr_section(category, "part_solid")
 
 
@@ -417,7 +425,8 @@ class LungRadsMeaningArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category: LungRadsCategory = Field(description="Lung-RADS category: 0, 1, 2, 3, 4A, 4B or 4X.")
+    category: Literal["0", "1", "2", "3", "4A", "4B", "4X", "S"] = Field(
+        description="Lung-RADS category: 0, 1, 2, 3, 4A, 4B or 4X (or S, the significant-other-finding modifier).")
 
     @field_validator("category", mode="before")
     @classmethod
@@ -437,6 +446,12 @@ def lung_rads_meaning(args: LungRadsMeaningArgs) -> LungRadsResult:
     calcified or fat-containing nodules).
     """
     c = args.category
+    if c == "S":
+        return LungRadsResult(category="S", label="S", descriptor=_S_MEANING["descriptor"],
+                              management=_S_MEANING["management"], probability_of_malignancy=_S_MEANING["malignancy"],
+                              rule="modifier S: significant other finding", size_mm_used=None,
+                              solid_component_mm_used=None, citation=_LUNG_RADS(_LR_S), notes=(),
+                              s_modifier=True)
     notes = ["Categories 1 and 2 are negative screens; 3 and 4 are positive screens."] if c in ("1", "2", "3", "4A",
                                                                                                "4B", "4X") else []
     return LungRadsResult(category=c, label=c, descriptor=_LR_DESCRIPTOR[c], management=_LR_MANAGEMENT[c],

@@ -23,9 +23,11 @@ class LungScreeningArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    age_years: int = Field(ge=0, le=130, description="Age in years.")
-    pack_years: float = Field(ge=0, le=300, description="Packs per day multiplied by years smoked.")
-    smoking_status: Literal["current", "former", "never"] = Field(description="current, former or never.")
+    age_years: int | None = Field(default=None, ge=0, le=130, description="Age in years.")
+    pack_years: float | None = Field(default=None, ge=0, le=300,
+                                     description="Packs per day multiplied by years smoked.")
+    smoking_status: Literal["current", "former", "never"] | None = Field(
+        default=None, description="current, former or never.")
     years_since_quit: float | None = Field(
         default=None, ge=0, le=130, description="Former smokers: years since quitting."
     )
@@ -53,11 +55,16 @@ class LungScreeningArgs(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LungScreeningArgs:
-        if self.smoking_status == "former" and self.years_since_quit is None:
+        # a criterion that alone rules screening out decides the verdict: the rest need not be known
+        decided = bool(_reasons(self))
+        for name in ("age_years", "pack_years", "smoking_status"):
+            if getattr(self, name) is None and not decided:
+                raise ValueError(f"{name} is needed (no other criterion decides eligibility)")
+        if self.smoking_status == "former" and self.years_since_quit is None and not decided:
             raise ValueError("a former smoker needs years_since_quit")
         if self.smoking_status != "former" and self.years_since_quit is not None:
             raise ValueError("years_since_quit applies only to former smokers")
-        if self.smoking_status == "never" and self.pack_years > 0:
+        if self.smoking_status == "never" and (self.pack_years or 0) > 0:
             raise ValueError("a never smoker cannot have pack_years above 0")
         return self
 
@@ -75,14 +82,13 @@ class LungScreeningResult:
         return asdict(self)
 
 
-def uspstf_lung_screening(args: LungScreeningArgs) -> LungScreeningResult:
-    """Lung cancer screening eligibility (USPSTF 2021, grade B: annual LDCT at 50-80 years with >= 20 pack-years,
-    currently smoking or quit within 15 years)."""
+def _reasons(args: LungScreeningArgs) -> list[str]:
+    """Each criterion the patient fails, among those known (an unknown one is not counted)."""
     reasons: list[str] = []
-    if not 50 <= args.age_years <= 80:
+    if args.age_years is not None and not 50 <= args.age_years <= 80:
         reasons.append(f"age {args.age_years} is outside 50-80 years")
-    if args.pack_years < 20:
-        reasons.append(f"{args.pack_years:g} pack-years is below 20")
+    if args.pack_years is not None and args.pack_years < 20 and args.smoking_status != "never":
+        reasons.append(f"fewer than 20 pack-years ({args.pack_years:g})")
     if args.smoking_status == "never":
         reasons.append("never smoked")
     if args.smoking_status == "former" and (args.years_since_quit or 0) >= 15:
@@ -91,6 +97,13 @@ def uspstf_lung_screening(args: LungScreeningArgs) -> LungScreeningResult:
         reasons.append(
             "a health problem limits life expectancy or ability/willingness to have curative surgery"
         )
+    return reasons
+
+
+def uspstf_lung_screening(args: LungScreeningArgs) -> LungScreeningResult:
+    """Lung cancer screening eligibility (USPSTF 2021, grade B: annual LDCT at 50-80 years with >= 20 pack-years,
+    currently smoking or quit within 15 years)."""
+    reasons = _reasons(args)
     if reasons:
         stop = any("quit" in r or "health problem" in r for r in reasons)
         section = "When to stop screening" if stop else "Eligibility criteria"

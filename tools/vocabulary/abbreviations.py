@@ -44,6 +44,7 @@ CLINICAL_SHORTHAND: dict[str, str] = {
     "oht": "orthotopic heart transplant", "olt": "orthotopic liver transplant", "sot": "solid organ transplant",
     "bmt": "bone marrow transplant", "hsct": "stem cell transplant", "sct": "stem cell transplant",
     "mmf": "mycophenolate", "fk506": "tacrolimus", "csa": "cyclosporine", "aza": "azathioprine",
+    "mtx": "methotrexate",
     "plwh": "person living with HIV",
     # nodules and lungs
     "ggn": "ground-glass nodule", "ggns": "ground-glass nodules", "ggo": "ground-glass opacity",
