@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from agent.frame.findings import TECHNIQUE, asked_findings, models_reading, stated_study
 from agent.frame.model import CALCULATOR_OF, CaseFrame
-from agent.frame.text import read_text
+from agent.frame.reader import draft_could_reframe
 
 if TYPE_CHECKING:
     from tools.classifiers.coverage import Coverage
@@ -35,16 +35,6 @@ _CLINICAL = re.compile(r"\b(?:(?:LD)?CT|MRI?|PET|x-?rays?|radiograph\w*|ultrasou
                        r"lesions?|follow-?up|smok\w*|pack-?years?)\b", re.I)
 
 
-def _model_could_reframe(question: str, has_image: bool, has_patient: bool) -> bool:
-    """Whether a draft could turn a general reading into a guideline, image or prior-report one: the reader
-    takes such an intent only where the text supports it (a nodule, a category, an eligibility question,
-    an attached image or patient), so without any of them a clinical question stays a general one."""
-    facts = read_text(question)
-    return bool(has_image or has_patient or facts.mentions_nodule or facts.sizes_mm or facts.no_nodule
-                or facts.lung_rads or facts.birads or facts.eligibility
-                or (facts.setting == "screening" and (facts.age or facts.smoking)))
-
-
 def model_fills(frame: CaseFrame, question: str, installed: Sequence[Coverage] = (), *, has_image: bool = False,
                 has_patient: bool = False) -> str | None:
     """The field of ``frame`` (read by the rules alone) that the model's draft could fill, or None when the
@@ -53,7 +43,7 @@ def model_fills(frame: CaseFrame, question: str, installed: Sequence[Coverage] =
     if frame.source == "previous":
         return None  # a follow-up: the previous frame with what this turn states (a draft is not read)
     if frame.intent not in _SETTLED:
-        if _CLINICAL.search(question) and not _model_could_reframe(question, has_image, has_patient):
+        if _CLINICAL.search(question) and not draft_could_reframe(question, has_image, has_patient):
             return None  # a general clinical question: retrieval and the model's prose, no draft first
         return "intent"  # the model may see a guideline question in unusual words, or one out of scope
     if frame.intent == "category" and frame.system not in CALCULATOR_OF:

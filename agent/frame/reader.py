@@ -196,7 +196,16 @@ def _draft_intent_fits(intent: str, facts: TextFacts, question: str, has_image: 
         return has_image
     if intent == "prior":
         return has_patient
-    return True
+    # the rules own small talk (is_smalltalk): a model's "smalltalk" for "why is LDCT used ...?" is wrong
+    return intent != "smalltalk"
+
+
+def draft_could_reframe(question: str, has_image: bool, has_patient: bool) -> bool:
+    """Whether a model's draft could turn a general reading of ``question`` into a guideline, image or
+    prior-report one (the intents :func:`_draft_intent_fits` lets a draft set only where the text supports them)."""
+    facts = read_text(question)
+    return any(_draft_intent_fits(intent, facts, question, has_image, has_patient)
+               for intent in ("category", "followup", "screening", "image", "prior"))
 
 
 _BREAST_FINDING = re.compile(r"\b(?:mass|calc\w*|lesion|asymmetr\w*|distortion|cyst\w*|lump|nodul\w*|finding|"

@@ -22,6 +22,7 @@ from agent.consultation import Consultation
 from agent.frame import read_case
 from agent.frame.complete import model_fills
 from agent.frame.findings import models_reading, stated_study
+from agent.frame.model import FrameDraft
 from agent.wiring import imaging_config
 from tests.agent.fakes import NoModelBackend, ScriptedBackend, frame, real_tools, text
 from tests.agent.llm_fixtures import qwen_path  # noqa: F401 - fixture
@@ -369,3 +370,10 @@ def test_a_cold_rule_read_ask_loads_no_model_runtime(settings):
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300,
                          cwd=root)
     assert out.stdout.split() == ["0"], out.stdout + out.stderr[-2000:]
+
+
+def test_a_models_small_talk_reading_of_a_clinical_question_is_not_taken():
+    """Seen with the 1.5B: "Why is low-dose CT used ...?" drafted as small talk got the introduction."""
+    question = "Is that nodule thing in the lung something to worry about?"
+    f = read_case(question, FrameDraft(intent="smalltalk"), None)
+    assert f.intent != "smalltalk"
