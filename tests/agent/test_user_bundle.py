@@ -59,7 +59,8 @@ def test_a_user_bundle_answers_the_finding_its_metadata_names(user_settings):
     assert classify[0].arguments["model"] == "ptx-user"
     assert "ptx-user 0.0.1 reads study S1 as" in res.answer and "P(pneumothorax) = " in res.answer
     assert "No installed model assesses" not in res.answer
-    assert len(backend.requests) == 1  # the answer is rendered from the result
+    # the rules read the finding from the bundle's own words and the answer is rendered: no model call at all
+    assert backend.requests == [] and res.frame.source == "rules"
     spec = tools["classify_study"]  # the model sees the user's bundle, with its own hint in the argument model
     assert "ptx-user" in spec.description and len(spec.description) <= 300
     assert "ptx-user (pneumothorax on a chest X-ray)" in spec.args_model.model_fields["model"].description
