@@ -241,7 +241,9 @@ def prepare(box: Box) -> list[Result]:
     steps = [box.run("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n"),
              box.run("inspect", str(sample_dicom())),
              sign_cases(box, ["case-signed"]),
-             box.run("ask", "What does BI-RADS 3 mean?", "--case", "c1")]  # dead LLM: a failed turn, stored
+             # a question the rules leave to the model (a BI-RADS meaning is answered without it): with the
+             # dead LLM, a failed turn, stored
+             box.run("ask", "How are pulmonary nodules measured on CT?", "--case", "c1")]
     bad = [r.short() for r in steps[:3] if r.rc != 0]
     if bad or steps[3].rc != 2:
         raise RuntimeError("preparing the data directory failed: " + "; ".join(bad + [steps[3].short()]))
