@@ -174,3 +174,16 @@ def fake_tools(guideline_quote: str = GUIDELINE, report_quote: str = "Stable 5 m
 
 def schema_names(tools: list[ToolSchema] | None) -> list[str]:
     return [t.name for t in tools or []]
+
+
+def one_guideline_passage(monkeypatch: Any, *, source: str, organisation: str, title: str, year: int, section: str,
+                          quote: str) -> None:
+    """Every guideline search returns this one passage, as the real :class:`knowledge.retrieve.Citation` (the
+    knowledge base's search is the boundary replaced; the tools, the ledger and the verifier run for real)."""
+    from agent.services import KnowledgeService
+    from knowledge.retrieve import Citation
+
+    cit = Citation(chunk_id="c1", source=source, title=title, organisation=organisation, year=year, section=section,
+                   page=None, url="https://example.org", quote=quote, score=0.03, kind="guideline")
+    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
+    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [cit])

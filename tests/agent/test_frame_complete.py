@@ -24,7 +24,7 @@ from agent.frame.complete import model_fills
 from agent.frame.findings import models_reading, stated_study
 from agent.frame.model import FrameDraft
 from agent.wiring import imaging_config
-from tests.agent.fakes import NoModelBackend, ScriptedBackend, frame, real_tools, text
+from tests.agent.fakes import NoModelBackend, ScriptedBackend, frame, one_guideline_passage, real_tools, text
 from tests.agent.llm_fixtures import qwen_path  # noqa: F401 - fixture
 from tests.conftest import shared_file
 
@@ -126,16 +126,9 @@ def test_an_uncovered_image_finding_is_declined_without_the_model(settings):
 
 
 def test_a_question_the_rules_cannot_read_asks_the_model_for_its_draft(settings, monkeypatch):
-    from agent.services import KnowledgeService
-
-    class Passage:
-        chunk_id, source, organisation, title, year, url, page, study_date, score = \
-            "c1", "f.md", "Fleischner Society", "Fleischner 2017", 2017, "https://x", None, None, 0.03
-        section = "Measurement"
-        quote = "Nodules are measured as the average of the long and short axes on thin-section CT."
-
-    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
-    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [Passage()])
+    one_guideline_passage(monkeypatch, source="f.md", organisation="Fleischner Society", title="Fleischner 2017",
+                          year=2017, section="Measurement",
+                          quote="Nodules are measured as the average of the long and short axes on thin-section CT.")
     backend = ScriptedBackend([frame(intent="knowledge"),
                                text("Nodules are measured as the average of the long and short axes [E1].")])
     consult = Consultation(settings, backend=backend, tools=real_tools(settings))
@@ -148,16 +141,9 @@ def test_a_question_the_rules_cannot_read_asks_the_model_for_its_draft(settings,
 
 
 def test_a_general_clinical_question_makes_one_llm_call_the_answer(settings, monkeypatch):
-    from agent.services import KnowledgeService
-
-    class Passage:
-        chunk_id, source, organisation, title, year, url, page, study_date, score = \
-            "c1", "l.md", "ACR", "Lung-RADS v2022", 2022, "https://x", None, None, 0.03
-        section = "Technique"
-        quote = "Low-dose CT screening uses a fraction of the dose of a standard diagnostic chest CT."
-
-    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
-    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [Passage()])
+    one_guideline_passage(monkeypatch, source="l.md", organisation="ACR", title="Lung-RADS v2022",
+                          year=2022, section="Technique",
+                          quote="Low-dose CT screening uses a fraction of the dose of a standard diagnostic chest CT.")
     backend = ScriptedBackend([text("A low-dose CT uses a fraction of a diagnostic CT's dose [E1].")])
     consult = Consultation(settings, backend=backend, tools=real_tools(settings))
     try:

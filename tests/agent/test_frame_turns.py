@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from agent.consultation import Consultation
 from agent.wiring import imaging_config
-from tests.agent.fakes import ScriptedBackend, frame, real_tools, text
+from tests.agent.fakes import ScriptedBackend, frame, one_guideline_passage, real_tools, text
 from tests.conftest import shared_file
 
 
@@ -63,17 +63,11 @@ def test_screening_ct_without_nodules_is_category_1(settings):
 def test_a_contradicted_sentence_is_removed_and_recorded(settings, monkeypatch):
     """A knowledge answer: the model's prose around the retrieved section, with one wrong interval."""
     from agent.evidence import Ledger
-    from agent.services import KnowledgeService
 
-    class Passage:
-        chunk_id, source, organisation, title, year, url, page, study_date, score = \
-            "c1", "f.md", "Fleischner Society", "Fleischner 2017", 2017, "https://x", None, None, 0.03
-        section = "Subsolid nodules: single > Single pure ground-glass nodule 6 mm or larger"
-        quote = ("Single pure ground-glass nodule 6 mm or larger: CT at 6 to 12 months to confirm persistence, "
-                 "then CT every 2 years until 5 years.")
-
-    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
-    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [Passage()])
+    one_guideline_passage(monkeypatch, source="f.md", organisation="Fleischner Society", title="Fleischner 2017",
+                          year=2017, section="Subsolid nodules: single > Single pure ground-glass nodule 6 mm or larger",
+                          quote="Single pure ground-glass nodule 6 mm or larger: CT at 6 to 12 months to confirm "
+                                "persistence, then CT every 2 years until 5 years.")
     c, _ = consult(settings, [frame(intent="knowledge"),
                               text("Persistent pure ground-glass nodules of 6 mm or more are followed with CT every "
                                    "2 years until 5 years [E1]. The first CT is at 3 months [E1].")])

@@ -5,7 +5,7 @@ eligibility always has a verdict, and a mixed risk shows both columns with why."
 from __future__ import annotations
 
 from agent.consultation import Consultation
-from tests.agent.fakes import ScriptedBackend, frame, real_tools
+from tests.agent.fakes import ScriptedBackend, frame, one_guideline_passage, real_tools
 
 
 def consult(settings, steps):
@@ -75,16 +75,10 @@ def test_a_subsolid_nodule_is_asked_about_then_answered(settings):
 
 
 def test_the_criteria_question_gets_the_criteria(settings, monkeypatch):
-    from agent.services import KnowledgeService
-
-    class Passage:
-        chunk_id, source, organisation, title, year, url, page, study_date, score = \
-            "c1", "uspstf-2021-lung-cancer-screening.md", "USPSTF", "USPSTF 2021", 2021, "https://x", None, None, 0.03
-        section = "Eligibility criteria"
-        quote = "Eligible adults: age 50 to 80 years; at least 20 pack-years; currently smoke or quit within 15 years."
-
-    monkeypatch.setattr(KnowledgeService, "ensure_ready", lambda self: None)
-    monkeypatch.setattr(KnowledgeService, "search", lambda self, q, kind, patient=None, k=3: [Passage()])
+    one_guideline_passage(monkeypatch, source="uspstf-2021-lung-cancer-screening.md", organisation="USPSTF",
+                          title="USPSTF 2021", year=2021, section="Eligibility criteria",
+                          quote="Eligible adults: age 50 to 80 years; at least 20 pack-years; currently smoke or quit "
+                                "within 15 years.")
     c, _ = consult(settings, [])
     res = c.ask("s8", "who is eligible for LDCT per USPSTF?")
     assert not res.clarifying_question and res.frame.criteria
